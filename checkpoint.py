@@ -1,0 +1,81 @@
+"""Checkpoint files: written atomically, read with `weights_only=True`, checked and upgraded.
+
+A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts, so loading it never runs
+pickled code. This module knows dicts, not models: building a model from one is ModelHandler's job.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from config import UserError
+
+FORMAT_VERSION = 1
+REQUIRED_KEYS = ("model", "model_config", "train_config", "vocab", "iter_num")
+
+
+def save_checkpoint(state: dict, path: str) -> None:
+    """Write to a temporary file beside `path`, fsync, then rename over it.
+
+    A crash or a full disk at any moment leaves either the old file or the new one, never half of one.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(handle, "wb") as tmp:
+            torch.save({"format_version": FORMAT_VERSION, **state}, tmp)
+            tmp.flush()
+            os.fsync(tmp.fileno())
+        os.replace(tmp_name, target)
+    except BaseException as err:
+        Path(tmp_name).unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise UserError(f"could not write checkpoint {path}: {err.strerror or err}. Any earlier file there is untouched.") from None
+        raise
+    _fsync_directory(target.parent)
+
+
+def load_checkpoint(path: str, map_location="cpu") -> dict:
+    """Read and check a checkpoint; anything wrong with the file becomes one clear UserError."""
+    file = Path(path)
+    if not file.is_file():
+        raise UserError(f"checkpoint {path!r} does not exist. Checkpoints are written under models/ by training.")
+    try:
+        state = torch.load(file, map_location=map_location, weights_only=True)
+    except Exception as err:  # truncated zip, foreign pickle, random bytes...
+        reason = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+        raise UserError(
+            f"{path} is not a readable checkpoint of this project (it may be truncated or another kind "
+            f"of file: {reason}). Use a .pt file written by gpt_final_version.py or bigram.py."
+        ) from None
+    if not isinstance(state, dict) or any(key not in state for key in REQUIRED_KEYS):
+        raise UserError(f"{path} is a PyTorch file but not a checkpoint of this project (it lacks {', '.join(REQUIRED_KEYS)}).")
+    return upgrade(state, path)
+
+
+def upgrade(state: dict, path: str = "checkpoint") -> dict:
+    """Bring an older checkpoint format up to FORMAT_VERSION, saying what was changed."""
+    version = state.get("format_version", 0)
+    if version > FORMAT_VERSION:
+        raise UserError(f"{path} has format version {version}, newer than this code's {FORMAT_VERSION}: update the project.")
+    if version == 0:  # before versions were recorded, the kind and best loss were not stored
+        state.setdefault("model_kind", "gpt")
+        state.setdefault("best_val_loss", float("inf"))
+        print(f"note: upgraded {path} from checkpoint format 0 to {FORMAT_VERSION}")
+    state["format_version"] = FORMAT_VERSION
+    return state
+
+
+def _fsync_directory(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # not possible on every platform (Windows); the rename is still atomic
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

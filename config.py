@@ -1,0 +1,327 @@
+"""Hyperparameters, presets and the strict `--name=value` command-line parser.
+
+Edit the defaults below, or override any field from the command line:
+
+    python gpt_final_version.py --preset=cpu --max_iters=2000 --n_layer=4
+    python gpt_final_version.py --help        # every option with its default
+
+Values are applied in this order: the dataclass defaults, then the preset (chosen from the device
+unless --preset names one), then a checkpoint being resumed, then the command line.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import inspect
+import re
+import sys
+import typing
+from dataclasses import dataclass
+
+
+class UserError(Exception):
+    """A mistake the user can fix (bad option, missing file...): shown as one line, no traceback."""
+
+
+# ----------------------------------------------------------------------------------------------
+# The model's shape
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int = 65  # distinct characters; set from the data (tiny-shakespeare has 65)
+    block_size: int = 256  # context length in characters; 256 holds a few lines of verse
+    n_embd: int = 384  # width of the residual stream; 384 = 6 heads x 64, the lecture's size
+    n_head: int = 6  # attention heads; each sees n_embd / n_head = 64 dimensions
+    n_layer: int = 6  # transformer blocks; 6 is the lecture's depth
+    dropout: float = 0.2  # a 10M-parameter model overfits 1M characters, so regularise
+    bias: bool = True  # biases in the linear layers and LayerNorms, as in the lecture
+    attention: str = "fast"  # "fast": one QKV matmul + fused kernel; "heads": the lecture's per-Head loop
+    activation: str = "relu"  # feed-forward non-linearity: "relu" (lecture), "gelu" or "relu2" (ReLU squared)
+
+    def validate(self) -> None:
+        if self.n_embd % self.n_head != 0:
+            raise UserError(
+                f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}: each head gets "
+                f"n_embd / n_head dimensions. Try --n_head={_nearest_divisor(self.n_embd, self.n_head)} "
+                f"or --n_embd={self.n_head * max(1, round(self.n_embd / self.n_head))}."
+            )
+        _check_choice("attention", self.attention, ("fast", "heads"))
+        _check_choice("activation", self.activation, ("relu", "gelu", "relu2"))
+        for name in ("vocab_size", "block_size", "n_embd", "n_head", "n_layer"):
+            if getattr(self, name) < 1:
+                raise UserError(f"{name} must be at least 1, got {getattr(self, name)}.")
+        if not 0.0 <= self.dropout < 1.0:
+            raise UserError(f"dropout must be in [0, 1), got {self.dropout}.")
+
+
+# ----------------------------------------------------------------------------------------------
+# How to train it
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 64  # sequences per step (per process under torchrun)
+    max_iters: int = 5000  # optimizer steps in total; with --resume, the step to stop at
+    learning_rate: float = 1e-3  # peak rate; small models tolerate 1e-3 with warm-up and clipping
+    min_lr: float = 1e-4  # the cosine schedule ends here, a tenth of the peak
+    warmup_iters: int = 100  # linear warm-up steps; keeps Adam's first noisy steps small
+    lr_decay_iters: int = 0  # cosine decay length; 0 means max_iters. Set it to resume a run exactly
+    weight_decay: float = 0.1  # AdamW decay, applied to 2-D weights only (not biases, norms)
+    beta1: float = 0.9  # Adam momentum
+    beta2: float = 0.99  # a bit below 0.999 because each step sees few tokens
+    grad_clip: float = 1.0  # clip the gradient norm to this; 0 disables
+    gradient_accumulation_steps: int = 1  # micro-batches per step: a large batch on a small device
+    eval_interval: int = 500  # estimate train/val loss every this many steps
+    eval_iters: int = 200  # batches per split in each estimate; more is steadier and slower
+    device: str = "auto"  # "auto" picks cuda, then mps, then cpu; or name one ("cpu", "cuda:1")
+    dtype: str = "auto"  # "auto": bfloat16 autocast on cuda, float32 elsewhere; or float32/bfloat16/float16
+    compile: bool = False  # torch.compile the model; pays off on cuda for long runs
+    seed: int = 1337  # seeds batches, dropout and the final sample
+    data: str = "data/tinyshakespeare/input.txt"  # training text (UTF-8); downloaded if it is the default and missing
+    out: str = ""  # checkpoint path; empty means models/<preset>-<date>-<time>.pt (never overwrites)
+    resume: str = ""  # checkpoint to continue training from
+    save_interval: int = 0  # also write the checkpoint every this many steps; 0 only at the end
+    notes: str = "notes.txt"  # one line per finished run is appended here; empty disables
+    samples_dir: str = "samples"  # where the end-of-run sample goes; empty disables
+    sample_chars: int = 500  # length of the end-of-run sample
+    progress: bool = True  # show the tqdm bar (it is hidden anyway when stderr is not a terminal)
+
+    def validate(self) -> None:
+        for name in ("batch_size", "eval_iters", "gradient_accumulation_steps", "eval_interval"):
+            if getattr(self, name) < 1:
+                raise UserError(f"{name} must be at least 1, got {getattr(self, name)}.")
+        for name in ("max_iters", "warmup_iters", "lr_decay_iters", "save_interval", "sample_chars"):
+            if getattr(self, name) < 0:
+                raise UserError(f"{name} must not be negative, got {getattr(self, name)}.")
+        if self.learning_rate <= 0:
+            raise UserError(f"learning_rate must be positive, got {self.learning_rate}.")
+        _check_choice("dtype", self.dtype, ("auto", "float32", "bfloat16", "float16"))
+
+
+@dataclass
+class SampleConfig:
+    prompt: str = "\n"  # text the samples start with; its characters must be in the vocabulary
+    max_new_tokens: int = 500  # characters to generate after the prompt
+    temperature: float = 0.8  # below 1 sharpens the distribution, above 1 flattens it; 0 is greedy
+    top_k: int = 0  # sample only among the k likeliest characters; 0 means all
+    num_samples: int = 1  # independent samples to draw
+    seed: int = 1337  # the same seed gives the same samples
+    device: str = "auto"  # as for training
+    out: str = ""  # also write the samples to this file (e.g. samples/romeo.txt)
+    chat: bool = False  # talk to a model fine-tuned on chat pairs, turn by turn
+    use_cache: bool = True  # keep keys/values between steps (same text, much faster)
+
+    def validate(self) -> None:
+        if self.max_new_tokens < 0:
+            raise UserError(f"max_new_tokens must not be negative, got {self.max_new_tokens}.")
+        if self.num_samples < 1:
+            raise UserError(f"num_samples must be at least 1, got {self.num_samples}.")
+        if self.temperature < 0:
+            raise UserError(f"temperature must not be negative, got {self.temperature}.")
+        if self.top_k < 0:
+            raise UserError(f"top_k must not be negative, got {self.top_k}.")
+
+
+# ----------------------------------------------------------------------------------------------
+# Presets: named sets of overrides. The training entry points pick "gpu" on cuda and "cpu"
+# elsewhere unless --preset says otherwise; --preset=none keeps the dataclass defaults above.
+
+PRESETS: dict[str, tuple[str, dict]] = {
+    "gpu": (
+        "the lecture / nanoGPT shakespeare_char shape: 6 layers x 384, context 256, batch 64, 5000 steps",
+        dict(compile=True),
+    ),
+    "cpu": (
+        "laptop CPU or mps: 4 layers x 256, context 128, about 15 minutes on 2 cores",
+        dict(n_layer=4, n_head=4, n_embd=256, block_size=128, dropout=0.0, batch_size=32,
+             max_iters=2500, learning_rate=2e-3, min_lr=2e-4, warmup_iters=50, eval_interval=250,
+             eval_iters=40),
+    ),
+    "nanogpt-cpu": (
+        "nanoGPT's README CPU recipe (4 layers x 128, context 64, batch 12, 2000 steps), for comparison",
+        dict(n_layer=4, n_head=4, n_embd=128, block_size=64, dropout=0.0, batch_size=12,
+             max_iters=2000, learning_rate=1e-3, lr_decay_iters=2000, eval_interval=250,
+             eval_iters=20),
+    ),
+    "tiny": (
+        "a toy model for smoke tests: 2 layers x 32, context 32, 100 steps, seconds on any machine",
+        dict(n_layer=2, n_head=2, n_embd=32, block_size=32, dropout=0.0, batch_size=16,
+             max_iters=100, warmup_iters=10, eval_interval=50, eval_iters=10),
+    ),
+    "bigram": (
+        "the lecture's bigram baseline settings (used by bigram.py)",
+        dict(block_size=8, batch_size=32, max_iters=3000, learning_rate=1e-2, min_lr=1e-2,
+             warmup_iters=0, weight_decay=0.0, eval_interval=300, eval_iters=200, dropout=0.0),
+    ),
+    "none": ("the dataclass defaults in config.py, unchanged", {}),
+}
+
+
+# ----------------------------------------------------------------------------------------------
+# Device choice
+
+
+def choose_device(requested: str = "auto") -> str:
+    """cuda if present, else mps, else cpu; a named device that is absent is an error, not a fallback."""
+    import torch
+
+    if requested == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    kind = requested.split(":")[0]
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device={requested} was asked for but no CUDA GPU is available. Use --device=cpu or --device=auto.")
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"--device={requested} was asked for but mps is not available. Use --device=cpu or --device=auto.")
+    if kind not in ("cpu", "cuda", "mps"):
+        raise UserError(f"unknown device {requested!r}. Use auto, cpu, cuda, cuda:N or mps.")
+    return requested
+
+
+def default_preset(device: str) -> str:
+    return "gpu" if device.startswith("cuda") else "cpu"
+
+
+# ----------------------------------------------------------------------------------------------
+# The strict --name=value parser
+
+
+@dataclass
+class ParsedArgs:
+    overrides: dict  # field name -> converted value, only those given on the command line
+    positional: list  # arguments that are not options (e.g. a checkpoint path)
+    preset: str | None
+    help: bool
+
+
+def parse_args(argv: list[str], sections: list[type], max_positional: int = 0) -> ParsedArgs:
+    """Turn `--name=value` arguments into typed overrides for the fields of `sections`.
+
+    An unknown name or an unconvertible value raises UserError naming the closest valid option.
+    A bare `--flag` means `--flag=true` for a boolean field.
+    """
+    fields = _field_types(sections)
+    known = sorted(fields) + ["preset", "help"]
+    overrides, positional, preset, want_help = {}, [], None, False
+    for arg in argv:
+        if not arg.startswith("--"):
+            positional.append(arg)
+            continue
+        name, has_value, value = arg[2:].partition("=")
+        if name in ("help", "h") and not has_value:
+            want_help = True
+        elif name == "preset":
+            if value not in PRESETS:
+                raise UserError(f"unknown preset {value!r}{_suggest(value, PRESETS)}. Presets: {', '.join(PRESETS)}.")
+            preset = value
+        elif name in fields:
+            if not has_value and fields[name] is not bool:
+                raise UserError(f"--{name} needs a value, as in --{name}=VALUE.")
+            overrides[name] = _convert(name, value if has_value else "true", fields[name])
+        else:
+            raise UserError(f"unknown option --{name}{_suggest(name, known)}. See --help for the list.")
+    if len(positional) > max_positional:
+        extra = positional[max_positional]
+        raise UserError(f"unexpected argument {extra!r}: options are written --name=value{_suggest(extra.lstrip('-'), known)}.")
+    return ParsedArgs(overrides, positional, preset, want_help)
+
+
+def apply(obj, values: dict):
+    """Return a copy of dataclass `obj` with the entries of `values` that are its fields replaced."""
+    names = {f.name for f in dataclasses.fields(obj)}
+    return dataclasses.replace(obj, **{k: v for k, v in values.items() if k in names})
+
+
+def preset_values(name: str) -> dict:
+    return dict(PRESETS[name][1])
+
+
+def help_text(sections: list[type], usage: str, show_presets: bool = True) -> str:
+    lines = [usage, ""]
+    for section in sections:
+        lines.append(f"{section.__name__}:")
+        comments = _field_comments(section)
+        for f in dataclasses.fields(section):
+            lines.append(f"  --{f.name}={f.default!r}".ljust(44) + f"  {comments.get(f.name, '')}")
+        lines.append("")
+    if show_presets:
+        lines.append("Presets (--preset=NAME; default: gpu on cuda, cpu otherwise):")
+        for name, (description, values) in PRESETS.items():
+            shown = " ".join(f"{k}={v}" for k, v in values.items())
+            lines.append(f"  {name:12s} {description}")
+            if shown:
+                lines.append(f"  {'':12s}   {shown}")
+    return "\n".join(lines)
+
+
+def run_cli(main, argv=None) -> None:
+    """Run `main(argv)`; a UserError becomes one line on stderr and exit status 2, no traceback."""
+    try:
+        main(sys.argv[1:] if argv is None else argv)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _field_types(sections: list[type]) -> dict[str, type]:
+    types = {}
+    for section in sections:
+        hints = typing.get_type_hints(section)
+        for f in dataclasses.fields(section):
+            types[f.name] = hints[f.name]
+    return types
+
+
+def _convert(name: str, text: str, kind: type):
+    try:
+        if kind is bool:
+            lowered = text.lower()
+            if lowered in ("true", "yes", "on", "1"):
+                return True
+            if lowered in ("false", "no", "off", "0"):
+                return False
+            raise ValueError
+        if kind is int:
+            number = float(text)  # accepts 5e3
+            if not number.is_integer():
+                raise ValueError
+            return int(number)
+        if kind is float:
+            return float(text)
+        if name == "prompt":  # let a shell user write a newline as \n
+            return text.replace("\\n", "\n").replace("\\t", "\t")
+        return text
+    except ValueError:
+        expected = {bool: "true or false", int: "a whole number", float: "a number"}.get(kind, "text")
+        raise UserError(f"--{name}={text!r} is not valid: expected {expected}.") from None
+
+
+def _suggest(word: str, options) -> str:
+    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.5)
+    return f" (did you mean --{close[0]}?)" if close else ""
+
+
+def _check_choice(name: str, value: str, choices: tuple) -> None:
+    if value not in choices:
+        close = difflib.get_close_matches(value, choices, n=1, cutoff=0.3)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise UserError(f"{name}={value!r} is not one of {', '.join(choices)}{hint}.")
+
+
+def _nearest_divisor(n: int, near: int) -> int:
+    divisors = [d for d in range(1, n + 1) if n % d == 0]
+    return min(divisors, key=lambda d: (abs(d - near), d))
+
+
+def _field_comments(section: type) -> dict[str, str]:
+    """The trailing `# comment` of each field in the source: the help text lives next to the value."""
+    comments = {}
+    for line in inspect.getsource(section).splitlines():
+        match = re.match(r"\s+(\w+): [^=]+=.*?  # (.*)$", line)
+        if match:
+            comments[match.group(1)] = match.group(2)
+    return comments

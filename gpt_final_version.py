@@ -1,0 +1,270 @@
+"""A character-level GPT, written to be read: Head -> MultiHeadAttention -> FeedForward -> Block -> GPT.
+
+    python gpt_final_version.py                        # train with the preset for this machine
+    python gpt_final_version.py --preset=tiny          # a toy run that finishes in seconds
+    python gpt_final_version.py --max_iters=500 --n_layer=2 --dropout=0.1
+    python gpt_final_version.py --resume=models/NAME.pt --max_iters=4000
+    python gpt_final_version.py --help                 # every option and preset
+
+Shapes in comments: B = batch, T = time (characters), C = channels (n_embd), H = heads,
+hs = head size (C / H), V = vocabulary size.
+
+Two attention paths compute the same function (tests/test_model.py proves it):
+  * "heads": the lecture's version, a Python loop over one small Head module per head;
+  * "fast":  one matmul makes q, k, v for all heads and PyTorch's fused
+             scaled_dot_product_attention does the rest. It also supports the KV cache used by
+             generate(), so each new character costs one position instead of the whole context.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+import train  # the training loop; it knows nothing about this file
+from config import GPTConfig, run_cli
+
+# ==============================================================================================
+# The model
+
+
+class Head(nn.Module):
+    """One head of causal self-attention: each position mixes the values of earlier positions."""
+
+    def __init__(self, config: GPTConfig, head_size: int):
+        super().__init__()
+        self.key = nn.Linear(config.n_embd, head_size, bias=False)
+        self.query = nn.Linear(config.n_embd, head_size, bias=False)
+        self.value = nn.Linear(config.n_embd, head_size, bias=False)
+        # the lower-triangular mask: position t may look at positions 0..t only
+        self.register_buffer("tril", torch.tril(torch.ones(config.block_size, config.block_size)), persistent=False)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x):
+        B, T, C = x.shape
+        k = self.key(x)  # (B, T, hs)
+        q = self.query(x)  # (B, T, hs)
+        # affinities, scaled by 1/sqrt(hs) so the softmax stays soft at initialisation
+        wei = q @ k.transpose(-2, -1) * k.shape[-1] ** -0.5  # (B, T, T)
+        wei = wei.masked_fill(self.tril[:T, :T] == 0, float("-inf"))  # no peeking at the future
+        wei = F.softmax(wei, dim=-1)
+        wei = self.dropout(wei)
+        v = self.value(x)  # (B, T, hs)
+        return wei @ v  # (B, T, hs)
+
+
+class MultiHeadAttention(nn.Module):
+    """Several heads in parallel, concatenated, then projected back into the residual stream."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.n_head = config.n_head
+        self.dropout_p = config.dropout
+        head_size = config.n_embd // config.n_head
+        if config.attention == "heads":  # the teaching path
+            self.heads = nn.ModuleList([Head(config, head_size) for _ in range(config.n_head)])
+        else:  # the fast path: q, k, v of every head from one (C, 3C) matmul
+            self.heads = None
+            self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd, bias=False)
+        self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x, cache: "LayerCache | None" = None):
+        if self.heads is not None:
+            assert cache is None, "the per-Head teaching path has no KV cache"
+            out = torch.cat([h(x) for h in self.heads], dim=-1)  # (B, T, C)
+        else:
+            out = self._fused_attention(x, cache)
+        return self.dropout(self.proj(out))
+
+    def _fused_attention(self, x, cache):
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)  # each (B, T, C)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, H, T, hs)
+        causal = True
+        if cache is not None:
+            k, v = cache.append(k, v)  # (B, H, past + T, hs)
+            causal = T > 1  # one new query may see every cached key
+            assert T == 1 or k.shape[2] == T, "extend a non-empty cache one position at a time"
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=causal,
+                                             dropout_p=self.dropout_p if self.training else 0.0)
+        return out.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side again
+
+
+class FeedForward(nn.Module):
+    """A per-position MLP: widen 4x, non-linearity, project back."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.up = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.activation = {"relu": nn.ReLU(), "gelu": nn.GELU(), "relu2": ReLUSquared()}[config.activation]
+        self.proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x):
+        return self.dropout(self.proj(self.activation(self.up(x))))
+
+
+class ReLUSquared(nn.Module):
+    def forward(self, x):
+        return F.relu(x).square()
+
+
+class Block(nn.Module):
+    """Communication (attention) then computation (feed-forward), each on a pre-LayerNorm residual branch."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.attn = MultiHeadAttention(config)
+        self.ln2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.ffwd = FeedForward(config)
+
+    def forward(self, x, cache=None):
+        x = x + self.attn(self.ln1(x), cache)  # (B, T, C)
+        x = x + self.ffwd(self.ln2(x))
+        return x
+
+
+class GPT(nn.Module):
+    """Token + position embeddings, n_layer Blocks, a final LayerNorm and a linear head to logits."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        config.validate()
+        self.config = config
+        self.token_embedding = nn.Embedding(config.vocab_size, config.n_embd)
+        self.position_embedding = nn.Embedding(config.block_size, config.n_embd)
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
+        self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size)
+        self.apply(self._init_weights)
+        # GPT-2: the projections that write into the residual stream start smaller, so its variance
+        # does not grow with depth (two such writes per block).
+        for name, param in self.named_parameters():
+            if name.endswith("proj.weight"):
+                nn.init.normal_(param, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    def _init_weights(self, module):
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def forward(self, idx, targets=None, cache: "KVCache | None" = None):
+        """idx (B, T) of token ids -> logits (B, T, V), and the mean cross-entropy if targets are given.
+
+        A target of -1 is ignored (used to learn only some positions, e.g. one's own chat replies).
+        """
+        B, T = idx.shape
+        start = 0 if cache is None else cache.length
+        assert start + T <= self.config.block_size, f"context {start + T} exceeds block_size {self.config.block_size}"
+        pos = torch.arange(start, start + T, device=idx.device)  # (T,)
+        x = self.drop(self.token_embedding(idx) + self.position_embedding(pos))  # (B, T, C)
+        for i, block in enumerate(self.blocks):
+            x = block(x, None if cache is None else cache.layers[i])
+        logits = self.lm_head(self.ln_f(x))  # (B, T, V)
+        if cache is not None:
+            cache.length += T
+        if targets is None:
+            return logits, None
+        loss = F.cross_entropy(logits.view(B * T, -1), targets.reshape(B * T), ignore_index=-1)
+        return logits, loss
+
+    # ------------------------------------------------------------------------------------------
+    # Generation
+
+    @torch.no_grad()
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, generator=None,
+                 use_cache=True, stop_token=None):
+        """Extend idx (B, T) by max_new_tokens sampled characters; the model sees at most the last
+        block_size of them. With use_cache (fast path only) keys and values are kept between steps,
+        which gives the same tokens as recomputing the whole context every step, only faster.
+        `stop_token` ends generation once every row has produced it."""
+        use_cache = use_cache and self.config.attention == "fast"
+        cache, done = None, torch.zeros(idx.shape[0], dtype=torch.bool)
+        for _ in range(max_new_tokens):
+            if use_cache:
+                logits, cache = self._next_logits_cached(idx, cache)
+            else:
+                logits, _ = self(idx[:, -self.config.block_size:])  # crop to the context the model knows
+                logits = logits[:, -1, :]  # (B, V): only the last position predicts the next char
+            next_id = sample_next(logits, temperature, top_k, generator)  # (B, 1), on the CPU
+            idx = torch.cat((idx, next_id.to(idx.device)), dim=1)
+            if stop_token is not None:
+                done |= next_id[:, 0] == stop_token
+                if done.all():
+                    break
+        return idx
+
+    def _next_logits_cached(self, idx, cache):
+        """Feed only what the cache has not seen. Once the context is longer than block_size the
+        window slides, every position changes, and the window is recomputed (still exact)."""
+        if cache is None or idx.shape[1] > self.config.block_size:
+            cache = KVCache(self.config)
+            logits, _ = self(idx[:, -self.config.block_size:], cache=cache)
+        else:
+            logits, _ = self(idx[:, -1:], cache=cache)
+        return logits[:, -1, :], cache
+
+
+def sample_next(logits, temperature=1.0, top_k=None, generator=None):
+    """Pick the next id for each row of logits (B, V). Sampling happens on the CPU: it is cheap,
+    the same seed gives the same text on every device, and it avoids torch.multinomial on mps."""
+    logits = logits.float().cpu()
+    if temperature == 0:
+        return logits.argmax(dim=-1, keepdim=True)
+    logits = logits / temperature
+    if top_k:
+        kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = F.softmax(logits, dim=-1)
+    return torch.multinomial(probs, num_samples=1, generator=generator)
+
+
+class LayerCache:
+    """Keys and values of one layer for the positions seen so far, in preallocated buffers."""
+
+    def __init__(self, block_size):
+        self.block_size = block_size
+        self.k = self.v = None
+        self.length = 0
+
+    def append(self, k, v):
+        if self.k is None:  # allocate on first use, in the dtype the layer computes in
+            B, H, _, hs = k.shape
+            self.k = k.new_empty(B, H, self.block_size, hs)
+            self.v = torch.empty_like(self.k)
+        end = self.length + k.shape[2]
+        self.k[:, :, self.length:end] = k
+        self.v[:, :, self.length:end] = v
+        self.length = end
+        return self.k[:, :, :end], self.v[:, :, :end]
+
+
+class KVCache:
+    """One LayerCache per Block, and how many positions they hold."""
+
+    def __init__(self, config: GPTConfig):
+        self.layers = [LayerCache(config.block_size) for _ in range(config.n_layer)]
+        self.length = 0
+
+
+# ==============================================================================================
+# Training entry point: python gpt_final_version.py [--name=value ...]
+
+
+def main(argv=None):
+    """Parse options, build (or resume) a GPT and train it; returns the training result."""
+    return train.train_from_command_line(argv or [], build_model=GPT, kind="gpt",
+                                         usage="usage: python gpt_final_version.py [--name=value ...]")
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,342 @@
+"""The training loop shared by gpt_final_version.py and bigram.py.
+
+It gets a model-building function from its caller and never imports a model file, so imports run
+one way: config -> corpus/checkpoint -> train -> gpt_final_version/bigram -> model_handler.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from checkpoint import load_checkpoint, save_checkpoint
+from config import (GPTConfig, TrainConfig, UserError, apply, choose_device, default_preset, help_text,
+                    parse_args, preset_values)
+from corpus import CharVocab, TextDataset, read_text
+
+# Model-shape fields that may change when resuming; the others must match the checkpoint's weights.
+RESUMABLE_MODEL_FIELDS = {"dropout"}
+
+
+@dataclass
+class TrainResult:
+    iters: int
+    train_loss: float
+    val_loss: float
+    best_val_loss: float
+    params: int
+    tokens_per_s: float
+    seconds: float
+    checkpoint: str
+    history: list = field(default_factory=list)  # (iteration, train loss, val loss) at each evaluation
+
+
+# ==============================================================================================
+# From the command line to a model, a dataset and settings
+
+
+def train_from_command_line(argv, build_model, kind: str, usage: str):
+    args = parse_args(argv, [GPTConfig, TrainConfig])
+    if args.help:
+        print(help_text([GPTConfig, TrainConfig], usage))
+        return None
+    resume_path = args.overrides.get("resume", "")
+    state = load_checkpoint(resume_path) if resume_path else None
+    device = choose_device(args.overrides.get("device", TrainConfig.device))
+    preset = args.preset or (state or {}).get("preset") or ("bigram" if kind == "bigram" else default_preset(device))
+    model_cfg, cfg = _settings(args.overrides, preset, state, kind)
+    text = read_text(cfg.data)
+    vocab = CharVocab(state["vocab"]) if state else CharVocab.from_text(text)
+    dataset = TextDataset.from_text(text, vocab)
+    model_cfg = dataclasses.replace(model_cfg, vocab_size=len(vocab))
+    model_cfg.validate()
+    cfg.validate()
+    dataset.check_fits(model_cfg.block_size)
+    torch.manual_seed(cfg.seed)  # the same seed gives the same initial weights
+    model = build_model(model_cfg)
+    if state:
+        model.load_state_dict(state["model"])
+    changed = {k: v for k, v in args.overrides.items() if k not in ("resume",)}
+    return run(model, model_cfg, cfg, dataset, device, kind, preset, changed, state)
+
+
+def _settings(overrides: dict, preset: str, state: dict | None, kind: str):
+    """Defaults, then preset, then the resumed checkpoint's settings, then the command line."""
+    if state is None:
+        model_cfg = apply(GPTConfig(), preset_values(preset))
+        cfg = apply(TrainConfig(), preset_values(preset))
+    else:
+        if state.get("model_kind", "gpt") != kind:
+            raise UserError(f"the checkpoint holds a {state.get('model_kind')} model; resume it with {state.get('model_kind')}'s script.")
+        model_cfg = apply(GPTConfig(), state["model_config"])
+        cfg = apply(TrainConfig(), state["train_config"])
+        for name, value in overrides.items():
+            if hasattr(model_cfg, name) and name not in RESUMABLE_MODEL_FIELDS and getattr(model_cfg, name) != value:
+                raise UserError(
+                    f"--{name}={value} differs from the checkpoint's {name}={getattr(model_cfg, name)}; "
+                    "a resumed model keeps its shape. Drop the option or train a new model."
+                )
+        cfg = dataclasses.replace(cfg, out="")  # a resumed run writes a new file unless --out says where
+    return apply(model_cfg, overrides), apply(cfg, overrides)
+
+
+# ==============================================================================================
+# Pieces of the loop
+
+
+def autocast_context(device: str, dtype: str):
+    """Mixed precision where it pays: bfloat16 on cuda by default; float32 elsewhere unless asked."""
+    device_type = device.split(":")[0]
+    if dtype == "auto":
+        dtype = "bfloat16" if device_type == "cuda" and torch.cuda.is_bf16_supported() else \
+            "float16" if device_type == "cuda" else "float32"
+    if device_type == "cuda":  # TF32 matmuls: float32 range, much faster on Ampere and later
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    if dtype == "float32":
+        return contextlib.nullcontext(), dtype
+    return torch.autocast(device_type=device_type, dtype=getattr(torch, dtype)), dtype
+
+
+def configure_optimizer(model, cfg: TrainConfig, device: str):
+    """AdamW; weight decay on matrices and embeddings only, never on biases or LayerNorm gains."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    fused = True if device.startswith("cuda") else None  # one kernel for all parameters on cuda
+    return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2), fused=fused)
+
+
+def learning_rate_at(it: int, cfg: TrainConfig) -> float:
+    """Linear warm-up to learning_rate, then cosine decay to min_lr at lr_decay_iters (or max_iters)."""
+    decay_iters = cfg.lr_decay_iters or cfg.max_iters
+    if it < cfg.warmup_iters:
+        return cfg.learning_rate * (it + 1) / (cfg.warmup_iters + 1)
+    if it >= decay_iters:
+        return cfg.min_lr
+    progress = (it - cfg.warmup_iters) / max(1, decay_iters - cfg.warmup_iters)
+    return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (cfg.learning_rate - cfg.min_lr)
+
+
+@torch.no_grad()
+def estimate_loss(model, dataset: TextDataset, cfg: TrainConfig, block_size: int, device: str,
+                  autocast=contextlib.nullcontext()) -> dict:
+    """Mean loss over eval_iters batches of each split, in eval mode (no dropout), without gradients.
+
+    The batches come from their own fixed-seed generator: every evaluation sees the same windows
+    (so successive numbers compare), and training's random stream is left untouched.
+    """
+    was_training = model.training
+    model.eval()
+    losses = {}
+    for split in ("train", "val"):
+        generator = torch.Generator().manual_seed(cfg.seed + 1)
+        total = torch.zeros((), device=device)
+        for _ in range(cfg.eval_iters):
+            x, y = dataset.get_batch(split, cfg.batch_size, block_size, generator, device)
+            with autocast:
+                _, loss = model(x, y)
+            total += loss.float()
+        losses[split] = total.item() / cfg.eval_iters
+    model.train(was_training)
+    return losses
+
+
+def default_checkpoint_path(name: str) -> str:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = Path("models") / f"{name}-{stamp}.pt"
+    n = 1
+    while path.exists():  # never overwrite an earlier run's file
+        n += 1
+        path = Path("models") / f"{name}-{stamp}-{n}.pt"
+    return str(path)
+
+
+# ==============================================================================================
+# The loop
+
+
+def run(model, model_cfg: GPTConfig, cfg: TrainConfig, dataset: TextDataset, device: str, kind: str,
+        preset: str, changed: dict, state: dict | None = None) -> TrainResult:
+    autocast, dtype = autocast_context(device, cfg.dtype)
+    model.to(device)
+    optimizer = configure_optimizer(model, cfg, device)
+    scaler = torch.amp.GradScaler(enabled=(dtype == "float16"))
+    batches = torch.Generator().manual_seed(cfg.seed)  # training batches have their own random stream
+    iter_num, best_val = 0, float("inf")
+    if state:
+        optimizer.load_state_dict(state["optimizer"])
+        iter_num, best_val = state["iter_num"], state.get("best_val_loss", float("inf"))
+        _restore_rng(state["rng"], batches, device)
+    out = cfg.out or default_checkpoint_path(preset if kind == "gpt" else kind)
+    step_model = torch.compile(model) if cfg.compile else model  # checkpoints save `model`, never this
+    tokens_per_iter = cfg.batch_size * model_cfg.block_size * cfg.gradient_accumulation_steps
+    _print_startup(model, model_cfg, cfg, dataset, device, dtype, preset, tokens_per_iter, iter_num, out)
+
+    history, losses, interrupted = [], {}, False
+    train_seconds = eval_seconds = 0.0
+    start_iter, started = iter_num, time.time()
+    bar = tqdm(total=cfg.max_iters, initial=iter_num, unit="it", dynamic_ncols=True,
+               disable=None if cfg.progress else True)
+    try:
+        while iter_num < cfg.max_iters:
+            if iter_num % cfg.eval_interval == 0 and iter_num > start_iter:
+                losses, seconds = _evaluate(model, dataset, cfg, model_cfg, device, autocast, iter_num, bar)
+                eval_seconds += seconds
+                history.append((iter_num, losses["train"], losses["val"]))
+                best_val = min(best_val, losses["val"])
+            t0 = time.time()
+            lr = learning_rate_at(iter_num, cfg)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            loss = _train_step(step_model, optimizer, scaler, dataset, cfg, model_cfg, device, autocast, batches)
+            iter_num += 1
+            if not math.isfinite(loss):
+                raise UserError(
+                    f"the loss became {loss} at iteration {iter_num}; nothing was saved from this run. "
+                    f"Lower --learning_rate (now {cfg.learning_rate:g}) or --grad_clip, or use --dtype=float32."
+                )
+            train_seconds += time.time() - t0
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}",
+                            tok_s=f"{tokens_per_iter * (iter_num - start_iter) / train_seconds:,.0f}")
+            if cfg.save_interval and iter_num % cfg.save_interval == 0 and iter_num < cfg.max_iters:
+                save_checkpoint(_checkpoint_state(model, model_cfg, cfg, dataset, optimizer, iter_num,
+                                                  best_val, batches, kind, preset, device), out)
+    except KeyboardInterrupt:
+        interrupted = True
+        bar.write(f"interrupted at iteration {iter_num}: saving a checkpoint of where training got to")
+    bar.close()
+
+    if iter_num > start_iter or not history:
+        losses, seconds = _evaluate(model, dataset, cfg, model_cfg, device, autocast, iter_num, None)
+        eval_seconds += seconds
+        history.append((iter_num, losses["train"], losses["val"]))
+        best_val = min(best_val, losses["val"])
+    save_checkpoint(_checkpoint_state(model, model_cfg, cfg, dataset, optimizer, iter_num, best_val,
+                                      batches, kind, preset, device), out)
+    wall = time.time() - started
+    tokens_per_s = tokens_per_iter * (iter_num - start_iter) / train_seconds if train_seconds else 0.0
+    print(f"saved {out}{' (interrupted)' if interrupted else ''}; evaluation took {eval_seconds:.1f}s, "
+          f"{100 * eval_seconds / max(wall, 1e-9):.0f}% of the run")
+    _write_sample(model, dataset, cfg, device, out)
+    result = TrainResult(iter_num, losses["train"], losses["val"], best_val, _num_params(model),
+                         tokens_per_s, wall, out, history)
+    _append_notes(cfg, result, preset, changed, device, dtype)
+    print(f"final: iters={result.iters} train_loss={result.train_loss:.4f} val_loss={result.val_loss:.4f} "
+          f"best_val_loss={result.best_val_loss:.4f} params={result.params} "
+          f"tokens_per_s={result.tokens_per_s:.0f} seconds={result.seconds:.1f} checkpoint={result.checkpoint}")
+    return result
+
+
+def _train_step(model, optimizer, scaler, dataset, cfg, model_cfg, device, autocast, batches) -> float:
+    """One optimizer step over gradient_accumulation_steps micro-batches; returns the mean loss."""
+    total = 0.0
+    for _ in range(cfg.gradient_accumulation_steps):
+        x, y = dataset.get_batch("train", cfg.batch_size, model_cfg.block_size, batches, device)
+        with autocast:
+            _, loss = model(x, y)
+            loss = loss / cfg.gradient_accumulation_steps
+        scaler.scale(loss).backward()
+        total += loss.item()
+    if cfg.grad_clip > 0:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    return total
+
+
+def _evaluate(model, dataset, cfg, model_cfg, device, autocast, iter_num, bar):
+    t0 = time.time()
+    losses = estimate_loss(model, dataset, cfg, model_cfg.block_size, device, autocast)
+    seconds = time.time() - t0
+    line = f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f} (eval {seconds:.1f}s)"
+    (bar.write if bar is not None else print)(line)
+    return losses, seconds
+
+
+# ==============================================================================================
+# What a run leaves behind: checkpoint, sample, notes
+
+
+def _checkpoint_state(model, model_cfg, cfg, dataset, optimizer, iter_num, best_val, batches, kind,
+                      preset, device) -> dict:
+    rng = {"torch": torch.get_rng_state(), "batches": batches.get_state()}
+    if device.startswith("cuda"):
+        rng["cuda"] = torch.cuda.get_rng_state(device)
+    return {
+        "model_kind": kind,
+        "model": model.state_dict(),  # the plain module's weights, never a compiled wrapper's
+        "model_config": dataclasses.asdict(model_cfg),
+        "train_config": dataclasses.asdict(cfg),
+        "preset": preset,
+        "vocab": dataset.vocab.chars,
+        "optimizer": optimizer.state_dict(),
+        "iter_num": iter_num,
+        "best_val_loss": best_val,
+        "rng": rng,
+    }
+
+
+def _restore_rng(rng: dict, batches: torch.Generator, device: str) -> None:
+    torch.set_rng_state(rng["torch"])
+    batches.set_state(rng["batches"])
+    if "cuda" in rng and device.startswith("cuda"):
+        torch.cuda.set_rng_state(rng["cuda"], device)
+
+
+def _write_sample(model, dataset, cfg, device, checkpoint_path) -> None:
+    if cfg.sample_chars == 0:
+        return
+    generator = torch.Generator().manual_seed(cfg.seed)
+    start = torch.tensor([dataset.vocab.encode("\n")] if "\n" in dataset.vocab.index else [[0]], device=device)
+    model.eval()
+    ids = model.generate(start, cfg.sample_chars, temperature=0.8, top_k=None, generator=generator)
+    model.train()
+    text = dataset.vocab.decode(ids[0, 1:].tolist())
+    print(f"--- sample ({cfg.sample_chars} characters) ---\n{text}\n---")
+    if cfg.samples_dir:
+        path = Path(cfg.samples_dir) / (Path(checkpoint_path).stem + ".txt")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        print(f"sample written to {path}")
+
+
+def _append_notes(cfg, result: TrainResult, preset, changed, device, dtype) -> None:
+    if not cfg.notes:
+        return
+    settings = " ".join(f"{k}={v}" for k, v in changed.items()) or "(preset defaults)"
+    line = (f"{datetime.now():%Y-%m-%d %H:%M} | {result.checkpoint} | params={result.params} | "
+            f"preset={preset} {settings} | iters={result.iters} train_loss={result.train_loss:.4f} "
+            f"val_loss={result.val_loss:.4f} best_val_loss={result.best_val_loss:.4f} | "
+            f"{result.seconds:.1f}s | {device} {dtype} | {result.tokens_per_s:.0f} tokens/s\n")
+    with open(cfg.notes, "a", encoding="utf-8") as notes:
+        notes.write(line)
+
+
+def _num_params(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _print_startup(model, model_cfg, cfg, dataset, device, dtype, preset, tokens_per_iter, iter_num, out):
+    shape = (f"{model_cfg.n_layer} layers, {model_cfg.n_head} heads, {model_cfg.n_embd} wide, "
+             f"context {model_cfg.block_size}, {model_cfg.attention} attention")
+    print(f"device: {device}, dtype: {dtype}, preset: {preset}")
+    print(f"model: {type(model).__name__} with {_num_params(model):,} parameters ({shape})")
+    print(f"tokens per iteration: {tokens_per_iter:,} (batch {cfg.batch_size} x context {model_cfg.block_size}"
+          f" x {cfg.gradient_accumulation_steps} accumulation steps)")
+    n_train, n_val = len(dataset.splits["train"]), len(dataset.splits["val"])
+    print(f"data: {cfg.data}: vocabulary {len(dataset.vocab)}, {n_train:,} train / {n_val:,} val tokens")
+    resumed = f", resuming at iteration {iter_num}" if iter_num else ""
+    print(f"training to iteration {cfg.max_iters}{resumed}; checkpoint: {out}")
