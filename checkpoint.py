@@ -47,10 +47,9 @@ def load_checkpoint(path: str, map_location="cpu") -> dict:
     try:
         state = torch.load(file, map_location=map_location, weights_only=True)
     except Exception as err:  # truncated zip, foreign pickle, random bytes...
-        reason = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
         raise UserError(
-            f"{path} is not a readable checkpoint of this project (it may be truncated or another kind "
-            f"of file: {reason}). Use a .pt file written by gpt_final_version.py or bigram.py."
+            f"{path} is not a readable checkpoint of this project: {_why_unreadable(file, err)}. "
+            "Use a .pt file written by gpt_final_version.py or bigram.py."
         ) from None
     if not isinstance(state, dict) or any(key not in state for key in REQUIRED_KEYS):
         raise UserError(f"{path} is a PyTorch file but not a checkpoint of this project (it lacks {', '.join(REQUIRED_KEYS)}).")
@@ -68,6 +67,18 @@ def upgrade(state: dict, path: str = "checkpoint") -> dict:
         print(f"note: upgraded {path} from checkpoint format 0 to {FORMAT_VERSION}")
     state["format_version"] = FORMAT_VERSION
     return state
+
+
+def _why_unreadable(file: Path, err: Exception) -> str:
+    with open(file, "rb") as handle:
+        head = handle.read(4)
+    if not head:
+        return "the file is empty"
+    if head[:2] != b"PK":
+        return "it is not a PyTorch file (no zip header)"
+    if "weights_only" in str(err) or "Unsupported global" in str(err):
+        return "it holds Python objects that are not loaded for safety (weights_only=True)"
+    return "the file is damaged or truncated"
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -52,12 +52,12 @@ def train_from_command_line(argv, build_model, kind: str, usage: str):
     device = choose_device(args.overrides.get("device", TrainConfig.device))
     preset = args.preset or (state or {}).get("preset") or ("bigram" if kind == "bigram" else default_preset(device))
     model_cfg, cfg = _settings(args.overrides, preset, state, kind)
+    model_cfg.validate()  # refuse a bad shape before any download or file read
+    cfg.validate()
     text = read_text(cfg.data)
     vocab = CharVocab(state["vocab"]) if state else CharVocab.from_text(text)
     dataset = TextDataset.from_text(text, vocab)
     model_cfg = dataclasses.replace(model_cfg, vocab_size=len(vocab))
-    model_cfg.validate()
-    cfg.validate()
     dataset.check_fits(model_cfg.block_size)
     torch.manual_seed(cfg.seed)  # the same seed gives the same initial weights
     model = build_model(model_cfg)
@@ -174,9 +174,12 @@ def run(model, model_cfg: GPTConfig, cfg: TrainConfig, dataset: TextDataset, dev
     batches = torch.Generator().manual_seed(cfg.seed)  # training batches have their own random stream
     iter_num, best_val = 0, float("inf")
     if state:
-        optimizer.load_state_dict(state["optimizer"])
         iter_num, best_val = state["iter_num"], state.get("best_val_loss", float("inf"))
-        _restore_rng(state["rng"], batches, device)
+        if "optimizer" in state:
+            optimizer.load_state_dict(state["optimizer"])
+            _restore_rng(state["rng"], batches, device)
+        else:
+            print("note: the checkpoint has no optimizer state (an exported copy): starting a fresh optimizer")
     out = cfg.out or default_checkpoint_path(preset if kind == "gpt" else kind)
     step_model = torch.compile(model) if cfg.compile else model  # checkpoints save `model`, never this
     tokens_per_iter = cfg.batch_size * model_cfg.block_size * cfg.gradient_accumulation_steps

@@ -1,0 +1,147 @@
+"""ModelHandler: load a checkpoint into its model, generate text, save, export, resume training.
+
+    python model_handler.py models/shakespeare_char.pt --prompt="ROMEO:" --max_new_tokens=500 \\
+        --temperature=0.8 --top_k=50 --num_samples=2 --seed=1337 --out=samples/romeo.txt
+    python model_handler.py models/NAME.pt --export=models/small.pt   # weights only, half size
+
+From Python:
+
+    from model_handler import ModelHandler
+    handler = ModelHandler("models/shakespeare_char.pt").load()
+    print(handler.generate("ROMEO:", max_new_tokens=200, seed=1)[0])
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import torch
+
+import gpt_final_version
+from bigram import BigramLanguageModel
+from checkpoint import load_checkpoint, save_checkpoint
+from config import GPTConfig, SampleConfig, UserError, apply, choose_device, help_text, parse_args, run_cli
+from corpus import CharVocab
+from gpt_final_version import GPT
+
+MODEL_KINDS = {"gpt": GPT, "bigram": BigramLanguageModel}
+
+
+class ModelHandler:
+    def __init__(self, path: str, device: str = "auto"):
+        self.path = path
+        self.device = choose_device(device)
+        self.model = None
+        self.vocab: CharVocab | None = None
+        self.state: dict | None = None
+
+    # ------------------------------------------------------------------------------------------
+    # Loading and saving
+
+    def load(self) -> "ModelHandler":
+        """Read the checkpoint (weights_only) and rebuild the model it was trained as, in eval mode."""
+        self.state = load_checkpoint(self.path)
+        kind = self.state.get("model_kind", "gpt")
+        if kind not in MODEL_KINDS:
+            raise UserError(f"{self.path} holds an unknown model kind {kind!r}; known: {', '.join(MODEL_KINDS)}.")
+        config = apply(GPTConfig(), self.state["model_config"])
+        self.vocab = CharVocab(self.state["vocab"])
+        self.model = MODEL_KINDS[kind](config)
+        try:
+            self.model.load_state_dict(self.state["model"])
+        except RuntimeError as err:
+            raise UserError(f"{self.path}: the weights do not fit the model described by its config "
+                            f"({str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else err}).") from None
+        self.model.to(self.device).eval()
+        return self
+
+    def save(self, path: str, include_training_state: bool = True, half: bool = False) -> None:
+        """Write the loaded checkpoint to `path` atomically. Without the training state (optimizer,
+        random streams) and in half precision, a checkpoint is a quarter of the size: for shipping."""
+        self._require_loaded()
+        state = dict(self.state)
+        state["model"] = {k: (v.half() if half and v.is_floating_point() else v).cpu()
+                          for k, v in self.model.state_dict().items()}
+        if not include_training_state:
+            state.pop("optimizer", None)
+            state.pop("rng", None)
+        state.pop("format_version", None)
+        save_checkpoint(state, path)
+
+    def resume(self, max_iters: int, *options: str):
+        """Continue training this checkpoint up to iteration max_iters (same as --resume)."""
+        return gpt_final_version.main([f"--resume={self.path}", f"--max_iters={max_iters}", *options])
+
+    # ------------------------------------------------------------------------------------------
+    # Generation
+
+    def encode_prompt(self, prompt: str) -> torch.Tensor:
+        self._require_loaded()
+        missing = sorted(set(prompt) - set(self.vocab.chars))
+        if missing:
+            shown = ", ".join(repr(ch) for ch in missing)
+            raise UserError(f"the prompt has character(s) {shown} that are not in this model's vocabulary "
+                            f"of {len(self.vocab)} characters; remove or replace them.")
+        return torch.tensor([self.vocab.encode(prompt or "\n")], dtype=torch.long, device=self.device)
+
+    def generate(self, prompt: str = "\n", max_new_tokens: int = 500, temperature: float = 0.8,
+                 top_k: int | None = None, num_samples: int = 1, seed: int | None = 1337,
+                 use_cache: bool = True) -> list[str]:
+        """Samples that begin with the prompt; the same seed gives the same samples."""
+        start = self.encode_prompt(prompt).repeat(num_samples, 1)
+        generator = torch.Generator()
+        if seed is None:
+            generator.seed()
+        else:
+            generator.manual_seed(seed)
+        ids = self.model.generate(start, max_new_tokens, temperature=temperature, top_k=top_k or None,
+                                  generator=generator, use_cache=use_cache)
+        return [self.vocab.decode(row.tolist()) for row in ids]
+
+    def _require_loaded(self):
+        if self.model is None:
+            raise RuntimeError("call load() first")
+
+
+# ==============================================================================================
+# Command line
+
+
+@dataclasses.dataclass
+class HandlerOptions:
+    export: str = ""  # write a weights-only copy of the checkpoint here (no optimizer state)
+    export_half: bool = True  # store the exported weights as float16: half the size, same samples
+
+
+USAGE = "usage: python model_handler.py CHECKPOINT [--name=value ...]"
+
+
+def main(argv=None):
+    args = parse_args(argv or [], [SampleConfig, HandlerOptions], max_positional=1)
+    if args.help:
+        print(help_text([SampleConfig, HandlerOptions], USAGE, show_presets=False))
+        return None
+    if not args.positional:
+        raise UserError(f"no checkpoint given. {USAGE}")
+    options = apply(SampleConfig(), args.overrides)
+    handler_options = apply(HandlerOptions(), args.overrides)
+    options.validate()
+    handler = ModelHandler(args.positional[0], options.device).load()
+    if handler_options.export:
+        handler.save(handler_options.export, include_training_state=False, half=handler_options.export_half)
+        print(f"exported {handler.path} -> {handler_options.export} ({Path(handler_options.export).stat().st_size:,} bytes)")
+        return None
+    samples = handler.generate(options.prompt, options.max_new_tokens, options.temperature, options.top_k,
+                               options.num_samples, options.seed, options.use_cache)
+    separator = "\n" + "-" * 40 + "\n"
+    text = separator.join(samples)
+    print(text)
+    if options.out:
+        Path(options.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(options.out).write_text(text + "\n", encoding="utf-8")
+        print(f"(written to {options.out})")
+    return samples
+
+
+if __name__ == "__main__":
+    run_cli(main)
