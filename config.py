@@ -133,10 +133,10 @@ PRESETS: dict[str, tuple[str, dict]] = {
         dict(compile=True),
     ),
     "cpu": (
-        "laptop CPU or mps: 4 layers x 256, context 128, about 15 minutes on 2 cores",
-        dict(n_layer=4, n_head=4, n_embd=256, block_size=128, dropout=0.0, batch_size=32,
-             max_iters=2500, learning_rate=2e-3, min_lr=2e-4, warmup_iters=50, eval_interval=250,
-             eval_iters=40),
+        "laptop CPU or mps: 4 layers x 192, context 128, batch 16, 3500 steps, ~15 minutes on 2 cores",
+        dict(n_layer=4, n_head=4, n_embd=192, block_size=128, dropout=0.0, batch_size=16,
+             max_iters=3500, learning_rate=2e-3, min_lr=2e-4, warmup_iters=50, eval_interval=500,
+             eval_iters=20),
     ),
     "nanogpt-cpu": (
         "nanoGPT's README CPU recipe (4 layers x 128, context 64, batch 12, 2000 steps), for comparison",
@@ -147,7 +147,7 @@ PRESETS: dict[str, tuple[str, dict]] = {
     "tiny": (
         "a toy model for smoke tests: 2 layers x 32, context 32, 100 steps, seconds on any machine",
         dict(n_layer=2, n_head=2, n_embd=32, block_size=32, dropout=0.0, batch_size=16,
-             max_iters=100, warmup_iters=10, eval_interval=50, eval_iters=10),
+             max_iters=100, learning_rate=3e-3, warmup_iters=10, eval_interval=50, eval_iters=10),
     ),
     "bigram": (
         "the lecture's bigram baseline settings (used by bigram.py)",

@@ -1,0 +1,172 @@
+"""Invariants of the model: shapes, causality, initial loss, overfitting, the fast path equals the
+teaching path, and KV-cache generation equals recomputing the context."""
+import math
+
+import pytest
+import torch
+
+from config import GPTConfig
+from gpt_final_version import GPT
+
+V = 65
+
+
+def tiny_config(**overrides) -> GPTConfig:
+    values = dict(vocab_size=V, block_size=16, n_embd=32, n_head=4, n_layer=2, dropout=0.0)
+    values.update(overrides)
+    return GPTConfig(**values)
+
+
+def tiny_model(seed=0, **overrides) -> GPT:
+    torch.manual_seed(seed)
+    return GPT(tiny_config(**overrides))
+
+
+def random_tokens(batch, length, seed=1):
+    return torch.randint(V, (batch, length), generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("attention", ["fast", "heads"])
+def test_forward_shapes(attention):
+    model = tiny_model(attention=attention)
+    idx = random_tokens(3, 10)
+    logits, loss = model(idx)
+    assert logits.shape == (3, 10, V) and loss is None
+    logits, loss = model(idx, idx)
+    assert logits.shape == (3, 10, V) and loss.shape == ()
+
+
+@pytest.mark.parametrize("attention", ["fast", "heads"])
+def test_changing_a_later_token_leaves_earlier_logits_unchanged(attention):
+    model = tiny_model(attention=attention).eval()
+    idx = random_tokens(2, 16)
+    changed = idx.clone()
+    changed[:, 9] = (changed[:, 9] + 1) % V
+    before, _ = model(idx)
+    after, _ = model(changed)
+    torch.testing.assert_close(before[:, :9], after[:, :9], rtol=0, atol=0)
+    assert not torch.allclose(before[:, 9:], after[:, 9:])
+
+
+def test_loss_at_initialisation_is_close_to_uniform():
+    model = tiny_model()
+    idx = random_tokens(8, 16)
+    _, loss = model(idx, random_tokens(8, 16, seed=2))
+    assert abs(loss.item() - math.log(V)) < 0.05
+
+
+def test_a_tiny_model_overfits_one_batch():
+    model = tiny_model()
+    idx, targets = random_tokens(4, 16), random_tokens(4, 16, seed=3)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for _ in range(300):
+        _, loss = model(idx, targets)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert loss.item() < 0.05
+
+
+def test_targets_of_minus_one_contribute_no_loss_or_gradient():
+    model = tiny_model()
+    idx, targets = random_tokens(2, 16), random_tokens(2, 16, seed=4)
+    masked = targets.clone()
+    masked[:, :8] = -1
+    _, loss_masked = model(idx, masked)
+    logits, _ = model(idx)
+    expected = torch.nn.functional.cross_entropy(logits[:, 8:].reshape(-1, V), targets[:, 8:].reshape(-1))
+    torch.testing.assert_close(loss_masked, expected)
+
+
+# ----------------------------------------------------------------------------------------------
+# The fast path computes the same function as the lecture's per-Head path
+
+
+def copy_heads_into_fused(heads_model: GPT, fast_model: GPT) -> None:
+    """Load the per-Head weights into the one-matmul QKV layout: rows [q of all heads, k..., v...]."""
+    fast_state = fast_model.state_dict()
+    for name, value in heads_model.state_dict().items():
+        if ".heads." not in name:
+            fast_state[name].copy_(value)
+    for i, block in enumerate(heads_model.blocks):
+        heads = block.attn.heads
+        fused = torch.cat([torch.cat([getattr(h, part).weight for h in heads]) for part in ("query", "key", "value")])
+        fast_state[f"blocks.{i}.attn.qkv.weight"].copy_(fused)
+    fast_model.load_state_dict(fast_state)
+
+
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_fast_attention_equals_per_head_attention(mode):
+    heads_model = tiny_model(attention="heads")
+    fast_model = tiny_model(seed=5, attention="fast")
+    copy_heads_into_fused(heads_model, fast_model)
+    for m in (heads_model, fast_model):
+        m.train(mode == "train")
+    idx, targets = random_tokens(3, 16), random_tokens(3, 16, seed=6)
+    logits_h, loss_h = heads_model(idx, targets)
+    logits_f, loss_f = fast_model(idx, targets)
+    torch.testing.assert_close(logits_f, logits_h, rtol=1e-5, atol=1e-5)
+    loss_h.backward()
+    loss_f.backward()
+    grads_h = dict(heads_model.named_parameters())
+    for name, param in fast_model.named_parameters():
+        if "qkv" in name:
+            block = heads_model.blocks[int(name.split(".")[1])]
+            expected = torch.cat([torch.cat([getattr(h, part).weight.grad for h in block.attn.heads])
+                                  for part in ("query", "key", "value")])
+        else:
+            expected = grads_h[name].grad
+        torch.testing.assert_close(param.grad, expected, rtol=1e-4, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------
+# Generation
+
+
+def test_generate_length_prefix_and_context_cropping():
+    model = tiny_model().eval()
+    prompt = random_tokens(2, 5)
+    out = model.generate(prompt, 40, generator=torch.Generator().manual_seed(0))  # 45 > block_size 16
+    assert out.shape == (2, 45)
+    assert torch.equal(out[:, :5], prompt)
+    assert out.max() < V and out.min() >= 0
+
+
+def test_generate_is_deterministic_for_a_seed():
+    model = tiny_model().eval()
+    prompt = random_tokens(1, 3)
+    a = model.generate(prompt, 30, generator=torch.Generator().manual_seed(7))
+    b = model.generate(prompt, 30, generator=torch.Generator().manual_seed(7))
+    c = model.generate(prompt, 30, generator=torch.Generator().manual_seed(8))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+@pytest.mark.parametrize("new_tokens", [8, 40])  # before and after the context fills (block_size 16)
+@pytest.mark.parametrize("top_k", [None, 5])
+def test_kv_cache_generation_equals_recomputing_the_context(new_tokens, top_k):
+    model = tiny_model().eval()
+    prompt = random_tokens(2, 4)
+    cached = model.generate(prompt, new_tokens, top_k=top_k, generator=torch.Generator().manual_seed(9), use_cache=True)
+    plain = model.generate(prompt, new_tokens, top_k=top_k, generator=torch.Generator().manual_seed(9), use_cache=False)
+    assert torch.equal(cached, plain)
+
+
+def test_cached_logits_match_full_forward():
+    model = tiny_model().eval()
+    from gpt_final_version import KVCache
+
+    idx = random_tokens(1, 12)
+    full, _ = model(idx)
+    cache = KVCache(model.config)
+    model(idx[:, :5], cache=cache)
+    for t in range(5, 12):
+        step, _ = model(idx[:, t:t + 1], cache=cache)
+        torch.testing.assert_close(step[:, 0], full[:, t], rtol=1e-5, atol=1e-5)
+
+
+def test_greedy_generation_with_temperature_zero_takes_the_argmax():
+    model = tiny_model().eval()
+    prompt = random_tokens(1, 4)
+    out = model.generate(prompt, 1, temperature=0)
+    logits, _ = model(prompt)
+    assert out[0, -1].item() == logits[0, -1].argmax().item()

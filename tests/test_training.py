@@ -1,0 +1,150 @@
+"""The training loop end to end on small runs: what it writes, exact resume, evaluation, baselines."""
+import math
+import re
+
+import pytest
+import torch
+
+import bigram
+import gpt_final_version
+import train
+from checkpoint import load_checkpoint, save_checkpoint
+from config import TrainConfig, UserError
+from conftest import tiny_run_args
+from corpus import TextDataset
+from model_handler import ModelHandler
+
+
+def test_a_run_writes_checkpoint_sample_notes_and_a_final_line(small_corpus, tmp_path, capsys):
+    out = tmp_path / "run.pt"
+    result = gpt_final_version.main(tiny_run_args(small_corpus, out, max_iters=20, n_layer=1))
+    printed = capsys.readouterr().out
+    assert out.is_file() and (tmp_path / "samples" / "run.txt").read_text(encoding="utf-8")
+    last = printed.strip().splitlines()[-1]
+    assert re.fullmatch(r"final: iters=20 train_loss=[\d.]+ val_loss=[\d.]+ best_val_loss=[\d.]+ params=\d+ "
+                        r"tokens_per_s=\d+ seconds=[\d.]+ checkpoint=\S+run\.pt", last), last
+    assert f"params={result.params}" in last and result.iters == 20
+    for expected in ("device: cpu", "parameters", "tokens per iteration: 512", "dtype: float32"):
+        assert expected in printed
+    notes = (tmp_path / "notes.txt").read_text().splitlines()
+    assert len(notes) == 1
+    assert "run.pt" in notes[0] and "n_layer=1" in notes[0] and "iters=20" in notes[0] and "tokens/s" in notes[0]
+    assert f"val_loss={result.val_loss:.4f}" in notes[0]
+
+
+def test_loss_falls_during_training(small_corpus, tmp_path):
+    result = gpt_final_version.main(tiny_run_args(small_corpus, tmp_path / "a.pt", max_iters=150,
+                                                  learning_rate=3e-3, eval_interval=50))
+    vals = [val for _, _, val in result.history]
+    assert vals == sorted(vals, reverse=True)  # falls at every evaluation
+    assert result.val_loss < math.log(59) - 1.2  # from ~4.08 at initialisation (59 characters)
+
+
+def test_bigram_beats_its_initial_loss(shakespeare_path, tmp_path):
+    result = bigram.main(tiny_run_args(shakespeare_path, tmp_path / "bigram.pt", preset="bigram",
+                                       max_iters=600, eval_interval=300, eval_iters=20))
+    assert result.val_loss < math.log(65) - 1.0  # from ~4.17 at start
+    assert result.val_loss < 2.75
+
+
+def test_save_then_load_gives_identical_logits(small_corpus, tmp_path):
+    out = tmp_path / "m.pt"
+    gpt_final_version.main(tiny_run_args(small_corpus, out, max_iters=5))
+    handler = ModelHandler(str(out), "cpu").load()
+    torch.manual_seed(0)
+    idx = torch.randint(len(handler.vocab), (2, 32))
+    again = ModelHandler(str(out), "cpu").load()
+    torch.testing.assert_close(handler.model(idx)[0], again.model(idx)[0], rtol=0, atol=0)
+    # and the reloaded weights are exactly the saved ones
+    saved = load_checkpoint(str(out))["model"]
+    for name, value in again.model.state_dict().items():
+        assert torch.equal(value, saved[name])
+
+
+def test_resume_is_exact(small_corpus, tmp_path):
+    """N iterations, save, resume to 2N == 2N iterations in one run (same schedule, same batches)."""
+    common = dict(lr_decay_iters=40, eval_interval=10, dropout=0.1, sample_chars=0)
+    gpt_final_version.main(tiny_run_args(small_corpus, tmp_path / "half.pt", max_iters=20, **common))
+    resumed = tmp_path / "resumed.pt"
+    gpt_final_version.main(["--resume=" + str(tmp_path / "half.pt"), "--max_iters=40", f"--out={resumed}",
+                            f"--notes={tmp_path / 'notes.txt'}", "--progress=false"])
+    gpt_final_version.main(tiny_run_args(small_corpus, tmp_path / "full.pt", max_iters=40, **common))
+    a, b = load_checkpoint(str(resumed)), load_checkpoint(str(tmp_path / "full.pt"))
+    assert a["iter_num"] == b["iter_num"] == 40
+    for name, value in b["model"].items():
+        assert torch.equal(a["model"][name], value), name
+
+
+def test_resume_refuses_a_different_model_shape(small_corpus, tmp_path):
+    gpt_final_version.main(tiny_run_args(small_corpus, tmp_path / "m.pt", max_iters=2, sample_chars=0))
+    with pytest.raises(UserError, match=r"--n_layer=5 differs from the checkpoint's n_layer=2"):
+        gpt_final_version.main([f"--resume={tmp_path / 'm.pt'}", "--n_layer=5"])
+
+
+def test_ctrl_c_stops_cleanly_and_saves_where_it_got_to(small_corpus, tmp_path, monkeypatch):
+    real_step, calls = train._train_step, []
+
+    def step_then_interrupt(*args):
+        calls.append(1)
+        if len(calls) == 7:
+            raise KeyboardInterrupt
+        return real_step(*args)
+
+    monkeypatch.setattr(train, "_train_step", step_then_interrupt)
+    out = tmp_path / "stopped.pt"
+    result = gpt_final_version.main(tiny_run_args(small_corpus, out, max_iters=100))
+    assert result.iters == 6
+    assert load_checkpoint(str(out))["iter_num"] == 6
+
+
+def test_estimate_loss_uses_eval_mode_and_no_gradients(small_corpus):
+    seen = []
+
+    class Recorder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(65))
+
+        def forward(self, x, y):
+            seen.append((self.training, torch.is_grad_enabled()))
+            logits = self.w.expand(*x.shape, 65)
+            return logits, torch.nn.functional.cross_entropy(logits.reshape(-1, 65), y.reshape(-1))
+
+    model = Recorder().train()
+    dataset = TextDataset.from_text(small_corpus.read_text(encoding="utf-8"))
+    losses = train.estimate_loss(model, dataset, TrainConfig(eval_iters=3, batch_size=2), 8, "cpu")
+    assert seen == [(False, False)] * 6
+    assert model.training  # put back as it was
+    assert losses["train"] == pytest.approx(math.log(65), abs=1e-4)
+
+
+def test_learning_rate_warms_up_then_decays_to_min_lr():
+    cfg = TrainConfig(learning_rate=1e-3, min_lr=1e-4, warmup_iters=10, max_iters=110)
+    rates = [train.learning_rate_at(i, cfg) for i in range(120)]
+    assert rates[0] < rates[5] < rates[9] <= 1e-3
+    assert rates[10] == pytest.approx(1e-3)
+    assert all(a >= b for a, b in zip(rates[10:], rates[11:]))
+    assert rates[110] == rates[119] == pytest.approx(1e-4)
+
+
+def test_a_failed_save_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatch):
+    path = tmp_path / "keep.pt"
+    state = {"model": {"w": torch.ones(3)}, "model_config": {}, "train_config": {}, "vocab": ["a"], "iter_num": 1}
+    save_checkpoint(state, str(path))
+    before = path.read_bytes()
+
+    def disk_full(obj, f):
+        f.write(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(UserError, match="No space left on device.*untouched"):
+        save_checkpoint({**state, "iter_num": 2}, str(path))
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["keep.pt"]  # no temporary file left behind
+
+
+def test_each_split_must_be_longer_than_the_context(tmp_path):
+    dataset = TextDataset.from_text("hello world " * 10)
+    with pytest.raises(UserError, match="val split has 12 characters.*--block_size"):
+        dataset.check_fits(32)
