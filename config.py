@@ -37,6 +37,7 @@ class GPTConfig:
     dropout: float = 0.2  # a 10M-parameter model overfits 1M characters, so regularise
     bias: bool = True  # biases in the linear layers and LayerNorms, as in the lecture
     attention: str = "fast"  # "fast": one QKV matmul + fused kernel; "heads": the lecture's per-Head loop
+    position: str = "learned"  # "learned": a vector per position (lecture); "rope": rotary, lets the KV cache roll
     activation: str = "relu"  # feed-forward non-linearity: "relu" (lecture), "gelu" or "relu2" (ReLU squared)
 
     def validate(self) -> None:
@@ -48,6 +49,9 @@ class GPTConfig:
             )
         _check_choice("attention", self.attention, ("fast", "heads"))
         _check_choice("activation", self.activation, ("relu", "gelu", "relu2"))
+        _check_choice("position", self.position, ("learned", "rope"))
+        if self.position == "rope" and (self.n_embd // self.n_head) % 2:
+            raise UserError(f"rotary positions need an even head size; n_embd / n_head = {self.n_embd // self.n_head}.")
         for name in ("vocab_size", "block_size", "n_embd", "n_head", "n_layer"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be at least 1, got {getattr(self, name)}.")

@@ -42,10 +42,12 @@ class Head(nn.Module):
         self.register_buffer("tril", torch.tril(torch.ones(config.block_size, config.block_size)), persistent=False)
         self.dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x):
+    def forward(self, x, rotary=None):
         B, T, C = x.shape
         k = self.key(x)  # (B, T, hs)
         q = self.query(x)  # (B, T, hs)
+        if rotary is not None:  # rotary positions: turn q and k by angles that grow with position
+            q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
         # affinities, scaled by 1/sqrt(hs) so the softmax stays soft at initialisation
         wei = q @ k.transpose(-2, -1) * k.shape[-1] ** -0.5  # (B, T, T)
         wei = wei.masked_fill(self.tril[:T, :T] == 0, float("-inf"))  # no peeking at the future
@@ -61,6 +63,7 @@ class MultiHeadAttention(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.n_head = config.n_head
+        self.block_size = config.block_size
         self.dropout_p = config.dropout
         head_size = config.n_embd // config.n_head
         if config.attention == "heads":  # the teaching path
@@ -71,24 +74,29 @@ class MultiHeadAttention(nn.Module):
         self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x, cache: "LayerCache | None" = None):
+    def forward(self, x, cache: "LayerCache | None" = None, rotary=None):
         if self.heads is not None:
-            assert cache is None, "the per-Head teaching path has no KV cache"
-            out = torch.cat([h(x) for h in self.heads], dim=-1)  # (B, T, C)
+            assert cache is None and x.shape[1] <= self.block_size, "the per-Head teaching path has no KV cache"
+            out = torch.cat([h(x, rotary) for h in self.heads], dim=-1)  # (B, T, C)
         else:
-            out = self._fused_attention(x, cache)
+            out = self._fused_attention(x, cache, rotary)
         return self.dropout(self.proj(out))
 
-    def _fused_attention(self, x, cache):
+    def _fused_attention(self, x, cache, rotary):
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)  # each (B, T, C)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, H, T, hs)
-        causal = True
+        if rotary is not None:
+            q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
+        mask, causal = None, True
+        if T > self.block_size:  # (rotary only) each position sees the last block_size positions
+            mask, causal = sliding_window_mask(T, self.block_size, x.device), False
         if cache is not None:
-            k, v = cache.append(k, v)  # (B, H, past + T, hs)
-            causal = T > 1  # one new query may see every cached key
-            assert T == 1 or k.shape[2] == T, "extend a non-empty cache one position at a time"
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=causal,
+            assert T == 1 or cache.length == 0, "extend a non-empty cache one position at a time"
+            k_all, v_all = cache.append(k, v)  # (B, H, cached, hs): the new position's keys included
+            if T == 1:  # one new query may see every cached key; rotary keys need no order
+                k, v, causal = k_all, v_all, False
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
                                              dropout_p=self.dropout_p if self.training else 0.0)
         return out.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side again
 
@@ -122,8 +130,8 @@ class Block(nn.Module):
         self.ln2 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.ffwd = FeedForward(config)
 
-    def forward(self, x, cache=None):
-        x = x + self.attn(self.ln1(x), cache)  # (B, T, C)
+    def forward(self, x, cache=None, rotary=None):
+        x = x + self.attn(self.ln1(x), cache, rotary)  # (B, T, C)
         x = x + self.ffwd(self.ln2(x))
         return x
 
@@ -136,7 +144,8 @@ class GPT(nn.Module):
         config.validate()
         self.config = config
         self.token_embedding = nn.Embedding(config.vocab_size, config.n_embd)
-        self.position_embedding = nn.Embedding(config.block_size, config.n_embd)
+        if config.position == "learned":  # one learned vector per position (the lecture's way)
+            self.position_embedding = nn.Embedding(config.block_size, config.n_embd)
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
         self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
@@ -164,11 +173,17 @@ class GPT(nn.Module):
         """
         B, T = idx.shape
         start = 0 if cache is None else cache.length
-        assert start + T <= self.config.block_size, f"context {start + T} exceeds block_size {self.config.block_size}"
         pos = torch.arange(start, start + T, device=idx.device)  # (T,)
-        x = self.drop(self.token_embedding(idx) + self.position_embedding(pos))  # (B, T, C)
+        x = self.token_embedding(idx)  # (B, T, C)
+        rotary = None
+        if self.config.position == "learned":
+            assert start + T <= self.config.block_size, f"context {start + T} exceeds block_size {self.config.block_size}"
+            x = x + self.position_embedding(pos)
+        else:  # rotary: positions enter attention as rotations of q and k, not as added vectors
+            rotary = rotary_angles(pos, self.config.n_embd // self.config.n_head)
+        x = self.drop(x)
         for i, block in enumerate(self.blocks):
-            x = block(x, None if cache is None else cache.layers[i])
+            x = block(x, None if cache is None else cache.layers[i], rotary)
         logits = self.lm_head(self.ln_f(x))  # (B, T, V)
         if cache is not None:
             cache.length += T
@@ -183,17 +198,20 @@ class GPT(nn.Module):
     @torch.no_grad()
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, generator=None,
                  use_cache=True, stop_token=None):
-        """Extend idx (B, T) by max_new_tokens sampled characters; the model sees at most the last
-        block_size of them. With use_cache (fast path only) keys and values are kept between steps,
-        which gives the same tokens as recomputing the whole context every step, only faster.
-        `stop_token` ends generation once every row has produced it."""
+        """Extend idx (B, T) by max_new_tokens sampled characters. Each position attends to at most
+        block_size positions: with learned positions the context is cropped to the last block_size
+        characters; with rotary positions every layer looks back block_size positions (a sliding
+        window). With use_cache (fast path only) keys and values are kept between steps, which gives
+        the same tokens as recomputing every step, only faster. `stop_token` ends generation once
+        every row has produced it."""
         use_cache = use_cache and self.config.attention == "fast"
         cache, done = None, torch.zeros(idx.shape[0], dtype=torch.bool)
         for _ in range(max_new_tokens):
             if use_cache:
                 logits, cache = self._next_logits_cached(idx, cache)
             else:
-                logits, _ = self(idx[:, -self.config.block_size:])  # crop to the context the model knows
+                context = idx if self.config.position == "rope" else idx[:, -self.config.block_size:]
+                logits, _ = self(context)
                 logits = logits[:, -1, :]  # (B, V): only the last position predicts the next char
             next_id = sample_next(logits, temperature, top_k, generator)  # (B, 1), on the CPU
             idx = torch.cat((idx, next_id.to(idx.device)), dim=1)
@@ -204,14 +222,36 @@ class GPT(nn.Module):
         return idx
 
     def _next_logits_cached(self, idx, cache):
-        """Feed only what the cache has not seen. Once the context is longer than block_size the
-        window slides, every position changes, and the window is recomputed (still exact)."""
-        if cache is None or idx.shape[1] > self.config.block_size:
+        """Feed only what the cache has not seen. With learned positions, once the context is longer
+        than block_size the crop slides, every position changes and the window is recomputed
+        (exact, but no faster). Rotary keys depend only on relative distance, so that cache rolls on."""
+        learned = self.config.position == "learned"
+        if cache is None or (learned and idx.shape[1] > self.config.block_size):
             cache = KVCache(self.config)
-            logits, _ = self(idx[:, -self.config.block_size:], cache=cache)
+            logits, _ = self(idx[:, -self.config.block_size:] if learned else idx, cache=cache)
         else:
             logits, _ = self(idx[:, -1:], cache=cache)
         return logits[:, -1, :], cache
+
+
+def rotary_angles(pos, head_size, base=10000.0):
+    """cos and sin of position x frequency, (T, hs/2): pair i of q and k turns by pos / base^(2i/hs)."""
+    inv_freq = 1.0 / base ** (torch.arange(0, head_size, 2, device=pos.device).float() / head_size)
+    angles = pos.float()[:, None] * inv_freq[None, :]
+    return angles.cos(), angles.sin()
+
+
+def apply_rotary(x, cos, sin):
+    """Rotate the two halves of the last dimension of x (..., T, hs) as pairs of coordinates."""
+    x1, x2 = x.float().chunk(2, dim=-1)
+    return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).type_as(x)
+
+
+def sliding_window_mask(T, window, device):
+    """(T, T) bool, True where query i may attend to key j: j <= i and i - j < window."""
+    i = torch.arange(T, device=device)[:, None]
+    j = torch.arange(T, device=device)[None, :]
+    return (j <= i) & (i - j < window)
 
 
 def sample_next(logits, temperature=1.0, top_k=None, generator=None):
@@ -229,23 +269,28 @@ def sample_next(logits, temperature=1.0, top_k=None, generator=None):
 
 
 class LayerCache:
-    """Keys and values of one layer for the positions seen so far, in preallocated buffers."""
+    """Keys and values of one layer for the last block_size positions, in a preallocated ring:
+    position p lives in slot p % block_size, so the oldest is overwritten once the ring is full."""
 
     def __init__(self, block_size):
         self.block_size = block_size
         self.k = self.v = None
-        self.length = 0
+        self.length = 0  # positions seen so far
 
     def append(self, k, v):
+        """Store keys/values (B, H, T, hs) of the next T positions; return those a new query may see."""
         if self.k is None:  # allocate on first use, in the dtype the layer computes in
             B, H, _, hs = k.shape
             self.k = k.new_empty(B, H, self.block_size, hs)
             self.v = torch.empty_like(self.k)
-        end = self.length + k.shape[2]
-        self.k[:, :, self.length:end] = k
-        self.v[:, :, self.length:end] = v
-        self.length = end
-        return self.k[:, :, :end], self.v[:, :, :end]
+        T, W = k.shape[2], self.block_size
+        keep = min(T, W)  # a long prompt leaves only its last W positions in the ring
+        slots = torch.arange(self.length + T - keep, self.length + T, device=k.device) % W
+        self.k[:, :, slots] = k[:, :, -keep:]
+        self.v[:, :, slots] = v[:, :, -keep:]
+        self.length += T
+        filled = min(self.length, W)
+        return self.k[:, :, :filled], self.v[:, :, :filled]
 
 
 class KVCache:

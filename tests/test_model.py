@@ -36,9 +36,9 @@ def test_forward_shapes(attention):
     assert logits.shape == (3, 10, V) and loss.shape == ()
 
 
-@pytest.mark.parametrize("attention", ["fast", "heads"])
-def test_changing_a_later_token_leaves_earlier_logits_unchanged(attention):
-    model = tiny_model(attention=attention).eval()
+@pytest.mark.parametrize("attention, position", [("fast", "learned"), ("heads", "learned"), ("fast", "rope"), ("heads", "rope")])
+def test_changing_a_later_token_leaves_earlier_logits_unchanged(attention, position):
+    model = tiny_model(attention=attention, position=position).eval()
     idx = random_tokens(2, 16)
     changed = idx.clone()
     changed[:, 9] = (changed[:, 9] + 1) % V
@@ -95,10 +95,11 @@ def copy_heads_into_fused(heads_model: GPT, fast_model: GPT) -> None:
     fast_model.load_state_dict(fast_state)
 
 
+@pytest.mark.parametrize("position", ["learned", "rope"])
 @pytest.mark.parametrize("mode", ["eval", "train"])
-def test_fast_attention_equals_per_head_attention(mode):
-    heads_model = tiny_model(attention="heads")
-    fast_model = tiny_model(seed=5, attention="fast")
+def test_fast_attention_equals_per_head_attention(mode, position):
+    heads_model = tiny_model(attention="heads", position=position)
+    fast_model = tiny_model(seed=5, attention="fast", position=position)
     copy_heads_into_fused(heads_model, fast_model)
     for m in (heads_model, fast_model):
         m.train(mode == "train")
@@ -141,25 +142,29 @@ def test_generate_is_deterministic_for_a_seed():
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
+@pytest.mark.parametrize("position", ["learned", "rope"])
 @pytest.mark.parametrize("new_tokens", [8, 40])  # before and after the context fills (block_size 16)
 @pytest.mark.parametrize("top_k", [None, 5])
-def test_kv_cache_generation_equals_recomputing_the_context(new_tokens, top_k):
-    model = tiny_model().eval()
-    prompt = random_tokens(2, 4)
+@pytest.mark.parametrize("prompt_length", [4, 20])  # a prompt longer than the context too
+def test_kv_cache_generation_equals_recomputing_the_context(new_tokens, top_k, position, prompt_length):
+    model = tiny_model(position=position).eval()
+    prompt = random_tokens(2, prompt_length)
     cached = model.generate(prompt, new_tokens, top_k=top_k, generator=torch.Generator().manual_seed(9), use_cache=True)
     plain = model.generate(prompt, new_tokens, top_k=top_k, generator=torch.Generator().manual_seed(9), use_cache=False)
     assert torch.equal(cached, plain)
 
 
-def test_cached_logits_match_full_forward():
-    model = tiny_model().eval()
+@pytest.mark.parametrize("position, length", [("learned", 12), ("rope", 40)])
+def test_cached_logits_match_full_forward(position, length):
+    """Rotary: past block_size the rolling cache equals a full forward with a sliding-window mask."""
+    model = tiny_model(position=position).eval()
     from gpt_final_version import KVCache
 
-    idx = random_tokens(1, 12)
+    idx = random_tokens(1, length)
     full, _ = model(idx)
     cache = KVCache(model.config)
     model(idx[:, :5], cache=cache)
-    for t in range(5, 12):
+    for t in range(5, length):
         step, _ = model(idx[:, t:t + 1], cache=cache)
         torch.testing.assert_close(step[:, 0], full[:, t], rtol=1e-5, atol=1e-5)
 

@@ -1,0 +1,179 @@
+"""Speed benchmark: matmul peak, training tokens/s and MFU, sampling with and without the KV cache,
+peak memory. Prints a table and writes the same numbers as JSON.
+
+    python bench.py                         # everything, ~6 minutes on 2 CPU cores
+    python bench.py --quick                 # fewer iterations, smaller lecture batch, ~2 minutes
+    python bench.py --json=bench_results/cpu.json --device=cuda
+
+Each measurement runs in its own Python process, so peak memory (max RSS) is per configuration and
+one configuration's allocator state cannot speed up or slow down the next.
+MFU = model FLOPs per token x tokens/s / the best float32 matmul throughput measured on the model's
+own shapes (the practical peak of this machine), counting 6 FLOPs per matmul weight per token plus
+12 x n_layer x block_size x n_embd for attention, as nanoGPT and the PaLM paper do.
+"""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+import train
+from config import GPTConfig, TrainConfig, apply, choose_device, preset_values
+
+from corpus import TextDataset, read_text
+
+SHAPES = {
+    "cpu preset": preset_values("cpu"),
+    "lecture 6x384": dict(n_layer=6, n_head=6, n_embd=384, block_size=256, batch_size=64, dropout=0.2),
+}
+
+
+def model_flops_per_token(config: GPTConfig, model) -> float:
+    matmul_params = sum(p.numel() for n, p in model.named_parameters() if p.dim() == 2 and "embedding" not in n)
+    return 6 * matmul_params + 12 * config.n_layer * config.block_size * config.n_embd
+
+
+def matmul_peak(device: str, seconds: float = 1.0) -> dict:
+    """Float32 GFLOP/s of the matmuls the models actually do: (B*T, C) x (C, 3C / 4C / C) and back."""
+    results = {}
+    for name, shape in SHAPES.items():
+        m, c = shape["batch_size"] * shape["block_size"], shape["n_embd"]
+        for k, n in ((c, 3 * c), (c, 4 * c), (4 * c, c), (c, c)):
+            a, b = torch.randn(m, k, device=device), torch.randn(k, n, device=device)
+            a @ b
+            count, start = 0, time.perf_counter()
+            while time.perf_counter() - start < seconds / 4:
+                a @ b
+                count += 1
+            _sync(device)
+            results[f"{name} ({m}x{k})@({k}x{n})"] = 2 * m * k * n * count / (time.perf_counter() - start) / 1e9
+    return results
+
+
+def measure_training(shape_name: str, attention: str, iters: int, warmup: int, device: str, batch_size: int | None) -> dict:
+    values = dict(SHAPES[shape_name])
+    if batch_size:
+        values["batch_size"] = batch_size
+    from gpt_final_version import GPT
+
+    torch.manual_seed(0)
+    model_cfg = apply(GPTConfig(vocab_size=65, attention=attention), values)
+    cfg = apply(TrainConfig(), values)
+    model = GPT(model_cfg).to(device)
+    optimizer = train.configure_optimizer(model, cfg, device)
+    scaler = torch.amp.GradScaler(enabled=False)
+    autocast, dtype = train.autocast_context(device, cfg.dtype)
+    dataset = TextDataset.from_text(read_text(os.environ.get("BENCH_DATA", "data/tinyshakespeare/input.txt")))
+    batches = torch.Generator().manual_seed(0)
+    times = []
+    for _ in range(warmup + iters):
+        start = time.perf_counter()
+        train._train_step(model, optimizer, scaler, dataset, cfg, model_cfg, device, autocast, batches)
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    tokens = cfg.batch_size * model_cfg.block_size
+    measured = times[warmup:]
+    return {"tokens_per_s": tokens * len(measured) / sum(measured), "first_iter_s": times[0],
+            "later_iter_s": sum(measured) / len(measured), "params": model.num_params(),
+            "flops_per_token": model_flops_per_token(model_cfg, model), "batch_size": cfg.batch_size,
+            "dtype": dtype, "peak_rss_mb": _peak_rss_mb()}
+
+
+def measure_sampling(new_tokens: int, use_cache: bool, device: str) -> dict:
+    from gpt_final_version import GPT
+
+    torch.manual_seed(0)
+    model = GPT(apply(GPTConfig(vocab_size=65), SHAPES["cpu preset"])).to(device).eval()
+    start_ids = torch.zeros((1, 1), dtype=torch.long, device=device)
+    model.generate(start_ids, 20, use_cache=use_cache)  # warm-up
+    start = time.perf_counter()
+    model.generate(start_ids, new_tokens, generator=torch.Generator().manual_seed(0), use_cache=use_cache)
+    _sync(device)
+    seconds = time.perf_counter() - start
+    return {"tokens_per_s": new_tokens / seconds, "seconds": seconds, "peak_rss_mb": _peak_rss_mb()}
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def in_subprocess(job: dict) -> dict:
+    """Run one measurement in a fresh interpreter and return its JSON result."""
+    result = subprocess.run([sys.executable, __file__, "--worker=" + json.dumps(job)], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"benchmark worker failed for {job}:\n{result.stderr[-2000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def run_worker(job: dict) -> dict:
+    kind = job.pop("kind")
+    if kind == "peak":
+        return matmul_peak(**job)
+    if kind == "train":
+        return measure_training(**job)
+    return measure_sampling(**job)
+
+
+def main(argv: list[str]) -> None:
+    options = dict(arg[2:].split("=", 1) if "=" in arg else (arg[2:], "true") for arg in argv)
+    if "worker" in options:
+        print(json.dumps(run_worker(json.loads(options["worker"]))))
+        return
+    quick = options.get("quick") == "true"
+    device = choose_device(options.get("device", "auto"))
+    out = Path(options.get("json", "bench_results/bench.json"))
+    report = {"device": device, "torch": torch.__version__, "threads": torch.get_num_threads(),
+              "quick": quick, "date": time.strftime("%Y-%m-%d %H:%M")}
+    print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads")
+
+    report["matmul_gflops"] = in_subprocess({"kind": "peak", "device": device})
+    peak = max(report["matmul_gflops"].values())
+    report["matmul_peak_gflops"] = peak
+    print(f"\n(a) float32 matmul on the models' shapes: practical peak {peak:.1f} GFLOP/s")
+    for name, value in report["matmul_gflops"].items():
+        print(f"    {name:44s} {value:8.1f} GFLOP/s")
+
+    iters, warmup = (3, 1) if quick else (8, 2)
+    lecture_batch = 16 if quick else None
+    report["training"] = []
+    print(f"\n(b) training, {iters} measured steps after {warmup} warm-up steps")
+    print(f"    {'shape':14s} {'path':6s} {'batch':>5s} {'tokens/s':>9s} {'MFU':>6s} {'1st step':>9s} {'later':>8s} {'peak RSS':>9s}")
+    for shape in SHAPES:
+        for attention in ("fast", "heads"):
+            row = in_subprocess({"kind": "train", "shape_name": shape, "attention": attention, "iters": iters,
+                                 "warmup": warmup, "device": device,
+                                 "batch_size": lecture_batch if shape.startswith("lecture") else None})
+            row.update(shape=shape, attention=attention, mfu=row["flops_per_token"] * row["tokens_per_s"] / (peak * 1e9))
+            report["training"].append(row)
+            print(f"    {shape:14s} {attention:6s} {row['batch_size']:5d} {row['tokens_per_s']:9.0f} {100 * row['mfu']:5.1f}% "
+                  f"{row['first_iter_s']:8.2f}s {row['later_iter_s']:7.2f}s {row['peak_rss_mb']:7.0f}MB")
+        fast, heads = report["training"][-2:]
+        print(f"    {shape}: fast path {fast['tokens_per_s'] / heads['tokens_per_s']:.2f}x the per-Head path")
+
+    report["sampling"] = {}
+    print("\n(c) sampling 1000 new characters, cpu preset shape, batch 1")
+    for use_cache in (True, False):
+        row = in_subprocess({"kind": "sample", "new_tokens": 1000, "use_cache": use_cache, "device": device})
+        report["sampling"]["kv_cache" if use_cache else "recompute"] = row
+        print(f"    {'KV cache' if use_cache else 'recompute':10s} {row['tokens_per_s']:8.0f} tokens/s  {row['seconds']:6.2f}s  peak RSS {row['peak_rss_mb']:.0f}MB")
+    s = report["sampling"]
+    print(f"    KV cache speed-up: {s['kv_cache']['tokens_per_s'] / s['recompute']['tokens_per_s']:.1f}x")
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print(f"\n(d) peak memory is the peak RSS column of each row above. JSON: {out}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
