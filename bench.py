@@ -56,7 +56,8 @@ def matmul_peak(device: str, seconds: float = 1.0) -> dict:
     return results
 
 
-def measure_training(shape_name: str, attention: str, iters: int, warmup: int, device: str, batch_size: int | None) -> dict:
+def measure_training(shape_name: str, attention: str, iters: int, warmup: int, device: str, batch_size: int | None,
+                     compile: bool = False) -> dict:
     values = dict(SHAPES[shape_name])
     if batch_size:
         values["batch_size"] = batch_size
@@ -67,6 +68,7 @@ def measure_training(shape_name: str, attention: str, iters: int, warmup: int, d
     cfg = apply(TrainConfig(), values)
     model = GPT(model_cfg).to(device)
     optimizer = train.configure_optimizer(model, cfg, device)
+    step_model = torch.compile(model) if compile else model
     scaler = torch.amp.GradScaler(enabled=False)
     autocast, dtype = train.autocast_context(device, cfg.dtype)
     dataset = TextDataset.from_text(read_text(os.environ.get("BENCH_DATA", "data/tinyshakespeare/input.txt")))
@@ -74,7 +76,7 @@ def measure_training(shape_name: str, attention: str, iters: int, warmup: int, d
     times = []
     for _ in range(warmup + iters):
         start = time.perf_counter()
-        train._train_step(model, optimizer, scaler, dataset, cfg, model_cfg, device, autocast, batches)
+        train._train_step(step_model, optimizer, scaler, dataset, cfg, model_cfg, device, autocast, batches)
         _sync(device)
         times.append(time.perf_counter() - start)
     tokens = cfg.batch_size * model_cfg.block_size
@@ -148,17 +150,18 @@ def main(argv: list[str]) -> None:
     lecture_batch = 16 if quick else None
     report["training"] = []
     print(f"\n(b) training, {iters} measured steps after {warmup} warm-up steps")
-    print(f"    {'shape':14s} {'path':6s} {'batch':>5s} {'tokens/s':>9s} {'MFU':>6s} {'1st step':>9s} {'later':>8s} {'peak RSS':>9s}")
+    print(f"    {'shape':14s} {'path':13s} {'batch':>5s} {'tokens/s':>9s} {'MFU':>6s} {'1st step':>9s} {'later':>8s} {'peak RSS':>9s}")
     for shape in SHAPES:
-        for attention in ("fast", "heads"):
+        for attention, compiled in (("fast", False), ("heads", False), ("fast", True)):
             row = in_subprocess({"kind": "train", "shape_name": shape, "attention": attention, "iters": iters,
-                                 "warmup": warmup, "device": device,
+                                 "warmup": warmup, "device": device, "compile": compiled,
                                  "batch_size": lecture_batch if shape.startswith("lecture") else None})
-            row.update(shape=shape, attention=attention, mfu=row["flops_per_token"] * row["tokens_per_s"] / (peak * 1e9))
+            path = attention + ("+compile" if compiled else "")
+            row.update(shape=shape, attention=path, mfu=row["flops_per_token"] * row["tokens_per_s"] / (peak * 1e9))
             report["training"].append(row)
-            print(f"    {shape:14s} {attention:6s} {row['batch_size']:5d} {row['tokens_per_s']:9.0f} {100 * row['mfu']:5.1f}% "
+            print(f"    {shape:14s} {path:13s} {row['batch_size']:5d} {row['tokens_per_s']:9.0f} {100 * row['mfu']:5.1f}% "
                   f"{row['first_iter_s']:8.2f}s {row['later_iter_s']:7.2f}s {row['peak_rss_mb']:7.0f}MB")
-        fast, heads = report["training"][-2:]
+        fast, heads, _ = report["training"][-3:]
         print(f"    {shape}: fast path {fast['tokens_per_s'] / heads['tokens_per_s']:.2f}x the per-Head path")
 
     report["sampling"] = {}

@@ -186,6 +186,7 @@ def run(model, model_cfg: GPTConfig, cfg: TrainConfig, dataset: TextDataset, dev
     _print_startup(model, model_cfg, cfg, dataset, device, dtype, preset, tokens_per_iter, iter_num, out)
 
     history, losses, interrupted = [], {}, False
+    run_started = time.time()
     train_seconds = eval_seconds = 0.0
     start_iter, started = iter_num, time.time()
     bar = tqdm(total=cfg.max_iters, initial=iter_num, unit="it", dynamic_ncols=True,
@@ -193,7 +194,7 @@ def run(model, model_cfg: GPTConfig, cfg: TrainConfig, dataset: TextDataset, dev
     try:
         while iter_num < cfg.max_iters:
             if iter_num % cfg.eval_interval == 0 and iter_num > start_iter:
-                losses, seconds = _evaluate(model, dataset, cfg, model_cfg, device, autocast, iter_num, bar)
+                losses, seconds = _evaluate(model, dataset, cfg, model_cfg, device, autocast, iter_num, bar, run_started)
                 eval_seconds += seconds
                 history.append((iter_num, losses["train"], losses["val"]))
                 best_val = min(best_val, losses["val"])
@@ -221,7 +222,7 @@ def run(model, model_cfg: GPTConfig, cfg: TrainConfig, dataset: TextDataset, dev
     bar.close()
 
     if iter_num > start_iter or not history:
-        losses, seconds = _evaluate(model, dataset, cfg, model_cfg, device, autocast, iter_num, None)
+        losses, seconds = _evaluate(model, dataset, cfg, model_cfg, device, autocast, iter_num, None, run_started)
         eval_seconds += seconds
         history.append((iter_num, losses["train"], losses["val"]))
         best_val = min(best_val, losses["val"])
@@ -260,11 +261,12 @@ def _train_step(model, optimizer, scaler, dataset, cfg, model_cfg, device, autoc
     return total
 
 
-def _evaluate(model, dataset, cfg, model_cfg, device, autocast, iter_num, bar):
+def _evaluate(model, dataset, cfg, model_cfg, device, autocast, iter_num, bar, run_started):
     t0 = time.time()
     losses = estimate_loss(model, dataset, cfg, model_cfg.block_size, device, autocast)
     seconds = time.time() - t0
-    line = f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f} (eval {seconds:.1f}s)"
+    line = (f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f} "
+            f"(eval {seconds:.1f}s, {t0 - run_started:.0f}s into the run)")
     (bar.write if bar is not None else print)(line)
     return losses, seconds
 
