@@ -30,8 +30,17 @@ from corpus import TextDataset, read_text
 
 SHAPES = {
     "cpu preset": preset_values("cpu"),
-    "lecture 6x384": dict(n_layer=6, n_head=6, n_embd=384, block_size=256, batch_size=64, dropout=0.2),
+    "cpu, lecture recipe": {**preset_values("cpu"), "position": "learned", "activation": "relu"},
+    "lecture 6x384": dict(n_layer=6, n_head=6, n_embd=384, block_size=256, batch_size=64, dropout=0.0),
+    "lecture, dropout 0.2": dict(n_layer=6, n_head=6, n_embd=384, block_size=256, batch_size=64, dropout=0.2),
 }
+# (shape, attention path, torch.compile): the training rows of the table
+TRAINING_ROWS = [
+    ("cpu preset", "fast", False), ("cpu preset", "heads", False), ("cpu preset", "fast", True),
+    ("cpu, lecture recipe", "fast", False),
+    ("lecture 6x384", "fast", False), ("lecture 6x384", "heads", False), ("lecture 6x384", "fast", True),
+    ("lecture, dropout 0.2", "fast", False), ("lecture, dropout 0.2", "heads", False),
+]
 
 
 def model_flops_per_token(config: GPTConfig, model) -> float:
@@ -43,6 +52,8 @@ def matmul_peak(device: str, seconds: float = 1.0) -> dict:
     """Float32 GFLOP/s of the matmuls the models actually do: (B*T, C) x (C, 3C / 4C / C) and back."""
     results = {}
     for name, shape in SHAPES.items():
+        if "recipe" in name or "dropout" in name:
+            continue
         m, c = shape["batch_size"] * shape["block_size"], shape["n_embd"]
         for k, n in ((c, 3 * c), (c, 4 * c), (4 * c, c), (c, c)):
             a, b = torch.randn(m, k, device=device), torch.randn(k, n, device=device)
@@ -63,6 +74,8 @@ def measure_training(shape_name: str, attention: str, iters: int, warmup: int, d
         values["batch_size"] = batch_size
     from gpt_final_version import GPT
 
+    if device == "cpu":
+        train.keep_freed_memory_in_process()  # as training does
     torch.manual_seed(0)
     model_cfg = apply(GPTConfig(vocab_size=65, attention=attention), values)
     cfg = apply(TrainConfig(), values)
@@ -87,11 +100,11 @@ def measure_training(shape_name: str, attention: str, iters: int, warmup: int, d
             "dtype": dtype, "peak_rss_mb": _peak_rss_mb()}
 
 
-def measure_sampling(new_tokens: int, use_cache: bool, device: str) -> dict:
+def measure_sampling(shape_name: str, new_tokens: int, use_cache: bool, device: str) -> dict:
     from gpt_final_version import GPT
 
     torch.manual_seed(0)
-    model = GPT(apply(GPTConfig(vocab_size=65), SHAPES["cpu preset"])).to(device).eval()
+    model = GPT(apply(GPTConfig(vocab_size=65), SHAPES[shape_name])).to(device).eval()
     start_ids = torch.zeros((1, 1), dtype=torch.long, device=device)
     model.generate(start_ids, 20, use_cache=use_cache)  # warm-up
     start = time.perf_counter()
@@ -146,32 +159,39 @@ def main(argv: list[str]) -> None:
     for name, value in report["matmul_gflops"].items():
         print(f"    {name:44s} {value:8.1f} GFLOP/s")
 
-    iters, warmup = (3, 1) if quick else (8, 2)
+    iters, warmup = (3, 1) if quick else (5, 2)
     lecture_batch = 16 if quick else None
     report["training"] = []
     print(f"\n(b) training, {iters} measured steps after {warmup} warm-up steps")
-    print(f"    {'shape':14s} {'path':13s} {'batch':>5s} {'tokens/s':>9s} {'MFU':>6s} {'1st step':>9s} {'later':>8s} {'peak RSS':>9s}")
-    for shape in SHAPES:
-        for attention, compiled in (("fast", False), ("heads", False), ("fast", True)):
-            row = in_subprocess({"kind": "train", "shape_name": shape, "attention": attention, "iters": iters,
-                                 "warmup": warmup, "device": device, "compile": compiled,
-                                 "batch_size": lecture_batch if shape.startswith("lecture") else None})
-            path = attention + ("+compile" if compiled else "")
-            row.update(shape=shape, attention=path, mfu=row["flops_per_token"] * row["tokens_per_s"] / (peak * 1e9))
-            report["training"].append(row)
-            print(f"    {shape:14s} {path:13s} {row['batch_size']:5d} {row['tokens_per_s']:9.0f} {100 * row['mfu']:5.1f}% "
-                  f"{row['first_iter_s']:8.2f}s {row['later_iter_s']:7.2f}s {row['peak_rss_mb']:7.0f}MB")
-        fast, heads, _ = report["training"][-3:]
-        print(f"    {shape}: fast path {fast['tokens_per_s'] / heads['tokens_per_s']:.2f}x the per-Head path")
+    print(f"    {'shape':20s} {'path':13s} {'batch':>5s} {'tokens/s':>9s} {'MFU':>6s} {'1st step':>9s} {'later':>8s} {'peak RSS':>9s}")
+    for shape, attention, compiled in TRAINING_ROWS:
+        row = in_subprocess({"kind": "train", "shape_name": shape, "attention": attention, "iters": iters,
+                             "warmup": warmup, "device": device, "compile": compiled,
+                             "batch_size": lecture_batch if shape.startswith("lecture") else None})
+        path = attention + ("+compile" if compiled else "")
+        row.update(shape=shape, attention=path, mfu=row["flops_per_token"] * row["tokens_per_s"] / (peak * 1e9))
+        report["training"].append(row)
+        print(f"    {shape:20s} {path:13s} {row['batch_size']:5d} {row['tokens_per_s']:9.0f} {100 * row['mfu']:5.1f}% "
+              f"{row['first_iter_s']:8.2f}s {row['later_iter_s']:7.2f}s {row['peak_rss_mb']:7.0f}MB")
+    for shape in ("cpu preset", "lecture 6x384"):
+        rows = {r["attention"]: r for r in report["training"] if r["shape"] == shape}
+        print(f"    {shape}: fast path {rows['fast']['tokens_per_s'] / rows['heads']['tokens_per_s']:.2f}x the per-Head path, "
+              f"torch.compile {rows['fast+compile']['tokens_per_s'] / rows['fast']['tokens_per_s']:.2f}x the fast path")
 
     report["sampling"] = {}
-    print("\n(c) sampling 1000 new characters, cpu preset shape, batch 1")
-    for use_cache in (True, False):
-        row = in_subprocess({"kind": "sample", "new_tokens": 1000, "use_cache": use_cache, "device": device})
-        report["sampling"]["kv_cache" if use_cache else "recompute"] = row
-        print(f"    {'KV cache' if use_cache else 'recompute':10s} {row['tokens_per_s']:8.0f} tokens/s  {row['seconds']:6.2f}s  peak RSS {row['peak_rss_mb']:.0f}MB")
-    s = report["sampling"]
-    print(f"    KV cache speed-up: {s['kv_cache']['tokens_per_s'] / s['recompute']['tokens_per_s']:.1f}x")
+    print("\n(c) sampling 1000 new characters, batch 1 (recompute = what gives the same tokens without a cache)")
+    for shape, label in (("cpu preset", "rotary, rolling cache"), ("cpu, lecture recipe", "learned positions")):
+        rows = {}
+        for use_cache in (True, False):
+            row = in_subprocess({"kind": "sample", "shape_name": shape, "new_tokens": 1000, "use_cache": use_cache, "device": device})
+            rows["kv_cache" if use_cache else "recompute"] = row
+            print(f"    {label:22s} {'KV cache' if use_cache else 'recompute':10s} {row['tokens_per_s']:8.0f} tokens/s "
+                  f"{row['seconds']:6.2f}s  peak RSS {row['peak_rss_mb']:.0f}MB")
+        report["sampling"][shape] = rows
+        print(f"    {label}: KV cache {rows['kv_cache']['tokens_per_s'] / rows['recompute']['tokens_per_s']:.1f}x faster")
+    rope_cached = report["sampling"]["cpu preset"]["kv_cache"]["tokens_per_s"]
+    crop = report["sampling"]["cpu, lecture recipe"]["recompute"]["tokens_per_s"]
+    print(f"    rolling cache vs nanoGPT-style crop-and-recompute: {rope_cached / crop:.1f}x faster")
 
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))

@@ -6,8 +6,10 @@ one way: config -> corpus/checkpoint -> train -> gpt_final_version/bigram -> mod
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import dataclasses
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -105,6 +107,21 @@ def autocast_context(device: str, dtype: str):
     return torch.autocast(device_type=device_type, dtype=getattr(torch, dtype)), dtype
 
 
+def keep_freed_memory_in_process() -> None:
+    """On Linux, glibc gives every freed block above 32 MB straight back to the kernel, so each step
+    of a large model page-faults (and zero-fills) its activations again: the lecture shape ran 36%
+    slower for it on a 2-core CPU. Serving big blocks from the heap and never trimming it lets later
+    steps reuse warm memory. Elsewhere (macOS, Windows, musl) this does nothing."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-4, 0)  # M_MMAP_MAX: never satisfy malloc with a fresh mmap
+        libc.mallopt(-1, 2**31 - 1)  # M_TRIM_THRESHOLD: keep freed heap memory for reuse
+    except (OSError, AttributeError):
+        pass
+
+
 def configure_optimizer(model, cfg: TrainConfig, device: str):
     """AdamW; weight decay on matrices and embeddings only, never on biases or LayerNorm gains."""
     params = [p for p in model.parameters() if p.requires_grad]
@@ -168,6 +185,8 @@ def default_checkpoint_path(name: str) -> str:
 def run(model, model_cfg: GPTConfig, cfg: TrainConfig, dataset: TextDataset, device: str, kind: str,
         preset: str, changed: dict, state: dict | None = None) -> TrainResult:
     autocast, dtype = autocast_context(device, cfg.dtype)
+    if device == "cpu":
+        keep_freed_memory_in_process()
     model.to(device)
     optimizer = configure_optimizer(model, cfg, device)
     scaler = torch.amp.GradScaler(enabled=(dtype == "float16"))
