@@ -114,7 +114,6 @@ class SampleConfig:
     seed: int = 1337  # the same seed gives the same samples
     device: str = "auto"  # as for training
     out: str = ""  # also write the samples to this file (e.g. samples/romeo.txt)
-    chat: bool = False  # talk to a model fine-tuned on chat pairs, turn by turn
     use_cache: bool = True  # keep keys/values between steps (same text, much faster)
 
     def validate(self) -> None:
