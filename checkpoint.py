@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -30,6 +31,8 @@ def save_checkpoint(state: dict, path: str) -> None:
             torch.save({"format_version": FORMAT_VERSION, **state}, tmp)
             tmp.flush()
             os.fsync(tmp.fileno())
+        if os.environ.get("GPT_TEST_SAVE_DELAY"):  # tests widen the window between write and rename
+            time.sleep(float(os.environ["GPT_TEST_SAVE_DELAY"]))
         os.replace(tmp_name, target)
     except BaseException as err:
         Path(tmp_name).unlink(missing_ok=True)

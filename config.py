@@ -86,7 +86,7 @@ class TrainConfig:
     data: str = "data/tinyshakespeare/input.txt"  # training text (UTF-8); downloaded if it is the default and missing
     out: str = ""  # checkpoint path; empty means models/<preset>-<date>-<time>.pt (never overwrites)
     resume: str = ""  # checkpoint to continue training from
-    save_interval: int = 0  # also write the checkpoint every this many steps; 0 only at the end
+    save_interval: int = 0  # save every this many steps, and the best-val model to NAME.best.pt; 0: at the end only
     notes: str = "notes.txt"  # one line per finished run is appended here; empty disables
     samples_dir: str = "samples"  # where the end-of-run sample goes; empty disables
     sample_chars: int = 500  # length of the end-of-run sample

@@ -168,6 +168,11 @@ def estimate_loss(model, dataset: TextDataset, cfg: TrainConfig, block_size: int
     return losses
 
 
+def best_path(out: str) -> str:
+    """Where periodic saving keeps the best-val checkpoint: beside the latest, never over it."""
+    return str(Path(out).with_suffix("")) + ".best.pt"
+
+
 def default_checkpoint_path(name: str) -> str:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     path = Path("models") / f"{name}-{stamp}.pt"
@@ -216,6 +221,9 @@ def run(model, model_cfg: GPTConfig, cfg: TrainConfig, dataset: TextDataset, dev
                 losses, seconds = _evaluate(model, dataset, cfg, model_cfg, device, autocast, iter_num, bar, run_started)
                 eval_seconds += seconds
                 history.append((iter_num, losses["train"], losses["val"]))
+                if losses["val"] < best_val and cfg.save_interval:  # the best model is kept apart
+                    save_checkpoint(_checkpoint_state(model, model_cfg, cfg, dataset, optimizer, iter_num,
+                                                      losses["val"], batches, kind, preset, device), best_path(out))
                 best_val = min(best_val, losses["val"])
             t0 = time.time()
             lr = learning_rate_at(iter_num, cfg)
@@ -251,6 +259,8 @@ def run(model, model_cfg: GPTConfig, cfg: TrainConfig, dataset: TextDataset, dev
     tokens_per_s = tokens_per_iter * (iter_num - start_iter) / train_seconds if train_seconds else 0.0
     print(f"saved {out}{' (interrupted)' if interrupted else ''}; evaluation took {eval_seconds:.1f}s, "
           f"{100 * eval_seconds / max(wall, 1e-9):.0f}% of the run")
+    if cfg.save_interval and Path(best_path(out)).exists():
+        print(f"best val loss {best_val:.4f}: kept apart in {best_path(out)}")
     _write_sample(model, dataset, cfg, device, out)
     result = TrainResult(iter_num, losses["train"], losses["val"], best_val, _num_params(model),
                          tokens_per_s, wall, out, history)
