@@ -148,3 +148,25 @@ def test_each_split_must_be_longer_than_the_context(tmp_path):
     dataset = TextDataset.from_text("hello world " * 10)
     with pytest.raises(UserError, match="val split has 12 characters.*--block_size"):
         dataset.check_fits(32)
+
+
+def test_gradient_accumulation_equals_one_step_on_a_larger_batch(small_corpus):
+    """k micro-batches of b then one optimizer step == one step on a batch of k*b (same windows)."""
+    from config import GPTConfig
+    from gpt_final_version import GPT
+
+    dataset = TextDataset.from_text(small_corpus.read_text(encoding="utf-8"))
+    model_cfg = GPTConfig(vocab_size=len(dataset.vocab), block_size=16, n_embd=32, n_head=2, n_layer=2, dropout=0.0)
+    weights = []
+    for batch_size, steps in ((8, 4), (32, 1)):
+        torch.manual_seed(0)
+        model = GPT(model_cfg)
+        cfg = TrainConfig(batch_size=batch_size, gradient_accumulation_steps=steps)
+        optimizer = train.configure_optimizer(model, cfg, "cpu")
+        loss = train._train_step(model, optimizer, torch.amp.GradScaler(enabled=False), dataset, cfg, model_cfg,
+                                 "cpu", torch.autocast("cpu", enabled=False), torch.Generator().manual_seed(3))
+        weights.append((loss, [p.detach().clone() for p in model.parameters()]))
+    (loss_a, a), (loss_b, b) = weights
+    assert loss_a == pytest.approx(loss_b, rel=1e-5)
+    for x, y in zip(a, b):
+        torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-5)  # Adam amplifies rounding in near-zero gradients
