@@ -76,7 +76,8 @@ class MultiHeadAttention(nn.Module):
 
     def forward(self, x, cache: "LayerCache | None" = None, rotary=None):
         if self.heads is not None:
-            assert cache is None and x.shape[1] <= self.block_size, "the per-Head teaching path has no KV cache"
+            assert cache is None and x.shape[1] <= self.block_size, \
+                "the per-Head teaching path has no KV cache and sees at most block_size positions"
             out = torch.cat([h(x, rotary) for h in self.heads], dim=-1)  # (B, T, C)
         else:
             out = self._fused_attention(x, cache, rotary)

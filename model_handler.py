@@ -76,12 +76,8 @@ class ModelHandler:
     # Generation
 
     def encode_prompt(self, prompt: str) -> torch.Tensor:
+        """The prompt as ids (1, T); a character outside the vocabulary is a UserError naming it."""
         self._require_loaded()
-        missing = sorted(set(prompt) - set(self.vocab.chars))
-        if missing:
-            shown = ", ".join(repr(ch) for ch in missing)
-            raise UserError(f"the prompt has character(s) {shown} that are not in this model's vocabulary "
-                            f"of {len(self.vocab)} characters; remove or replace them.")
         return torch.tensor([self.vocab.encode(prompt or "\n")], dtype=torch.long, device=self.device)
 
     def generate(self, prompt: str = "\n", max_new_tokens: int = 500, temperature: float = 0.8,
