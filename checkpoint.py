@@ -59,6 +59,20 @@ def load_checkpoint(path: str, map_location="cpu") -> dict:
     return upgrade(state, path)
 
 
+def load_weights(model, weights: dict, path: str = "checkpoint") -> None:
+    """Copy saved weights into a model, or say exactly which tensors do not fit its shape."""
+    expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    found = {name: tuple(t.shape) for name, t in weights.items()}
+    problems = [f"{n} is {found[n]} in the file but {expected[n]} in the model"
+                for n in expected if n in found and found[n] != expected[n]]
+    problems += [f"{n} is missing from the file" for n in expected if n not in found]
+    problems += [f"{n} is in the file but not in the model" for n in found if n not in expected]
+    if problems:
+        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+        raise UserError(f"{path}: the weights do not fit the model's config: {shown}.")
+    model.load_state_dict(weights)
+
+
 def upgrade(state: dict, path: str = "checkpoint") -> dict:
     """Bring an older checkpoint format up to FORMAT_VERSION, saying what was changed."""
     version = state.get("format_version", 0)

@@ -19,7 +19,7 @@ import torch
 
 import gpt_final_version
 from bigram import BigramLanguageModel
-from checkpoint import load_checkpoint, save_checkpoint
+from checkpoint import load_checkpoint, load_weights, save_checkpoint
 from config import GPTConfig, SampleConfig, UserError, apply, choose_device, help_text, parse_args, run_cli
 from corpus import CharVocab
 from gpt_final_version import GPT
@@ -47,11 +47,7 @@ class ModelHandler:
         config = apply(GPTConfig(), self.state["model_config"])
         self.vocab = CharVocab(self.state["vocab"])
         self.model = MODEL_KINDS[kind](config)
-        try:
-            self.model.load_state_dict(self.state["model"])
-        except RuntimeError as err:
-            raise UserError(f"{self.path}: the weights do not fit the model described by its config "
-                            f"({str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else err}).") from None
+        load_weights(self.model, self.state["model"], self.path)
         self.model.to(self.device).eval()
         return self
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from checkpoint import load_checkpoint, save_checkpoint
+from checkpoint import load_checkpoint, load_weights, save_checkpoint
 from config import (GPTConfig, TrainConfig, UserError, apply, choose_device, default_preset, help_text,
                     parse_args, preset_values)
 from corpus import CharVocab, TextDataset, read_text
@@ -64,7 +64,7 @@ def train_from_command_line(argv, build_model, kind: str, usage: str):
     torch.manual_seed(cfg.seed)  # the same seed gives the same initial weights
     model = build_model(model_cfg)
     if state:
-        model.load_state_dict(state["model"])
+        load_weights(model, state["model"], resume_path)
     changed = {k: v for k, v in args.overrides.items() if k not in ("resume",)}
     return run(model, model_cfg, cfg, dataset, device, kind, preset, changed, state)
 

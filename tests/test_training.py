@@ -170,3 +170,43 @@ def test_gradient_accumulation_equals_one_step_on_a_larger_batch(small_corpus):
     assert loss_a == pytest.approx(loss_b, rel=1e-5)
     for x, y in zip(a, b):
         torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-5)  # Adam amplifies rounding in near-zero gradients
+
+
+def test_weights_that_do_not_fit_the_config_say_what_differs(small_corpus, tmp_path):
+    out = tmp_path / "m.pt"
+    gpt_final_version.main(tiny_run_args(small_corpus, out, max_iters=2, sample_chars=0))
+    state = load_checkpoint(str(out))
+    state["model_config"]["n_embd"] = 64  # the config no longer describes the weights
+    state["model_config"]["n_head"] = 2
+    del state["format_version"]
+    save_checkpoint(state, str(tmp_path / "edited.pt"))
+    with pytest.raises(UserError, match=r"token_embedding.weight is \(59, 32\) in the file but \(59, 64\) in the model"):
+        ModelHandler(str(tmp_path / "edited.pt"), "cpu").load()
+    with pytest.raises(UserError, match="do not fit the model's config"):
+        gpt_final_version.main([f"--resume={tmp_path / 'edited.pt'}", "--max_iters=3"])
+
+
+def test_a_checked_in_checkpoint_of_format_1_still_loads_and_generates():
+    """tests/fixtures/checkpoint_v1.pt was written by: python gpt_final_version.py --preset=tiny
+    --max_iters=5 --n_embd=16 --n_head=2 --n_layer=1 --block_size=16 --data=(first 20,000 characters
+    of tiny-shakespeare) --out=tests/fixtures/checkpoint_v1.pt. If the format changes, upgrade() must
+    keep this file loading."""
+    from conftest import ROOT
+
+    handler = ModelHandler(str(ROOT / "tests/fixtures/checkpoint_v1.pt"), "cpu").load()
+    assert handler.state["format_version"] == 1 and handler.state["iter_num"] == 5
+    sample = handler.generate("ROMEO:", max_new_tokens=20, seed=1)[0]
+    assert sample.startswith("ROMEO:") and len(sample) == 26
+
+
+def test_a_format_0_checkpoint_is_upgraded_on_load(tmp_path, capsys):
+    from conftest import ROOT
+
+    state = torch.load(ROOT / "tests/fixtures/checkpoint_v1.pt", weights_only=True)
+    for key in ("format_version", "model_kind", "best_val_loss"):
+        del state[key]
+    torch.save(state, tmp_path / "old.pt")
+    upgraded = load_checkpoint(str(tmp_path / "old.pt"))
+    assert upgraded["format_version"] == 1 and upgraded["model_kind"] == "gpt"
+    assert upgraded["best_val_loss"] == float("inf")
+    assert "upgraded" in capsys.readouterr().out
