@@ -48,7 +48,7 @@ MALFORMED = (KeyError, TypeError, ValueError, AttributeError, IndexError, Overfl
 
 @dataclass
 class ChatDataConfig:
-    me: str = ""  # your name as the export spells it (display name, user name, or "Me"); any case
+    me: str = ""  # your name as the exports spell it (display name, user name, or "Me"); any case; several: "Ana Silva,Me"
     out: str = "data/chat/pairs.jsonl"  # where the pairs go, one JSON object a line (written atomically)
     reply_window: float = 30.0  # minutes from their last message to my first that still make a reply
     group_chats: bool = False  # also learn from group chats (more than two people speaking)
@@ -144,12 +144,12 @@ def clean_name(name: str) -> str:
 
 
 def me_matcher(me: str):
-    """A test for "this message is mine": --me against the sender and its aliases, ignoring case."""
-    wanted = me.strip().casefold()
+    """A test for "this message is mine": any spelling in --me (comma-separated) against the sender
+    and its aliases, ignoring case. Several spellings let one run read WhatsApp and iMessage ("Me")."""
+    wanted = {name.strip().casefold() for name in me.split(",") if name.strip()}
 
     def is_me(message: Message) -> bool:
-        return bool(wanted) and any(name and name.strip().casefold() == wanted
-                                    for name in (message.sender, *message.aliases))
+        return any(name and name.strip().casefold() in wanted for name in (message.sender, *message.aliases))
     return is_me
 
 
@@ -521,6 +521,8 @@ def _imessage_row(row: dict) -> tuple[str, bool, Message]:
     else:
         other = row["To"] if mine else (row["Sender ID"] or row["Sender"])
     moment = parse_time_text(row["Timestamp"]) or parse_time_text(row["Readable Time"])
+    if moment is None:
+        raise ValueError("no readable time")  # rows come newest first: without a time it cannot be placed
     return clean_name(other) or "?", group, Message(sender, row["Message"], moment, aliases)
 
 
@@ -978,8 +980,12 @@ class Report:
     def text(self) -> str:
         lines = [f"chat_data: {len(self.files)} file(s) -> {self.out}"]
         for file in self.files:
-            lines.append(f"  {file.path}: {file.format}, {file.messages} messages in {file.conversations} "
-                         f"conversation(s), {file.malformed} malformed skipped"
+            if file.format == "skipped":
+                lines.append(f"  {file.path}: skipped ({file.note})")
+                continue
+            read = (f"{file.messages} pairs" if file.format == "jsonl"
+                    else f"{file.messages} messages in {file.conversations} conversation(s)")
+            lines.append(f"  {file.path}: {file.format}, {read}, {file.malformed} malformed skipped"
                          + (f", {file.undecodable} undecodable bytes replaced" if file.undecodable else ""))
             if file.note:
                 lines.append(f"    {file.note}")
@@ -1033,7 +1039,8 @@ def build_pairs(paths: list[Path], config: ChatDataConfig) -> tuple[list[tuple[s
         except UserError as err:
             if not in_folder:
                 raise
-            report.files.append(FileReport(str(path), "skipped", note=str(err)))
+            reason = str(err).removeprefix(f"{path}: ").split(" (")[0]  # without the list of formats
+            report.files.append(FileReport(str(path), "skipped", note=reason))
             continue
         report.files.append(file_report(path, imported, undecodable, is_me, config.me))
         conversations += imported.conversations
