@@ -57,7 +57,7 @@ class ChatDataConfig:
     lowercase: bool = False  # lowercase all text: fewer distinct characters for a small model
     drop_media: bool = True  # remove placeholders such as <Media omitted>, "image omitted", deleted messages
     replace_links: bool = True  # replace http(s):// and www. links with the word "link"
-    squeeze_repeats: bool = True  # cut a character repeated more than 3 times to 3 ("oooooh" -> "ooo")
+    squeeze_repeats: bool = True  # cut a character (not a digit) repeated more than 3 times to 3 ("oooooh" -> "oooh")
     drop_reactions: bool = True  # drop reactions and tapbacks ('Loved "..."', "reacted 😂 to your message")
     drop_emoji: bool = False  # remove emoji (many rare characters for a character-level model)
     scrub_private: bool = True  # replace e-mail addresses with "email" and phone numbers with "phone"
@@ -759,7 +759,7 @@ _PHONE = re.compile(r"(?<![\w+])\+?\(?\d[\d \t().-]{5,}\d(?!\w)")
 _NOT_PHONE = re.compile(r"\d{4}-\d{1,2}-\d{1,2}|\d{1,2}[./-]\d{1,2}[./-]\d{2,4}|\d{1,3}(?:[.,]\d{3})+|\d+[.,]\d+")
 _EMOJI = re.compile("[\U0001F000-\U0001FAFF\u2600-\u27BF\u2B00-\u2BFF\u2300-\u23FF\uFE0E\uFE0F\u200D\u20E3"
                     "\U000E0020-\U000E007F]")
-_REPEATS = re.compile(r"(.)\1{3,}", re.DOTALL)
+_REPEATS = re.compile(r"(\D)\1{3,}")  # not digits: 1000000 is a number, not an exclamation
 RULES = ("before --since", "outside --top_contacts", "control/invisible characters removed", "reactions dropped",
          "media placeholders removed", "links replaced", "e-mails/phones scrubbed", "emoji removed",
          "lowercased", "repeats squeezed", "messages empty after cleaning", "pairs empty after cleaning",
