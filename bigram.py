@@ -30,7 +30,8 @@ class BigramLanguageModel(nn.Module):
         if targets is None:
             return logits, None
         B, T, V = logits.shape
-        loss = F.cross_entropy(logits.view(B * T, V), targets.reshape(B * T), ignore_index=-1)
+        summed = F.cross_entropy(logits.view(B * T, V), targets.reshape(B * T), ignore_index=-1, reduction="sum")
+        loss = summed / (targets != -1).sum().clamp(min=1)  # mean over the targets that are learned
         return logits, loss
 
     @torch.no_grad()

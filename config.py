@@ -83,9 +83,10 @@ class TrainConfig:
     dtype: str = "auto"  # "auto": bfloat16 autocast on cuda, float32 elsewhere; or float32/bfloat16/float16
     compile: bool = False  # torch.compile the model; pays off on cuda for long runs
     seed: int = 1337  # seeds batches, dropout and the final sample
-    data: str = "data/tinyshakespeare/input.txt"  # training text (UTF-8); downloaded if it is the default and missing
+    data: str = "data/tinyshakespeare/input.txt"  # training text (UTF-8; downloaded if the default is missing), or chat pairs (.jsonl)
     out: str = ""  # checkpoint path; empty means models/<preset>-<date>-<time>.pt (never overwrites)
     resume: str = ""  # checkpoint to continue training from
+    init_from: str = ""  # start a new run from this checkpoint's weights (fine-tuning); new characters extend its vocabulary
     save_interval: int = 0  # save every this many steps, and the best-val model to NAME.best.pt; 0: at the end only
     notes: str = "notes.txt"  # one line per finished run is appended here; empty disables
     samples_dir: str = "samples"  # where the end-of-run sample goes; empty disables

@@ -4,7 +4,9 @@ train/val split and random batches. Imports nothing of ours but config.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import random
 import urllib.request
 from pathlib import Path
 
@@ -17,6 +19,11 @@ SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/da
 SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
 DEFAULT_DATA = "data/tinyshakespeare/input.txt"
 TRAIN_FRACTION = 0.9  # first 90% train, last 10% val: the lecture's and nanoGPT's split
+
+# Chat pairs are laid out as INPUT_MARK their words OUTPUT_MARK my reply END_MARK. Control characters
+# never occur in cleaned chat text, so the three markers cannot be confused with anything written.
+INPUT_MARK, OUTPUT_MARK, END_MARK = "\x01", "\x02", "\x03"
+MARKERS = (INPUT_MARK, OUTPUT_MARK, END_MARK)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -117,6 +124,7 @@ class TextDataset:
         n = int(TRAIN_FRACTION * len(ids)) if split_at is None else split_at
         self.splits = {"train": ids[:n], "val": ids[n:]}
         self.masks = None if loss_mask is None else {"train": loss_mask[:n], "val": loss_mask[n:]}
+        self.pairs: dict | None = None  # for chat pairs: the (input, output) pairs of each split
 
     @classmethod
     def from_text(cls, text: str, vocab: CharVocab | None = None) -> "TextDataset":
@@ -125,10 +133,12 @@ class TextDataset:
         return cls(ids, vocab)
 
     def check_fits(self, block_size: int) -> None:
+        """Training windows need more than block_size characters; a short val split (a handful of
+        held-out chat pairs) is evaluated in windows as long as it allows."""
         for split, data in self.splits.items():
-            if len(data) <= block_size:
+            if len(data) <= (block_size if split == "train" else 1):
                 raise UserError(
-                    f"the {split} split has {len(data)} characters, not more than the context of "
+                    f"the {split} split has {len(data)} characters, too few for the context of "
                     f"{block_size}: use a longer text or a smaller --block_size."
                 )
 
@@ -136,6 +146,7 @@ class TextDataset:
                   generator: torch.Generator | None = None, device: str = "cpu"):
         """Random windows: x is block_size characters, y the same shifted by one (-1 = not a target)."""
         data = self.splits[split]
+        block_size = min(block_size, len(data) - 1)
         starts = torch.randint(len(data) - block_size, (batch_size,), generator=generator)
         positions = starts[:, None] + torch.arange(block_size + 1)  # (B, T+1), no Python loop
         window = data[positions].long()
@@ -145,3 +156,75 @@ class TextDataset:
         if device.startswith("cuda"):  # pinned memory lets the copy overlap with compute
             return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
         return x.to(device), y.to(device)
+
+
+# ----------------------------------------------------------------------------------------------
+# Chat pairs: {"input": ..., "output": ...} per line, learned on the reply side only
+
+
+def is_pairs_file(path: str) -> bool:
+    return Path(path).suffix.lower() == ".jsonl"
+
+
+def read_pairs(path: str) -> list[tuple[str, str]]:
+    """The pairs of a JSONL file (as chat_data.py writes them). A line that is not a pair is
+    counted and skipped with a note; a file without a single pair is an error."""
+    text = read_text(path)
+    pairs, skipped = [], 0
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            pair = (record["input"], record["output"])
+        except (ValueError, TypeError, KeyError):
+            skipped += 1
+            continue
+        if not all(isinstance(side, str) for side in pair) or not pair[1]:
+            skipped += 1
+            continue
+        pairs.append(tuple(_without_markers(side) for side in pair))
+    if skipped:
+        print(f"note: {path}: skipped {skipped} line(s) that are not {{\"input\": text, \"output\": text}} pairs")
+    if not pairs:
+        raise UserError(f"{path} holds no {{\"input\": ..., \"output\": ...}} pairs. "
+                        "Make it with: python chat_data.py EXPORT --me=\"Your Name\" --out=" + path)
+    return pairs
+
+
+def _without_markers(text: str) -> str:
+    for mark in MARKERS:
+        text = text.replace(mark, " ")
+    return text
+
+
+def layout_pair(their: str, mine: str) -> tuple[str, list[bool]]:
+    """One pair as text, and for each character whether the model learns to predict it: only my
+    reply and the end marker (so it learns to stop), never their words or the markers it is given."""
+    text = INPUT_MARK + their + OUTPUT_MARK + mine + END_MARK
+    learned = [False] * (len(their) + 2) + [True] * (len(mine) + 1)
+    return text, learned
+
+
+def pairs_vocab(pairs: list[tuple[str, str]], base: CharVocab | None = None) -> CharVocab:
+    """Every character of the pairs plus the markers. Starting from a trained model's vocabulary
+    (fine-tuning), its characters keep their ids and new ones are appended."""
+    chars = set(MARKERS).union(*(set(a) | set(b) for a, b in pairs))
+    if base is None:
+        return CharVocab(sorted(chars))
+    return CharVocab(base.chars + sorted(chars - set(base.chars)))
+
+
+def pairs_dataset(pairs: list[tuple[str, str]], vocab: CharVocab, seed: int = 0) -> TextDataset:
+    """Pairs in a fixed shuffled order; the last 10% of pairs (at least one) are held out for val,
+    so validation measures replies to messages the model never trained on."""
+    order = list(pairs)
+    random.Random(seed).shuffle(order)
+    n_val = max(1, round((1 - TRAIN_FRACTION) * len(order))) if len(order) > 1 else 0
+    texts, masks = zip(*(layout_pair(a, b) for a, b in order))
+    split_at = sum(len(t) for t in texts[:len(order) - n_val])
+    ids = torch.tensor(vocab.encode("".join(texts)), dtype=compact_dtype(len(vocab)))
+    mask = torch.tensor([m for pair_mask in masks for m in pair_mask], dtype=torch.bool)
+    dataset = TextDataset(ids, vocab, loss_mask=mask, split_at=split_at)
+    dataset.pairs = {"train": order[:len(order) - n_val], "val": order[len(order) - n_val:]}
+    return dataset

@@ -190,7 +190,10 @@ class GPT(nn.Module):
             cache.length += T
         if targets is None:
             return logits, None
-        loss = F.cross_entropy(logits.view(B * T, -1), targets.reshape(B * T), ignore_index=-1)
+        # targets of -1 are not learned (a chat partner's words); the mean is over the rest, and a
+        # batch with nothing to learn gives 0, not the 0/0 = nan of a plain mean
+        summed = F.cross_entropy(logits.view(B * T, -1), targets.reshape(B * T), ignore_index=-1, reduction="sum")
+        loss = summed / (targets != -1).sum().clamp(min=1)
         return logits, loss
 
     # ------------------------------------------------------------------------------------------

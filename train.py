@@ -21,7 +21,8 @@ from tqdm import tqdm
 from checkpoint import load_checkpoint, load_weights, save_checkpoint
 from config import (GPTConfig, TrainConfig, UserError, apply, choose_device, default_preset, help_text,
                     parse_args, preset_values)
-from corpus import CharVocab, TextDataset, read_text
+from corpus import (END_MARK, INPUT_MARK, OUTPUT_MARK, CharVocab, TextDataset, is_pairs_file, pairs_dataset,
+                    pairs_vocab, read_pairs, read_text)
 
 # Model-shape fields that may change when resuming; the others must match the checkpoint's weights.
 RESUMABLE_MODEL_FIELDS = {"dropout"}
@@ -49,44 +50,90 @@ def train_from_command_line(argv, build_model, kind: str, usage: str):
     if args.help:
         print(help_text([GPTConfig, TrainConfig], usage))
         return None
-    resume_path = args.overrides.get("resume", "")
+    resume_path, init_path = args.overrides.get("resume", ""), args.overrides.get("init_from", "")
+    if resume_path and init_path:
+        raise UserError("--resume continues a run and --init_from starts a new one from trained weights; pick one.")
     state = load_checkpoint(resume_path) if resume_path else None
+    init_state = load_checkpoint(init_path) if init_path else None
     device = choose_device(args.overrides.get("device", TrainConfig.device))
-    preset = args.preset or (state or {}).get("preset") or ("bigram" if kind == "bigram" else default_preset(device))
-    model_cfg, cfg = _settings(args.overrides, preset, state, kind)
+    preset = (args.preset or (state or init_state or {}).get("preset")
+              or ("bigram" if kind == "bigram" else default_preset(device)))
+    model_cfg, cfg = _settings(args.overrides, preset, state, init_state, kind)
     model_cfg.validate()  # refuse a bad shape before any download or file read
     cfg.validate()
-    text = read_text(cfg.data)
-    vocab = CharVocab(state["vocab"]) if state else CharVocab.from_text(text)
-    dataset = TextDataset.from_text(text, vocab)
-    model_cfg = dataclasses.replace(model_cfg, vocab_size=len(vocab))
+    dataset = load_dataset(cfg, state, init_state)
+    model_cfg = dataclasses.replace(model_cfg, vocab_size=len(dataset.vocab))
     dataset.check_fits(model_cfg.block_size)
     torch.manual_seed(cfg.seed)  # the same seed gives the same initial weights
     model = build_model(model_cfg)
     if state:
         load_weights(model, state["model"], resume_path)
+    elif init_state:
+        load_weights_extending_vocab(model, init_state["model"], init_path)
     changed = {k: v for k, v in args.overrides.items() if k not in ("resume",)}
     return run(model, model_cfg, cfg, dataset, device, kind, preset, changed, state)
 
 
-def _settings(overrides: dict, preset: str, state: dict | None, kind: str):
-    """Defaults, then preset, then the resumed checkpoint's settings, then the command line."""
-    if state is None:
-        model_cfg = apply(GPTConfig(), preset_values(preset))
-        cfg = apply(TrainConfig(), preset_values(preset))
-    else:
-        if state.get("model_kind", "gpt") != kind:
-            raise UserError(f"the checkpoint holds a {state.get('model_kind')} model; resume it with {state.get('model_kind')}'s script.")
-        model_cfg = apply(GPTConfig(), state["model_config"])
-        cfg = apply(TrainConfig(), state["train_config"])
+def _settings(overrides: dict, preset: str, state: dict | None, init_state: dict | None, kind: str):
+    """Defaults, then preset, then the resumed checkpoint's settings, then the command line.
+    Starting from trained weights (--init_from) takes the model's shape from that checkpoint."""
+    model_cfg = apply(GPTConfig(), preset_values(preset))
+    cfg = apply(TrainConfig(), preset_values(preset))
+    source = state or init_state
+    if source is not None:
+        if source.get("model_kind", "gpt") != kind:
+            raise UserError(f"the checkpoint holds a {source.get('model_kind')} model; use {source.get('model_kind')}'s script.")
+        model_cfg = apply(GPTConfig(), source["model_config"])
         for name, value in overrides.items():
             if hasattr(model_cfg, name) and name not in RESUMABLE_MODEL_FIELDS and getattr(model_cfg, name) != value:
                 raise UserError(
                     f"--{name}={value} differs from the checkpoint's {name}={getattr(model_cfg, name)}; "
-                    "a resumed model keeps its shape. Drop the option or train a new model."
+                    "a trained model keeps its shape. Drop the option or train a new model."
                 )
+    if state is not None:
+        cfg = apply(TrainConfig(), state["train_config"])
         cfg = dataclasses.replace(cfg, out="")  # a resumed run writes a new file unless --out says where
     return apply(model_cfg, overrides), apply(cfg, overrides)
+
+
+def load_dataset(cfg: TrainConfig, state: dict | None, init_state: dict | None) -> TextDataset:
+    """Plain text, or chat pairs from a .jsonl file. A resumed run keeps its vocabulary; a run
+    started from trained weights extends that model's vocabulary with the new characters."""
+    pairs = read_pairs(cfg.data) if is_pairs_file(cfg.data) else None
+    text = None if pairs else read_text(cfg.data)
+    if state:
+        vocab = CharVocab(state["vocab"])
+        unknown = sorted((set(text) if text else pairs_vocab(pairs).index.keys()) - vocab.index.keys())
+        if unknown:
+            shown = ", ".join(repr(ch) for ch in unknown[:10])
+            raise UserError(f"{cfg.data} has character(s) {shown} that the resumed model's vocabulary lacks; "
+                            "start a new run from its weights with --init_from instead of --resume.")
+    else:
+        base = CharVocab(init_state["vocab"]) if init_state else None
+        if pairs:
+            vocab = pairs_vocab(pairs, base)
+        else:
+            vocab = CharVocab.from_text(text) if base is None else \
+                CharVocab(base.chars + sorted(set(text) - set(base.chars)))
+    return pairs_dataset(pairs, vocab, cfg.seed) if pairs else TextDataset.from_text(text, vocab)
+
+
+def load_weights_extending_vocab(model, weights: dict, path: str) -> None:
+    """Load trained weights into a model whose vocabulary grew: the rows of known characters (token
+    embedding, output layer) keep their trained values; rows of new characters keep their fresh
+    initialisation. Every other tensor must match exactly (load_weights says which do not)."""
+    merged = {}
+    for name, fresh in model.state_dict().items():
+        old = weights.get(name)
+        grown = (old is not None and old.dim() == fresh.dim() and old.shape[1:] == fresh.shape[1:]
+                 and old.shape[0] < fresh.shape[0])
+        if grown:
+            row_mix = fresh.clone()
+            row_mix[:old.shape[0]] = old
+            merged[name] = row_mix
+        elif old is not None:
+            merged[name] = old
+    load_weights(model, merged, path)
 
 
 # ==============================================================================================
@@ -265,6 +312,8 @@ def run(model, model_cfg: GPTConfig, cfg: TrainConfig, dataset: TextDataset, dev
     result = TrainResult(iter_num, losses["train"], losses["val"], best_val, _num_params(model),
                          tokens_per_s, wall, out, history)
     _append_notes(cfg, result, preset, changed, device, dtype)
+    if dataset.pairs:
+        print(f"val loss of replies only (held-out pairs): {result.val_loss:.4f}")
     print(f"final: iters={result.iters} train_loss={result.train_loss:.4f} val_loss={result.val_loss:.4f} "
           f"best_val_loss={result.best_val_loss:.4f} params={result.params} "
           f"tokens_per_s={result.tokens_per_s:.0f} seconds={result.seconds:.1f} checkpoint={result.checkpoint}")
@@ -334,12 +383,20 @@ def _write_sample(model, dataset, cfg, device, checkpoint_path) -> None:
     if cfg.sample_chars == 0:
         return
     generator = torch.Generator().manual_seed(cfg.seed)
-    start = torch.tensor([dataset.vocab.encode("\n")] if "\n" in dataset.vocab.index else [[0]], device=device)
     model.eval()
-    ids = model.generate(start, cfg.sample_chars, temperature=0.8, top_k=None, generator=generator)
+    if dataset.pairs:  # a chat model answers a held-out message, stopping at the end marker
+        their = (dataset.pairs["val"] or dataset.pairs["train"])[0][0]
+        start = torch.tensor([dataset.vocab.encode(INPUT_MARK + their + OUTPUT_MARK)], device=device)
+        ids = model.generate(start, cfg.sample_chars, temperature=0.8, generator=generator,
+                             stop_token=dataset.vocab.index[END_MARK])
+        reply = dataset.vocab.decode(ids[0, start.shape[1]:].tolist()).split(END_MARK)[0]
+        text = f"> {their}\n< {reply}"
+    else:
+        start = torch.tensor([dataset.vocab.encode("\n")] if "\n" in dataset.vocab.index else [[0]], device=device)
+        ids = model.generate(start, cfg.sample_chars, temperature=0.8, top_k=None, generator=generator)
+        text = dataset.vocab.decode(ids[0, 1:].tolist())
     model.train()
-    text = dataset.vocab.decode(ids[0, 1:].tolist())
-    print(f"--- sample ({cfg.sample_chars} characters) ---\n{text}\n---")
+    print(f"--- sample ({cfg.sample_chars} characters at most) ---\n{text}\n---")
     if cfg.samples_dir:
         path = Path(cfg.samples_dir) / (Path(checkpoint_path).stem + ".txt")
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -372,5 +429,10 @@ def _print_startup(model, model_cfg, cfg, dataset, device, dtype, preset, tokens
           f" x {cfg.gradient_accumulation_steps} accumulation steps)")
     n_train, n_val = len(dataset.splits["train"]), len(dataset.splits["val"])
     print(f"data: {cfg.data}: vocabulary {len(dataset.vocab)}, {n_train:,} train / {n_val:,} val tokens")
+    if dataset.pairs:
+        print(f"chat pairs: {len(dataset.pairs['train']):,} train / {len(dataset.pairs['val']):,} held-out val; "
+              "losses count reply characters only (their side is masked)")
+    if cfg.init_from:
+        print(f"starting from the weights of {cfg.init_from}")
     resumed = f", resuming at iteration {iter_num}" if iter_num else ""
     print(f"training to iteration {cfg.max_iters}{resumed}; checkpoint: {out}")

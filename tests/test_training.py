@@ -144,10 +144,15 @@ def test_a_failed_save_leaves_the_previous_checkpoint_intact(tmp_path, monkeypat
     assert [p.name for p in tmp_path.iterdir()] == ["keep.pt"]  # no temporary file left behind
 
 
-def test_each_split_must_be_longer_than_the_context(tmp_path):
-    dataset = TextDataset.from_text("hello world " * 10)
-    with pytest.raises(UserError, match="val split has 12 characters.*--block_size"):
-        dataset.check_fits(32)
+def test_train_split_must_be_longer_than_the_context_and_a_short_val_split_uses_shorter_windows():
+    dataset = TextDataset.from_text("hello world " * 10)  # 108 train, 12 val characters
+    with pytest.raises(UserError, match="train split has 108 characters.*--block_size"):
+        dataset.check_fits(108)
+    dataset.check_fits(32)
+    x, y = dataset.get_batch("val", 4, 32, torch.Generator().manual_seed(0))
+    assert x.shape == y.shape == (4, 11)  # the whole val split in every window
+    with pytest.raises(UserError, match="val split has 1 characters"):
+        TextDataset(torch.arange(10), dataset.vocab, split_at=9).check_fits(4)
 
 
 def test_gradient_accumulation_equals_one_step_on_a_larger_batch(small_corpus):
