@@ -116,6 +116,7 @@ class SampleConfig:
     device: str = "auto"  # as for training
     out: str = ""  # also write the samples to this file (e.g. samples/romeo.txt)
     use_cache: bool = True  # keep keys/values between steps (same text, much faster)
+    chat: bool = False  # talk to a model trained on chat pairs: type a message, it answers until its end marker
 
     def validate(self) -> None:
         if self.max_new_tokens < 0:

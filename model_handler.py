@@ -3,6 +3,7 @@
     python model_handler.py models/shakespeare_char.pt --prompt="ROMEO:" --max_new_tokens=500 \\
         --temperature=0.8 --top_k=50 --num_samples=2 --seed=1337 --out=samples/romeo.txt
     python model_handler.py models/NAME.pt --export=models/small.pt   # weights only, half size
+    python model_handler.py models/me.pt --chat                         # talk to a model trained on chat pairs
 
 From Python:
 
@@ -13,6 +14,8 @@ From Python:
 from __future__ import annotations
 
 import dataclasses
+import sys
+import time
 from pathlib import Path
 
 import torch
@@ -21,10 +24,18 @@ import gpt_final_version
 from bigram import BigramLanguageModel
 from checkpoint import load_checkpoint, load_weights, save_checkpoint
 from config import GPTConfig, SampleConfig, UserError, apply, choose_device, help_text, parse_args, run_cli
-from corpus import CharVocab
+from corpus import END_MARK, INPUT_MARK, MARKERS, OUTPUT_MARK, CharVocab
 from gpt_final_version import GPT
 
 MODEL_KINDS = {"gpt": GPT, "bigram": BigramLanguageModel}
+CHUNK = 64  # characters generated between two looks at the clock (for a deadline)
+
+
+@dataclasses.dataclass
+class Completion:
+    text: str  # the generated characters only, without the prompt or the end marker
+    finish_reason: str  # "stop": the model ended its reply; "length": max_new_tokens or the deadline
+    prompt_chars: int  # characters of context the model was given
 
 
 class ModelHandler:
@@ -90,6 +101,86 @@ class ModelHandler:
                                   generator=generator, use_cache=use_cache)
         return [self.vocab.decode(row.tolist()) for row in ids]
 
+    # ------------------------------------------------------------------------------------------
+    # Conversation: a model trained on chat pairs (python gpt_final_version.py --data=pairs.jsonl)
+
+    @property
+    def is_chat_model(self) -> bool:
+        """Trained on chat pairs: its vocabulary has the markers of the two sides and of the end."""
+        self._require_loaded()
+        return all(mark in self.vocab.index for mark in MARKERS)
+
+    def unknown_characters(self, text: str) -> list[str]:
+        self._require_loaded()
+        return sorted(set(text) - self.vocab.index.keys())
+
+    def reply(self, message: str, history=(), max_new_tokens: int = 200, temperature: float = 0.8,
+              top_k: int | None = None, seed: int | None = None, deadline: float | None = None) -> Completion:
+        """My answer to `message`, laid out as in training; earlier (their, mine) turns of the
+        conversation come first as context. Generation ends at the end marker."""
+        if not self.is_chat_model:
+            raise UserError(f"{self.path} was not trained on chat pairs (its vocabulary has no pair markers). "
+                            "Fine-tune it with --data=pairs.jsonl, or sample it with --prompt.")
+        context = "".join(INPUT_MARK + theirs + OUTPUT_MARK + mine + END_MARK for theirs, mine in history)
+        context += INPUT_MARK + message + OUTPUT_MARK
+        return self._sample(context, max_new_tokens, temperature, top_k, seed, deadline, stop=END_MARK)
+
+    def complete(self, prompt: str, max_new_tokens: int = 200, temperature: float = 0.8,
+                 top_k: int | None = None, seed: int | None = None, deadline: float | None = None) -> Completion:
+        """The characters that follow `prompt` (plain text models such as the Shakespeare one)."""
+        return self._sample(prompt or "\n", max_new_tokens, temperature, top_k, seed, deadline, stop=None)
+
+    def _sample(self, context, max_new_tokens, temperature, top_k, seed, deadline, stop) -> Completion:
+        """Generate in chunks so a deadline is honoured; the model sees at most block_size characters
+        of context, which also bounds the cost of a long conversation."""
+        block_size = self.model.config.block_size
+        idx = self.encode_prompt(context[-block_size:])
+        prompt_chars = idx.shape[1]
+        generator = torch.Generator()
+        if seed is None:
+            generator.seed()
+        else:
+            generator.manual_seed(seed)
+        stop_id = None if stop is None else self.vocab.index[stop]
+        new: list[int] = []
+        while len(new) < max_new_tokens:
+            out = self.model.generate(idx, min(CHUNK, max_new_tokens - len(new)), temperature=temperature,
+                                      top_k=top_k or None, generator=generator, stop_token=stop_id)
+            fresh = out[0, idx.shape[1]:].tolist()
+            if stop_id in fresh:
+                new += fresh[:fresh.index(stop_id)]
+                return Completion(self.vocab.decode(new), "stop", prompt_chars)
+            new += fresh
+            idx = out[:, -block_size:]
+            if deadline is not None and time.monotonic() > deadline:
+                break
+        return Completion(self.vocab.decode(new), "length", prompt_chars)
+
+    def chat(self, options: SampleConfig, lines=None, write=print) -> list[tuple[str, str]]:
+        """A terminal conversation: each line typed is a message, the model answers as me. An
+        empty line or end of input ends it. Returns the conversation."""
+        lines = lines if lines is not None else _typed_lines()
+        history: list[tuple[str, str]] = []
+        generator_seed = options.seed
+        for line in lines:
+            message = line.rstrip("\n")
+            if not message.strip():
+                break
+            unknown = self.unknown_characters(message)
+            if unknown:
+                write(f"(left out characters this model never saw: {' '.join(map(repr, unknown))})")
+                message = "".join(ch for ch in message if ch not in unknown)
+            answer = self.reply(message, history, options.max_new_tokens, options.temperature, options.top_k,
+                                seed=generator_seed)
+            generator_seed += 1  # the same session replays the same way, yet each answer differs
+            write(f"{self.name}> {answer.text}")
+            history.append((message, answer.text))
+        return history
+
+    @property
+    def name(self) -> str:
+        return Path(self.path).stem
+
     def _require_loaded(self):
         if self.model is None:
             raise RuntimeError("call load() first")
@@ -119,6 +210,11 @@ def main(argv=None):
     handler_options = apply(HandlerOptions(), args.overrides)
     options.validate()
     handler = ModelHandler(args.positional[0], options.device).load()
+    if options.chat:
+        if not handler.is_chat_model:
+            handler.reply("")  # raises the error that says how to make a chat model
+        print(f"chatting with {handler.path}: type a message and press Enter; an empty line or Ctrl-D ends.")
+        return handler.chat(options)
     if handler_options.export:
         handler.save(handler_options.export, include_training_state=False, half=handler_options.export_half)
         print(f"exported {handler.path} -> {handler_options.export} ({Path(handler_options.export).stat().st_size:,} bytes)")
@@ -133,6 +229,20 @@ def main(argv=None):
         Path(options.out).write_text(text + "\n", encoding="utf-8")
         print(f"(written to {options.out})")
     return samples
+
+
+def _typed_lines():
+    """Lines typed at a prompt (or piped in); Ctrl-D ends the conversation."""
+    while True:
+        try:
+            if sys.stdin.isatty():
+                yield input("you> ")
+            else:  # piped in: echo each message so the transcript reads as a conversation
+                line = next(sys.stdin).rstrip("\n")
+                print(f"you> {line}")
+                yield line
+        except (EOFError, StopIteration):
+            return
 
 
 if __name__ == "__main__":

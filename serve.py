@@ -1,0 +1,422 @@
+"""Serve a trained model over HTTP: a plain JSON endpoint and an OpenAI-compatible one.
+
+    python serve.py models/me.pt                       # http://127.0.0.1:8000
+    python serve.py models/me.pt --port=8080 --api_key=SECRET
+    curl -s localhost:8000/generate -d '{"text": "are you coming tonight?"}'
+    curl -s localhost:8000/v1/chat/completions -H 'Content-Type: application/json' \\
+         -d '{"model": "me", "messages": [{"role": "user", "content": "hi!"}]}'
+
+Endpoints: POST /generate {"text", "max_new_tokens"?, "temperature"?, "top_k"?, "seed"?} ->
+{"response", "finish_reason"}; POST /v1/chat/completions (with "stream": true too); GET /v1/models;
+GET /health. A model trained on chat pairs answers the last message as you would; a plain text
+model (Shakespeare) continues the text it is given.
+
+Built on the standard library's ThreadingHTTPServer: four endpoints of JSON need no framework, and
+it adds no dependency to install or keep patched. Every limit below is an option (--help).
+
+Sections: options · requests and errors · the endpoints · the HTTP handler · command line.
+"""
+from __future__ import annotations
+
+import hmac
+import json
+import math
+import os
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from config import UserError, apply, help_text, parse_args, run_cli
+from model_handler import ModelHandler
+
+USAGE = "usage: python serve.py CHECKPOINT [--host=127.0.0.1] [--port=8000] [--name=value ...]"
+API_KEY_ENV = "GPT_SERVE_API_KEY"
+
+
+# ==============================================================================================
+# Options
+
+
+@dataclass
+class ServeConfig:
+    host: str = "127.0.0.1"  # loopback only; "0.0.0.0" opens it to the network (set an api_key then)
+    port: int = 8000  # 0 picks a free port (printed at start-up)
+    api_key: str = ""  # when set (here or in $GPT_SERVE_API_KEY), every request needs "Authorization: Bearer KEY"
+    device: str = "auto"  # as for training
+    max_body_bytes: int = 65536  # larger request bodies get 413 without being read
+    max_prompt_chars: int = 8000  # longer text or conversations get 400 (the model reads only block_size of it anyway)
+    max_tokens: int = 1000  # ceiling on max_tokens / max_new_tokens a request may ask for
+    default_tokens: int = 200  # characters generated when a request does not say
+    temperature: float = 0.8  # when a request does not say; 0 is greedy
+    top_k: int = 0  # when a request does not say; 0 means all characters
+    timeout: float = 30.0  # seconds a generation may run; then it stops and returns what it has ("length")
+    concurrency: int = 2  # generations at once (one per core is about right on a CPU)
+    queue_timeout: float = 10.0  # seconds a request waits for a free slot before a 503
+    max_waiting: int = 64  # requests allowed to wait at once; more get a 503 at once
+    read_timeout: float = 10.0  # seconds a client may take to send its request
+    log_text: bool = False  # log the text of messages and replies (off: logs hold sizes and timings only)
+
+    def validate(self) -> None:
+        for name in ("max_body_bytes", "max_prompt_chars", "max_tokens", "default_tokens", "concurrency"):
+            if getattr(self, name) < 1:
+                raise UserError(f"{name} must be at least 1, got {getattr(self, name)}.")
+        for name in ("timeout", "queue_timeout", "read_timeout"):
+            if not getattr(self, name) > 0:
+                raise UserError(f"{name} must be positive, got {getattr(self, name)}.")
+        if not 0 <= self.port <= 65535:
+            raise UserError(f"port must be between 0 and 65535, got {self.port}.")
+
+
+# ==============================================================================================
+# Requests and errors
+
+
+class RequestError(Exception):
+    """A request we refuse: its HTTP status and a message for the client, as a JSON error."""
+
+    def __init__(self, status: int, message: str, kind: str = "invalid_request_error"):
+        super().__init__(message)
+        self.status, self.message, self.kind = status, message, kind
+
+
+def field(body: dict, name: str, kinds, default=None, required=False):
+    """body[name] if it has one of the allowed types (bool is never a number)."""
+    if name not in body or body[name] is None:
+        if required:
+            raise RequestError(400, f"missing field {name!r}")
+        return default
+    value = body[name]
+    if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+        names = " or ".join(k.__name__.replace("str", "string").replace("float", "number") for k in kinds)
+        raise RequestError(400, f"field {name!r} must be a {names}, got {type(value).__name__}")
+    return value
+
+
+class Sampling:
+    """The generation settings of one request, checked against the server's limits."""
+
+    def __init__(self, body: dict, config: ServeConfig, tokens_field: str):
+        tokens = field(body, tokens_field, (int,), min(config.default_tokens, config.max_tokens))
+        if tokens_field == "max_tokens":
+            tokens = field(body, "max_completion_tokens", (int,), tokens)
+        if not 1 <= tokens <= config.max_tokens:
+            raise RequestError(400, f"{tokens_field} must be between 1 and {config.max_tokens}, got {tokens}")
+        temperature = field(body, "temperature", (int, float), config.temperature)
+        if not (math.isfinite(temperature) and 0 <= temperature <= 10):
+            raise RequestError(400, f"temperature must be between 0 and 10, got {temperature}")
+        top_k = field(body, "top_k", (int,), config.top_k)
+        if top_k < 0:
+            raise RequestError(400, f"top_k must not be negative, got {top_k}")
+        self.max_new_tokens, self.temperature, self.top_k = tokens, float(temperature), top_k
+        self.seed = field(body, "seed", (int,))
+
+
+# ==============================================================================================
+# The endpoints: what a request asks for, and the model's answer
+
+
+class Service:
+    """The model and the limits around it, shared by every request thread. Generation only reads
+    the model's weights (each call has its own cache and random generator), so requests may run
+    side by side; a semaphore bounds how many do."""
+
+    def __init__(self, handler: ModelHandler, config: ServeConfig):
+        self.handler, self.config = handler, config
+        self.slots = threading.BoundedSemaphore(config.concurrency)
+        self.waiting = 0
+        self.lock = threading.Lock()
+        self.stats = {"served": 0, "refused_busy": 0, "rejected": 0}
+
+    def count(self, key: str) -> None:
+        with self.lock:
+            self.stats[key] += 1
+
+    def generate_endpoint(self, body: dict) -> dict:
+        text = field(body, "text", (str,), required=True)
+        sampling = Sampling(body, self.config, "max_new_tokens")
+        completion = self._run(text, [], sampling)
+        return {"response": completion.text, "finish_reason": completion.finish_reason, "model": self.handler.name}
+
+    def chat_endpoint(self, body: dict) -> dict:
+        messages = field(body, "messages", (list,), required=True)
+        message, history = conversation(messages)
+        sampling = Sampling(body, self.config, "max_tokens")
+        completion = self._run(message, history, sampling)
+        prompt_chars = len(message) + sum(len(a) + len(b) for a, b in history)
+        return {
+            "id": f"chatcmpl-{uuid.uuid4().hex}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": self.handler.name,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": completion.text},
+                         "finish_reason": completion.finish_reason, "logprobs": None}],
+            # one token is one character for this model
+            "usage": {"prompt_tokens": prompt_chars, "completion_tokens": len(completion.text),
+                      "total_tokens": prompt_chars + len(completion.text)},
+        }
+
+    def models_endpoint(self) -> dict:
+        return {"object": "list", "data": [{"id": self.handler.name, "object": "model", "created": 0,
+                                            "owned_by": "local"}]}
+
+    def _run(self, message: str, history: list, sampling: Sampling):
+        size = len(message) + sum(len(a) + len(b) for a, b in history)
+        if size > self.config.max_prompt_chars:
+            raise RequestError(400, f"the prompt has {size} characters; the limit is {self.config.max_prompt_chars}")
+        unknown = self.handler.unknown_characters(message + "".join(a + b for a, b in history))
+        if unknown:
+            shown = " ".join(repr(ch) for ch in unknown[:10])
+            raise RequestError(400, f"character(s) {shown} are not in the model's vocabulary of "
+                                    f"{len(self.handler.vocab)} characters; remove or replace them")
+        with self._slot():
+            deadline = time.monotonic() + self.config.timeout
+            args = (sampling.max_new_tokens, sampling.temperature, sampling.top_k, sampling.seed, deadline)
+            if self.handler.is_chat_model:
+                return self.handler.reply(message, history, *args)
+            context = "".join(a + b for a, b in history) + message
+            return self.handler.complete(context, *args)
+
+    def _slot(self):
+        """Wait (up to queue_timeout) for a free generation slot, or refuse with 503."""
+        with self.lock:
+            if self.waiting >= self.config.max_waiting:
+                raise RequestError(503, "the server is busy; try again shortly", "server_busy")
+            self.waiting += 1
+        try:
+            got = self.slots.acquire(timeout=self.config.queue_timeout)
+        finally:
+            with self.lock:
+                self.waiting -= 1
+        if not got:
+            raise RequestError(503, f"the server is busy (waited {self.config.queue_timeout:g}s); try again shortly",
+                               "server_busy")
+        return _Release(self.slots)
+
+
+class _Release:
+    def __init__(self, semaphore):
+        self.semaphore = semaphore
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.semaphore.release()
+
+
+def conversation(messages: list) -> tuple[str, list[tuple[str, str]]]:
+    """OpenAI messages -> (the last user message, earlier (user, assistant) turns). System
+    messages are dropped: the model learned from chats, which have none."""
+    turns, pending = [], []
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise RequestError(400, f"messages[{i}] must be an object with 'role' and 'content'")
+        role = field(message, "role", (str,), required=True)
+        content = message_text(message.get("content"), i)
+        if role == "user":
+            pending.append(content)
+        elif role == "assistant":
+            if pending:
+                turns.append((" | ".join(pending), content))  # several messages in a row: as in training
+                pending = []
+        elif role not in ("system", "developer", "tool"):
+            raise RequestError(400, f"messages[{i}].role {role!r} is not user, assistant or system")
+    if not pending:
+        raise RequestError(400, "messages must end with at least one message with role 'user'")
+    return " | ".join(pending), turns
+
+
+def message_text(content, i: int) -> str:
+    """A message's content: a string, or a list of parts of which the text parts are kept."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = [p.get("text") for p in content if isinstance(p, dict) and p.get("type") == "text"]
+        if all(isinstance(p, str) for p in parts):
+            return "".join(parts)
+    raise RequestError(400, f"messages[{i}].content must be a string or a list of text parts")
+
+
+# ==============================================================================================
+# The HTTP handler
+
+
+class Handler(BaseHTTPRequestHandler):
+    service: Service  # set on the subclass made by make_server
+    protocol_version = "HTTP/1.1"
+    server_version = "gpt-serve/1"
+
+    def setup(self):
+        self.timeout = self.service.config.read_timeout  # a client that stalls cannot hold a thread forever
+        super().setup()
+
+    def do_GET(self):
+        self._respond(lambda: self._route_get())
+
+    def do_POST(self):
+        self._respond(lambda: self._route_post())
+
+    def _route_get(self):
+        self._authorise()
+        if self.path.split("?")[0] in ("/v1/models", "/models"):
+            return self.service.models_endpoint()
+        if self.path.split("?")[0] == "/health":
+            return {"status": "ok", "model": self.service.handler.name, **self.service.stats}
+        raise RequestError(404, f"no such endpoint: GET {self.path}")
+
+    def _route_post(self):
+        self._authorise()
+        path = self.path.split("?")[0]
+        if path not in ("/generate", "/v1/chat/completions", "/chat/completions"):
+            raise RequestError(404, f"no such endpoint: POST {self.path}")
+        body = self._read_json()
+        if path == "/generate":
+            return self.service.generate_endpoint(body)
+        answer = self.service.chat_endpoint(body)
+        if field(body, "stream", (bool,), False):
+            return _Stream(answer)
+        return answer
+
+    def _authorise(self):
+        key = self.service.config.api_key
+        if not key:
+            return
+        given = self.headers.get("Authorization", "")
+        token = given[len("Bearer "):] if given.startswith("Bearer ") else ""
+        if not hmac.compare_digest(token.encode("utf-8", "replace"), key.encode("utf-8")):
+            raise RequestError(401, "missing or wrong API key: send 'Authorization: Bearer KEY'", "authentication_error")
+
+    def _read_json(self) -> dict:
+        length = self.headers.get("Content-Length")
+        if length is None or not length.strip().isdigit():
+            raise RequestError(411, "send the JSON body with a Content-Length header")
+        if int(length) > self.service.config.max_body_bytes:
+            self.close_connection = True  # the unread body must not be taken for the next request
+            raise RequestError(413, f"the body has {int(length)} bytes; the limit is {self.service.config.max_body_bytes}")
+        raw = self.rfile.read(int(length))
+        try:
+            body = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as err:
+            raise RequestError(400, f"the body is not valid JSON: {err}") from None
+        if not isinstance(body, dict):
+            raise RequestError(400, f"the body must be a JSON object, got {type(body).__name__}")
+        return body
+
+    def _respond(self, route):
+        started = time.monotonic()
+        try:
+            answer = route()
+            status = 200
+            self.service.count("served")
+        except RequestError as err:
+            status, answer = err.status, {"error": {"message": err.message, "type": err.kind, "code": err.status}}
+            self.service.count("refused_busy" if err.status == 503 else "rejected")
+        except Exception as err:  # a bug must not kill the thread silently or leave the client hanging
+            status, answer = 500, {"error": {"message": f"internal error: {type(err).__name__}", "type": "server_error",
+                                             "code": 500}}
+        if isinstance(answer, _Stream):
+            answer.send(self)
+        else:
+            self._send_json(status, answer)
+        self._log(status, time.monotonic() - started, answer)
+
+    def _send_json(self, status: int, payload: dict):
+        data = json.dumps(payload, ensure_ascii=False).encode("utf-8")
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        if status == 503:
+            self.send_header("Retry-After", "1")
+        if status == 401:
+            self.send_header("WWW-Authenticate", "Bearer")
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _log(self, status, seconds, answer):
+        text = ""
+        if self.service.config.log_text and status == 200 and isinstance(answer, dict):
+            text = " " + json.dumps(answer.get("response") or answer.get("choices", [{}])[0].get("message"),
+                                    ensure_ascii=False)
+        sys.stderr.write(f"{self.log_date_time_string()} {self.command} {self.path.split('?')[0]} {status} "
+                         f"{seconds * 1000:.0f}ms{text}\n")
+
+    def log_message(self, format, *args):  # the default logs the request line; _log says what we allow
+        pass
+
+
+class _Stream:
+    """A chat completion sent as server-sent events, for clients that ask for "stream": true. The
+    reply is generated first, then sent as one content chunk and a final chunk."""
+
+    def __init__(self, answer: dict):
+        self.answer = answer
+
+    def send(self, request: Handler):
+        choice = self.answer["choices"][0]
+        base = {k: self.answer[k] for k in ("id", "created", "model")} | {"object": "chat.completion.chunk"}
+        chunks = [
+            base | {"choices": [{"index": 0, "delta": {"role": "assistant", "content": choice["message"]["content"]},
+                                 "finish_reason": None}]},
+            base | {"choices": [{"index": 0, "delta": {}, "finish_reason": choice["finish_reason"]}]},
+        ]
+        events = "".join(f"data: {json.dumps(c, ensure_ascii=False)}\n\n" for c in chunks) + "data: [DONE]\n\n"
+        data = events.encode("utf-8")
+        request.send_response(200)
+        request.send_header("Content-Type", "text/event-stream; charset=utf-8")
+        request.send_header("Cache-Control", "no-cache")
+        request.send_header("Content-Length", str(len(data)))
+        request.end_headers()
+        request.wfile.write(data)
+
+
+# ==============================================================================================
+# Command line
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True  # a stuck client never keeps the process from exiting
+
+
+def make_server(handler: ModelHandler, config: ServeConfig) -> Server:
+    service = Service(handler, config)
+    request_handler = type("BoundHandler", (Handler,), {"service": service})
+    try:
+        return Server((config.host, config.port), request_handler)
+    except OSError as err:
+        raise UserError(f"cannot listen on {config.host}:{config.port} ({err.strerror or err}); "
+                        "pick another --port or --host.") from None
+
+
+def main(argv=None):
+    args = parse_args(argv or [], [ServeConfig], max_positional=1)
+    if args.help:
+        print(help_text([ServeConfig], USAGE, show_presets=False))
+        return None
+    if not args.positional:
+        raise UserError(f"no checkpoint given. {USAGE}")
+    config = apply(ServeConfig(api_key=os.environ.get(API_KEY_ENV, "")), args.overrides)
+    config.validate()
+    handler = ModelHandler(args.positional[0], config.device).load()
+    server = make_server(handler, config)
+    host, port = server.server_address[:2]
+    kind = "chat model: answers the last message" if handler.is_chat_model else "text model: continues the text"
+    print(f"serving {handler.path} ({kind}) on http://{host}:{port}", flush=True)
+    print("  POST /generate  POST /v1/chat/completions  GET /v1/models  GET /health"
+          f"{'  (API key required)' if config.api_key else ''}", flush=True)
+    if config.host not in ("127.0.0.1", "localhost", "::1") and not config.api_key:
+        print(f"warning: listening on {config.host} without an API key: anyone who can reach this "
+              "machine can use the model. Set --api_key or $" + API_KEY_ENV, flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print("stopped", flush=True)
+    finally:
+        server.server_close()
+    return None
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,232 @@
+"""The chat model end to end: the terminal chat and the HTTP server, each in its own real process,
+called over real sockets (urllib, raw http.client and the official openai client)."""
+from __future__ import annotations
+
+import http.client
+import json
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.request
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, run_command, tiny_run_args
+
+PAIRS = [("are you coming tonight?", "yes!! bringing cake"), ("what time?", "around 10"),
+         ("lunch tomorrow?", "sure, 1pm"), ("how was porto", "sunny and loud"), ("call me later", "ok")] * 6
+SECRET = "my pin is 4242"  # text that must never reach the server's log
+
+
+@pytest.fixture(scope="module")
+def chat_model(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("chat")
+    pairs = folder / "me.jsonl"
+    pairs.write_text("".join(json.dumps({"input": a, "output": b}) + "\n" for a, b in PAIRS + [(SECRET, "ok")]))
+    out = folder / "me.pt"
+    result = run_command("gpt_final_version.py", *tiny_run_args(pairs, out, max_iters=60, block_size=32))
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+class Server:
+    """python serve.py CKPT --port=0 ... in a subprocess; the port comes from its first line."""
+
+    def __init__(self, checkpoint: Path, *options: str):
+        self.process = subprocess.Popen([sys.executable, "serve.py", str(checkpoint), "--port=0", "--device=cpu", *options],
+                                        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        first = self.process.stdout.readline()
+        assert "serving" in first, first + self.process.stderr.read()
+        self.url = first.split(" on ")[1].strip()
+        self.port = int(self.url.rsplit(":", 1)[1])
+
+    def post(self, path: str, body, headers=None, raw: bytes | None = None):
+        data = raw if raw is not None else json.dumps(body).encode()
+        request = urllib.request.Request(self.url + path, data=data, headers={"Content-Type": "application/json",
+                                                                               **(headers or {})})
+        return self._call(request)
+
+    def get(self, path: str, headers=None):
+        return self._call(urllib.request.Request(self.url + path, headers=headers or {}))
+
+    @staticmethod
+    def _call(request):
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as err:
+            return err.code, json.loads(err.read())
+
+    def stop(self) -> str:
+        self.process.terminate()
+        _, log = self.process.communicate(timeout=30)
+        return log
+
+
+@pytest.fixture(scope="module")
+def server(chat_model):
+    running = Server(chat_model, "--max_tokens=100", "--max_body_bytes=2000", "--max_prompt_chars=500")
+    yield running
+    running.stop()
+
+
+def assert_error(status, body, expected_status, fragment):
+    assert status == expected_status, body
+    assert set(body) == {"error"} and fragment in body["error"]["message"], body
+    assert body["error"]["code"] == expected_status
+
+
+def test_generate_answers_the_message(server):
+    status, body = server.post("/generate", {"text": "what time?", "max_new_tokens": 30, "seed": 1})
+    assert status == 200
+    assert isinstance(body["response"], str) and len(body["response"]) <= 30
+    assert body["finish_reason"] in ("stop", "length") and body["model"] == "me"
+    again = server.post("/generate", {"text": "what time?", "max_new_tokens": 30, "seed": 1})[1]
+    assert again["response"] == body["response"]  # the same seed, the same answer
+
+
+def test_chat_completions_has_the_openai_shape(server):
+    messages = [{"role": "system", "content": "ignored"}, {"role": "user", "content": "lunch tomorrow?"},
+                {"role": "assistant", "content": "sure, 1pm"},
+                {"role": "user", "content": [{"type": "text", "text": "how was porto"}]}]
+    status, body = server.post("/v1/chat/completions", {"model": "me", "messages": messages, "max_tokens": 20})
+    assert status == 200
+    assert body["object"] == "chat.completion" and body["id"].startswith("chatcmpl-")
+    choice = body["choices"][0]
+    assert choice["message"]["role"] == "assistant" and len(choice["message"]["content"]) <= 20
+    assert body["usage"]["completion_tokens"] == len(choice["message"]["content"])
+    assert body["usage"]["prompt_tokens"] == len("lunch tomorrow?sure, 1pmhow was porto")
+    assert server.get("/v1/models") == (200, {"object": "list", "data": [
+        {"id": "me", "object": "model", "created": 0, "owned_by": "local"}]})
+
+
+def test_the_official_openai_client_talks_to_it(server):
+    openai = pytest.importorskip("openai")
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+    reply = client.chat.completions.create(model="me", messages=[{"role": "user", "content": "what time?"}],
+                                           max_tokens=25, temperature=0.5)
+    assert isinstance(reply.choices[0].message.content, str) and reply.model == "me"
+    stream = client.chat.completions.create(model="me", messages=[{"role": "user", "content": "what time?"}],
+                                            max_tokens=25, stream=True)
+    pieces = [chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices]
+    assert len("".join(pieces)) <= 25
+    assert [m.id for m in client.models.list()] == ["me"]
+
+
+@pytest.mark.parametrize("path, body, status, fragment", [
+    ("/generate", {}, 400, "missing field 'text'"),
+    ("/generate", {"text": 7}, 400, "'text' must be a string"),
+    ("/generate", {"text": "hi", "max_new_tokens": "9"}, 400, "'max_new_tokens' must be a int"),
+    ("/generate", {"text": "hi", "max_new_tokens": True}, 400, "must be a int, got bool"),
+    ("/generate", {"text": "hi", "max_new_tokens": 101}, 400, "between 1 and 100"),
+    ("/generate", {"text": "hi", "temperature": -1}, 400, "temperature must be between"),
+    ("/generate", {"text": "hi", "top_k": -2}, 400, "top_k must not be negative"),
+    ("/generate", {"text": "hi ☃"}, 400, "'☃' are not in the model's vocabulary"),
+    ("/generate", {"text": "a" * 600}, 400, "the limit is 500"),
+    ("/generate", [1, 2], 400, "must be a JSON object, got list"),
+    ("/v1/chat/completions", {"messages": "hi"}, 400, "'messages' must be a list"),
+    ("/v1/chat/completions", {"messages": []}, 400, "must end with at least one message with role 'user'"),
+    ("/v1/chat/completions", {"messages": [{"role": "user"}]}, 400, "content must be a string"),
+    ("/v1/chat/completions", {"messages": [{"role": "robot", "content": "x"}]}, 400, "is not user, assistant"),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}], "max_tokens": 0}, 400, "between 1"),
+    ("/nowhere", {}, 404, "no such endpoint"),
+])
+def test_bad_requests_get_a_json_error(server, path, body, status, fragment):
+    assert_error(*server.post(path, body), status, fragment)
+
+
+def test_malformed_and_oversized_bodies(server):
+    assert_error(*server.post("/generate", None, raw=b'{"text": '), 400, "not valid JSON")
+    assert_error(*server.post("/generate", None, raw=b"\xff\xfe"), 400, "not valid JSON")
+    assert_error(*server.post("/generate", None, raw=b"x" * 2001), 413, "the limit is 2000")
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    connection.putrequest("POST", "/generate")
+    connection.endheaders()  # no Content-Length, no body
+    response = connection.getresponse()
+    assert response.status == 411 and "Content-Length" in json.loads(response.read())["error"]["message"]
+    assert server.get("/health")[0] == 200  # still serving after all of the above
+
+
+def test_api_key_is_required_on_every_endpoint_when_set(chat_model):
+    secured = Server(chat_model, "--api_key=s3cret")
+    try:
+        for call in (lambda h: secured.get("/v1/models", h), lambda h: secured.post("/generate", {"text": "hi"}, h)):
+            assert_error(*call({}), 401, "API key")
+            assert_error(*call({"Authorization": "Bearer wrong"}), 401, "API key")
+            assert_error(*call({"Authorization": "s3cret"}), 401, "API key")
+            assert call({"Authorization": "Bearer s3cret"})[0] == 200
+    finally:
+        secured.stop()
+
+
+def test_concurrent_clients_all_get_well_formed_answers_and_the_log_holds_no_text(chat_model):
+    running = Server(chat_model, "--concurrency=2", "--queue_timeout=60")
+    statuses, problems = Counter(), []
+
+    def client(n):
+        for i in range(12):
+            status, body = running.post("/generate", {"text": SECRET, "max_new_tokens": 8, "seed": n * 100 + i})
+            statuses[status] += 1
+            if status != 200 or not isinstance(body.get("response"), str):
+                problems.append((status, body))
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    log = running.stop()
+    assert not problems and statuses == {200: 192}
+    assert log.count("POST /generate 200") == 192
+    assert SECRET not in log and "4242" not in log
+
+
+def test_beyond_capacity_requests_get_503_not_a_hang(chat_model):
+    running = Server(chat_model, "--concurrency=1", "--queue_timeout=0.01", "--max_tokens=400")
+    results = []
+
+    def client():
+        results.append(running.post("/generate", {"text": "what time?", "max_new_tokens": 400, "temperature": 2}))
+
+    threads = [threading.Thread(target=client) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    running.stop()
+    statuses = Counter(status for status, _ in results)
+    assert len(results) == 8 and set(statuses) <= {200, 503} and statuses[503] >= 1, statuses
+    for status, body in results:
+        if status == 503:
+            assert "busy" in body["error"]["message"]
+
+
+def test_server_refuses_a_bad_checkpoint_and_option(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    result = run_command("serve.py", bad)
+    assert result.returncode != 0 and "Traceback" not in result.stderr and "error:" in result.stderr
+    result = run_command("serve.py", bad, "--prot=80")
+    assert result.returncode != 0 and "--port" in result.stderr
+
+
+def test_terminal_chat_through_a_subprocess(chat_model):
+    conversation = "what time?\nlunch tomorrow? ☃\n\nnever read\n"
+    result = subprocess.run([sys.executable, "model_handler.py", str(chat_model), "--chat", "--max_new_tokens=40",
+                             "--device=cpu"], cwd=ROOT, input=conversation, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("chatting with") and "empty line" in lines[0]
+    assert lines[1] == "you> what time?" and lines[2].startswith("me> ")
+    assert lines[3] == "you> lunch tomorrow? ☃"
+    assert lines[4] == "(left out characters this model never saw: '☃')" and lines[5].startswith("me> ")
+    assert "never read" not in result.stdout  # the empty line ended the conversation
+    assert all(len(line) <= len("me> ") + 40 for line in lines if line.startswith("me> "))
+
+
+def test_chat_refuses_a_model_not_trained_on_pairs():
+    result = run_command("model_handler.py", ROOT / "models/shakespeare_char.pt", "--chat")
+    assert result.returncode != 0 and "not trained on chat pairs" in result.stderr and "Traceback" not in result.stderr
