@@ -85,6 +85,8 @@ class TrainConfig:
     seed: int = 1337  # seeds batches, dropout and the final sample
     data: str = "data/tinyshakespeare/input.txt"  # training text (UTF-8; downloaded if the default is missing), or chat pairs (.jsonl)
     out: str = ""  # checkpoint path; empty means models/<preset>-<date>-<time>.pt (never overwrites)
+    memmap: bool = False  # prepare the text once into DATA.bin and read it through a memory map (corpora larger than memory); automatic above 256 MB
+    min_char_count: int = 1  # with memmap: characters seen fewer times become the unknown character '\ufffd' (bounds a large corpus's vocabulary)
     resume: str = ""  # checkpoint to continue training from
     init_from: str = ""  # start a new run from this checkpoint's weights (fine-tuning); new characters extend its vocabulary
     save_interval: int = 0  # save every this many steps, and the best-val model to NAME.best.pt; 0: at the end only
@@ -94,7 +96,7 @@ class TrainConfig:
     progress: bool = True  # show the tqdm bar (it is hidden anyway when stderr is not a terminal)
 
     def validate(self) -> None:
-        for name in ("batch_size", "eval_iters", "gradient_accumulation_steps", "eval_interval"):
+        for name in ("batch_size", "eval_iters", "gradient_accumulation_steps", "eval_interval", "min_char_count"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be at least 1, got {getattr(self, name)}.")
         for name in ("max_iters", "warmup_iters", "lr_decay_iters", "save_interval", "sample_chars"):

@@ -1,16 +1,22 @@
 """The text a model learns from: reading (or downloading) it, the character vocabulary, the
-train/val split and random batches. Imports nothing of ours but config.
+train/val split and random batches; chat pairs with their loss mask; and corpora larger than
+memory, prepared once into a binary file of ids that training reads through a memory map.
+Imports nothing of ours but config.
 """
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 import os
 import random
+import tempfile
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import torch
+from tqdm import tqdm
 
 from config import UserError
 
@@ -33,8 +39,7 @@ MARKERS = (INPUT_MARK, OUTPUT_MARK, END_MARK)
 def read_text(path: str) -> str:
     """The file's text; the default corpus is downloaded and checked when missing."""
     file = Path(path)
-    if not file.exists() and _is_default_corpus(path):
-        download_shakespeare(file)
+    ensure_default_corpus(path)
     if not file.is_file():
         raise UserError(f"training text {path!r} does not exist. Pass --data=PATH to a UTF-8 text file.")
     raw = file.read_bytes()
@@ -48,6 +53,11 @@ def read_text(path: str) -> str:
     if not text:
         raise UserError(f"training text {path!r} is empty. Pass --data=PATH to a file with text in it.")
     return text
+
+
+def ensure_default_corpus(path: str) -> None:
+    if not Path(path).exists() and _is_default_corpus(path):
+        download_shakespeare(Path(path))
 
 
 def download_shakespeare(dest: Path) -> None:
@@ -125,6 +135,7 @@ class TextDataset:
         self.splits = {"train": ids[:n], "val": ids[n:]}
         self.masks = None if loss_mask is None else {"train": loss_mask[:n], "val": loss_mask[n:]}
         self.pairs: dict | None = None  # for chat pairs: the (input, output) pairs of each split
+        self.prepared: dict | None = None  # for a memory-mapped corpus: its metadata
 
     @classmethod
     def from_text(cls, text: str, vocab: CharVocab | None = None) -> "TextDataset":
@@ -143,13 +154,21 @@ class TextDataset:
                 )
 
     def get_batch(self, split: str, batch_size: int, block_size: int,
-                  generator: torch.Generator | None = None, device: str = "cpu"):
-        """Random windows: x is block_size characters, y the same shifted by one (-1 = not a target)."""
+                  generator: torch.Generator | None = None, device: str = "cpu", rank: int = 0, world_size: int = 1):
+        """Random windows: x is block_size characters, y the same shifted by one (-1 = not a target).
+
+        Under torchrun every process draws the same global batch of batch_size x world_size windows
+        from the same generator and keeps its own slice: the processes never see the same window, and
+        N processes with batch B train on exactly the windows one process with batch N x B would."""
         data = self.splits[split]
         block_size = min(block_size, len(data) - 1)
-        starts = torch.randint(len(data) - block_size, (batch_size,), generator=generator)
+        starts = torch.randint(len(data) - block_size, (batch_size * world_size,), generator=generator)
+        starts = starts[rank * batch_size:(rank + 1) * batch_size]
         positions = starts[:, None] + torch.arange(block_size + 1)  # (B, T+1), no Python loop
-        window = data[positions].long()
+        if isinstance(data, np.ndarray):  # a memory map: only the pages under these windows are read
+            window = torch.from_numpy(data[positions.numpy()].astype(np.int64))
+        else:
+            window = data[positions].long()
         x, y = window[:, :-1], window[:, 1:]
         if self.masks is not None:
             y = y.masked_fill(~self.masks[split][positions[:, 1:]], -1)
@@ -228,3 +247,144 @@ def pairs_dataset(pairs: list[tuple[str, str]], vocab: CharVocab, seed: int = 0)
     dataset = TextDataset(ids, vocab, loss_mask=mask, split_at=split_at)
     dataset.pairs = {"train": order[:len(order) - n_val], "val": order[len(order) - n_val:]}
     return dataset
+
+
+# ----------------------------------------------------------------------------------------------
+# Corpora larger than memory: prepared once into NAME.bin (ids) + NAME.meta.json, then memory-mapped
+
+UNKNOWN_CHAR = "\ufffd"  # what characters rarer than min_char_count become: the replacement character
+PREPARED_FORMAT = 1
+CHUNK_BYTES = 8 << 20  # preparation reads and writes 8 MB at a time: its memory does not grow with the file
+
+
+def prepared_paths(source: str) -> tuple[Path, Path]:
+    path = Path(source)
+    return path.with_name(path.name + ".bin"), path.with_name(path.name + ".meta.json")
+
+
+def prepared_dataset(source: str, min_char_count: int = 1, base: CharVocab | None = None) -> TextDataset:
+    """The corpus as a memory-mapped array of ids, preparing it first when there is no prepared copy
+    or the source has changed since. `base` (fine-tuning) puts a trained model's characters first."""
+    bin_path, meta_path = prepared_paths(source)
+    meta = _fresh_meta(source, bin_path, meta_path, min_char_count, base)
+    if meta is None:
+        meta = prepare_corpus(source, min_char_count, base)
+    vocab = CharVocab(meta["vocab"])
+    ids = np.memmap(bin_path, dtype=meta["dtype"], mode="r", shape=(meta["tokens"],))
+    dataset = TextDataset(ids, vocab)
+    dataset.prepared = meta
+    return dataset
+
+
+def prepare_corpus(source: str, min_char_count: int = 1, base: CharVocab | None = None) -> dict:
+    """Two streamed passes over the file: count characters (and hash the bytes), then write ids.
+    Characters seen fewer than min_char_count times map to UNKNOWN_CHAR, which bounds the
+    vocabulary of a large multilingual corpus."""
+    path = Path(source)
+    if not path.is_file():
+        raise UserError(f"training text {source!r} does not exist. Pass --data=PATH to a UTF-8 text file.")
+    counts, digest, size = np.zeros(0x110000, dtype=np.int64), hashlib.sha256(), path.stat().st_size
+    for codes, raw in _code_chunks(path, "preparing: counting characters"):
+        counts += np.bincount(codes, minlength=0x110000)
+        digest.update(raw)
+    if size == 0:
+        raise UserError(f"training text {source!r} is empty. Pass --data=PATH to a file with text in it.")
+    kept = {chr(c) for c in np.flatnonzero(counts >= min_char_count)}
+    replaced = int(counts[(counts > 0) & (counts < min_char_count)].sum())
+    chars = sorted(kept | ({UNKNOWN_CHAR} if replaced else set()))
+    if base is not None:
+        chars = base.chars + [ch for ch in chars if ch not in base.index]
+    dtype = np.uint8 if len(chars) <= 256 else np.uint16 if len(chars) <= 65536 else np.uint32
+    table = np.full(0x110000, chars.index(UNKNOWN_CHAR) if UNKNOWN_CHAR in chars else 0, dtype=np.int64)
+    table[[ord(ch) for ch in chars]] = np.arange(len(chars))
+    bin_path, meta_path = prepared_paths(source)
+    tokens = _write_ids(path, bin_path, table, dtype)
+    meta = {"format": PREPARED_FORMAT, "source": str(path), "source_bytes": size,
+            "source_mtime_ns": path.stat().st_mtime_ns, "source_sha256": digest.hexdigest(),
+            "tokens": tokens, "dtype": np.dtype(dtype).name, "vocab": chars, "min_char_count": min_char_count,
+            "unknown_char": UNKNOWN_CHAR if replaced else None, "replaced_chars": replaced,
+            "rare_chars": int(((counts > 0) & (counts < min_char_count)).sum())}
+    _write_atomically(meta_path, json.dumps(meta, ensure_ascii=False, indent=1).encode("utf-8"))
+    rare = f"; {meta['rare_chars']} rare character(s), {replaced:,} occurrence(s), became {UNKNOWN_CHAR!r}" if replaced else ""
+    print(f"prepared {source}: {tokens:,} characters -> {bin_path} ({meta['dtype']}), vocabulary {len(chars)}{rare}")
+    return meta
+
+
+def _code_chunks(path: Path, description: str):
+    """(Unicode code points as uint32, raw bytes) of the file, a chunk at a time, with a bar."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    done = 0
+    with open(path, "rb") as file, tqdm(total=path.stat().st_size, unit="B", unit_scale=True, desc=description,
+                                        disable=None, leave=False) as bar:
+        while True:
+            raw = file.read(CHUNK_BYTES)
+            try:
+                text = decoder.decode(raw, final=not raw)
+            except UnicodeDecodeError as err:
+                raise UserError(f"{path} is not UTF-8 text (byte {done + err.start} is 0x{raw[err.start]:02x}). "
+                                "Convert it first, e.g. iconv -f latin1 -t utf-8 FILE > FILE.utf8") from None
+            if text:
+                yield np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32), raw
+            if not raw:
+                return
+            done += len(raw)
+            bar.update(len(raw))
+
+
+def _write_ids(source: Path, bin_path: Path, table: np.ndarray, dtype) -> int:
+    """Encode chunk by chunk into a temporary file, then rename it: never a half-written .bin."""
+    tokens = 0
+    fd, tmp = tempfile.mkstemp(dir=bin_path.parent, prefix=bin_path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for codes, _ in _code_chunks(source, "preparing: writing ids"):
+                out.write(table[codes].astype(dtype).tobytes())
+                tokens += len(codes)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, bin_path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return tokens
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def _fresh_meta(source: str, bin_path: Path, meta_path: Path, min_char_count: int, base: CharVocab | None):
+    """The metadata of a prepared copy that still matches the source (and settings), else None.
+    Size and modification time are checked first; when they moved, the checksum decides."""
+    path = Path(source)
+    if not (path.is_file() and bin_path.is_file() and meta_path.is_file()):
+        return None
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        expected_size = meta["tokens"] * np.dtype(meta["dtype"]).itemsize
+        same_settings = (meta["format"] == PREPARED_FORMAT and meta["min_char_count"] == min_char_count
+                         and (base is None or meta["vocab"][:len(base)] == base.chars))
+    except (ValueError, KeyError, TypeError):
+        return None
+    if not same_settings or bin_path.stat().st_size != expected_size:
+        return None
+    stat = path.stat()
+    if (stat.st_size, stat.st_mtime_ns) == (meta["source_bytes"], meta["source_mtime_ns"]):
+        return meta
+    if stat.st_size == meta["source_bytes"] and _sha256(path) == meta["source_sha256"]:
+        return meta  # touched but not changed
+    print(f"{source} changed since it was prepared: preparing it again")
+    return None
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while chunk := file.read(CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -9,6 +9,7 @@ import contextlib
 import ctypes
 import dataclasses
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -16,16 +17,19 @@ from datetime import datetime
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from checkpoint import load_checkpoint, load_weights, save_checkpoint
 from config import (GPTConfig, TrainConfig, UserError, apply, choose_device, default_preset, help_text,
                     parse_args, preset_values)
-from corpus import (END_MARK, INPUT_MARK, OUTPUT_MARK, CharVocab, TextDataset, is_pairs_file, pairs_dataset,
-                    pairs_vocab, read_pairs, read_text)
+from corpus import (END_MARK, INPUT_MARK, OUTPUT_MARK, CharVocab, TextDataset, ensure_default_corpus, is_pairs_file,
+                    pairs_dataset, pairs_vocab, prepared_dataset, read_pairs, read_text)
 
 # Model-shape fields that may change when resuming; the others must match the checkpoint's weights.
 RESUMABLE_MODEL_FIELDS = {"dropout"}
+MEMMAP_ABOVE_BYTES = 256 << 20  # a text this large is read through a memory map even without --memmap
 
 
 @dataclass
@@ -42,6 +46,64 @@ class TrainResult:
 
 
 # ==============================================================================================
+# Several processes: torchrun starts one per GPU (or several on a CPU) and sets RANK, WORLD_SIZE...
+
+
+@dataclass
+class Processes:
+    """Where this process stands among those torchrun started; one process without torchrun."""
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+    backend: str = ""
+
+    @property
+    def is_main(self) -> bool:  # rank 0 alone prints, evaluates into files, saves and samples
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    def mean(self, value: float) -> float:
+        """The mean of a number over all processes (every process gets it)."""
+        if not self.distributed:
+            return value
+        tensor = torch.tensor([value], dtype=torch.float64)
+        if self.backend == "nccl":
+            tensor = tensor.cuda()
+        dist.all_reduce(tensor)
+        return tensor.item() / self.world_size
+
+    def wait_for_all(self) -> None:
+        if self.distributed:
+            dist.barrier()
+
+
+def start_processes(requested_device: str) -> tuple[Processes, str]:
+    """Join torchrun's process group when started by torchrun: nccl on cuda (one GPU per process),
+    gloo on the CPU. Only rank 0 writes to the terminal."""
+    if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        return Processes(), choose_device(requested_device)
+    device = choose_device(requested_device)
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    world_size = int(os.environ["WORLD_SIZE"])
+    if device.startswith("mps"):
+        raise UserError("torchrun with --device=mps: PyTorch has no distributed backend for mps; train in one process.")
+    if device.startswith("cuda"):
+        if local_rank >= torch.cuda.device_count():
+            raise UserError(f"torchrun started {local_rank + 1}+ processes on this machine but it has "
+                            f"{torch.cuda.device_count()} GPU(s): lower --nproc_per_node.")
+        device = f"cuda:{local_rank}"
+        torch.cuda.set_device(device)
+    backend = "nccl" if device.startswith("cuda") else "gloo"
+    dist.init_process_group(backend=backend)
+    if rank != 0:  # one progress bar and one report, not world_size of them
+        sys.stdout = open(os.devnull, "w")
+    return Processes(rank, local_rank, world_size, backend), device
+
+
+# ==============================================================================================
 # From the command line to a model, a dataset and settings
 
 
@@ -55,13 +117,26 @@ def train_from_command_line(argv, build_model, kind: str, usage: str):
         raise UserError("--resume continues a run and --init_from starts a new one from trained weights; pick one.")
     state = load_checkpoint(resume_path) if resume_path else None
     init_state = load_checkpoint(init_path) if init_path else None
-    device = choose_device(args.overrides.get("device", TrainConfig.device))
+    processes, device = start_processes(args.overrides.get("device", TrainConfig.device))
+    try:
+        return _train(args, build_model, kind, state, init_state, processes, device)
+    finally:
+        if processes.distributed:
+            dist.destroy_process_group()
+
+
+def _train(args, build_model, kind, state, init_state, processes, device):
+    resume_path, init_path = args.overrides.get("resume", ""), args.overrides.get("init_from", "")
     preset = (args.preset or (state or init_state or {}).get("preset")
               or ("bigram" if kind == "bigram" else default_preset(device)))
     model_cfg, cfg = _settings(args.overrides, preset, state, init_state, kind)
     model_cfg.validate()  # refuse a bad shape before any download or file read
     cfg.validate()
+    if not processes.is_main:  # rank 0 downloads or prepares the data first, the others then read it
+        processes.wait_for_all()
     dataset = load_dataset(cfg, state, init_state)
+    if processes.is_main:
+        processes.wait_for_all()
     model_cfg = dataclasses.replace(model_cfg, vocab_size=len(dataset.vocab))
     dataset.check_fits(model_cfg.block_size)
     torch.manual_seed(cfg.seed)  # the same seed gives the same initial weights
@@ -71,7 +146,7 @@ def train_from_command_line(argv, build_model, kind: str, usage: str):
     elif init_state:
         load_weights_extending_vocab(model, init_state["model"], init_path)
     changed = {k: v for k, v in args.overrides.items() if k not in ("resume",)}
-    return run(model, model_cfg, cfg, dataset, device, kind, preset, changed, state)
+    return run(model, model_cfg, cfg, dataset, device, kind, preset, changed, state, processes)
 
 
 def _settings(overrides: dict, preset: str, state: dict | None, init_state: dict | None, kind: str):
@@ -99,6 +174,8 @@ def _settings(overrides: dict, preset: str, state: dict | None, init_state: dict
 def load_dataset(cfg: TrainConfig, state: dict | None, init_state: dict | None) -> TextDataset:
     """Plain text, or chat pairs from a .jsonl file. A resumed run keeps its vocabulary; a run
     started from trained weights extends that model's vocabulary with the new characters."""
+    if _use_memmap(cfg):
+        return _memmap_dataset(cfg, state, init_state)
     pairs = read_pairs(cfg.data) if is_pairs_file(cfg.data) else None
     text = None if pairs else read_text(cfg.data)
     if state:
@@ -116,6 +193,31 @@ def load_dataset(cfg: TrainConfig, state: dict | None, init_state: dict | None) 
             vocab = CharVocab.from_text(text) if base is None else \
                 CharVocab(base.chars + sorted(set(text) - set(base.chars)))
     return pairs_dataset(pairs, vocab, cfg.seed) if pairs else TextDataset.from_text(text, vocab)
+
+
+def _use_memmap(cfg: TrainConfig) -> bool:
+    if is_pairs_file(cfg.data):
+        if cfg.memmap:
+            raise UserError("--memmap is for plain text; chat pairs (.jsonl) are read into memory.")
+        return False
+    ensure_default_corpus(cfg.data)
+    size = Path(cfg.data).stat().st_size if Path(cfg.data).is_file() else 0
+    if size > MEMMAP_ABOVE_BYTES and not cfg.memmap:
+        print(f"note: {cfg.data} is {size / 2**20:,.0f} MB: reading it through a memory map (as with --memmap)")
+    return cfg.memmap or size > MEMMAP_ABOVE_BYTES
+
+
+def _memmap_dataset(cfg: TrainConfig, state: dict | None, init_state: dict | None) -> TextDataset:
+    base = CharVocab((state or init_state)["vocab"]) if (state or init_state) else None
+    dataset = prepared_dataset(cfg.data, cfg.min_char_count, base)
+    if state and dataset.vocab.chars != state["vocab"]:
+        raise UserError(f"{cfg.data} (prepared) has a vocabulary of {len(dataset.vocab)} characters that differs from "
+                        f"the resumed model's {len(state['vocab'])}; start a new run from its weights with --init_from.")
+    meta = dataset.prepared
+    if meta["replaced_chars"]:
+        print(f"data: {meta['rare_chars']} character(s) rarer than --min_char_count={cfg.min_char_count} "
+              f"({meta['replaced_chars']:,} occurrences) are read as {meta['unknown_char']!r}")
+    return dataset
 
 
 def load_weights_extending_vocab(model, weights: dict, path: str) -> None:
@@ -193,11 +295,13 @@ def learning_rate_at(it: int, cfg: TrainConfig) -> float:
 
 @torch.no_grad()
 def estimate_loss(model, dataset: TextDataset, cfg: TrainConfig, block_size: int, device: str,
-                  autocast=contextlib.nullcontext()) -> dict:
+                  autocast=contextlib.nullcontext(), processes: Processes = Processes()) -> dict:
     """Mean loss over eval_iters batches of each split, in eval mode (no dropout), without gradients.
 
     The batches come from their own fixed-seed generator: every evaluation sees the same windows
-    (so successive numbers compare), and training's random stream is left untouched.
+    (so successive numbers compare), and training's random stream is left untouched. Under torchrun
+    each process scores its slice of the same global batches and the means are averaged, so every
+    process gets the same numbers.
     """
     was_training = model.training
     model.eval()
@@ -206,11 +310,12 @@ def estimate_loss(model, dataset: TextDataset, cfg: TrainConfig, block_size: int
         generator = torch.Generator().manual_seed(cfg.seed + 1)
         total = torch.zeros((), device=device)
         for _ in range(cfg.eval_iters):
-            x, y = dataset.get_batch(split, cfg.batch_size, block_size, generator, device)
+            x, y = dataset.get_batch(split, cfg.batch_size, block_size, generator, device,
+                                     processes.rank, processes.world_size)
             with autocast:
                 _, loss = model(x, y)
             total += loss.float()
-        losses[split] = total.item() / cfg.eval_iters
+        losses[split] = processes.mean(total.item() / cfg.eval_iters)
     model.train(was_training)
     return losses
 
@@ -235,7 +340,7 @@ def default_checkpoint_path(name: str) -> str:
 
 
 def run(model, model_cfg: GPTConfig, cfg: TrainConfig, dataset: TextDataset, device: str, kind: str,
-        preset: str, changed: dict, state: dict | None = None) -> TrainResult:
+        preset: str, changed: dict, state: dict | None = None, processes: Processes = Processes()) -> TrainResult:
     autocast, dtype = autocast_context(device, cfg.dtype)
     if device == "cpu":
         keep_freed_memory_in_process()
@@ -251,24 +356,30 @@ def run(model, model_cfg: GPTConfig, cfg: TrainConfig, dataset: TextDataset, dev
             _restore_rng(state["rng"], batches, device)
         else:
             print("note: the checkpoint has no optimizer state (an exported copy): starting a fresh optimizer")
+    if processes.distributed:  # the same batch stream everywhere (each takes its slice), its own dropout
+        torch.manual_seed(cfg.seed + 1000 * processes.rank + iter_num)
     out = cfg.out or default_checkpoint_path(preset if kind == "gpt" else kind)
+    out = _agree_on(out, processes)
     step_model = torch.compile(model) if cfg.compile else model  # checkpoints save `model`, never this
-    tokens_per_iter = cfg.batch_size * model_cfg.block_size * cfg.gradient_accumulation_steps
-    _print_startup(model, model_cfg, cfg, dataset, device, dtype, preset, tokens_per_iter, iter_num, out)
+    if processes.distributed:  # gradients are averaged across processes during backward
+        step_model = DistributedDataParallel(step_model, device_ids=[processes.local_rank] if device.startswith("cuda") else None)
+    tokens_per_iter = cfg.batch_size * model_cfg.block_size * cfg.gradient_accumulation_steps * processes.world_size
+    _print_startup(model, model_cfg, cfg, dataset, device, dtype, preset, tokens_per_iter, iter_num, out, processes)
 
     history, losses, interrupted = [], {}, False
     run_started = time.time()
     train_seconds = eval_seconds = 0.0
     start_iter, started = iter_num, time.time()
     bar = tqdm(total=cfg.max_iters, initial=iter_num, unit="it", dynamic_ncols=True,
-               disable=None if cfg.progress else True)
+               disable=None if cfg.progress and processes.is_main else True)
     try:
         while iter_num < cfg.max_iters:
             if iter_num % cfg.eval_interval == 0 and iter_num > start_iter:
-                losses, seconds = _evaluate(model, dataset, cfg, model_cfg, device, autocast, iter_num, bar, run_started)
+                losses, seconds = _evaluate(model, dataset, cfg, model_cfg, device, autocast, iter_num, bar,
+                                            run_started, processes)
                 eval_seconds += seconds
                 history.append((iter_num, losses["train"], losses["val"]))
-                if losses["val"] < best_val and cfg.save_interval:  # the best model is kept apart
+                if losses["val"] < best_val and cfg.save_interval and processes.is_main:  # the best is kept apart
                     save_checkpoint(_checkpoint_state(model, model_cfg, cfg, dataset, optimizer, iter_num,
                                                       losses["val"], batches, kind, preset, device), best_path(out))
                 best_val = min(best_val, losses["val"])
@@ -276,7 +387,8 @@ def run(model, model_cfg: GPTConfig, cfg: TrainConfig, dataset: TextDataset, dev
             lr = learning_rate_at(iter_num, cfg)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            loss = _train_step(step_model, optimizer, scaler, dataset, cfg, model_cfg, device, autocast, batches)
+            loss = _train_step(step_model, optimizer, scaler, dataset, cfg, model_cfg, device, autocast, batches,
+                               processes)
             iter_num += 1
             if not math.isfinite(loss):
                 raise UserError(
@@ -287,7 +399,7 @@ def run(model, model_cfg: GPTConfig, cfg: TrainConfig, dataset: TextDataset, dev
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}",
                             tok_s=f"{tokens_per_iter * (iter_num - start_iter) / train_seconds:,.0f}")
-            if cfg.save_interval and iter_num % cfg.save_interval == 0 and iter_num < cfg.max_iters:
+            if cfg.save_interval and iter_num % cfg.save_interval == 0 and iter_num < cfg.max_iters and processes.is_main:
                 save_checkpoint(_checkpoint_state(model, model_cfg, cfg, dataset, optimizer, iter_num,
                                                   best_val, batches, kind, preset, device), out)
     except KeyboardInterrupt:
@@ -296,39 +408,66 @@ def run(model, model_cfg: GPTConfig, cfg: TrainConfig, dataset: TextDataset, dev
     bar.close()
 
     if iter_num > start_iter or not history:
-        losses, seconds = _evaluate(model, dataset, cfg, model_cfg, device, autocast, iter_num, None, run_started)
+        losses, seconds = _evaluate(model, dataset, cfg, model_cfg, device, autocast, iter_num, None,
+                                    run_started, processes)
         eval_seconds += seconds
         history.append((iter_num, losses["train"], losses["val"]))
         best_val = min(best_val, losses["val"])
-    save_checkpoint(_checkpoint_state(model, model_cfg, cfg, dataset, optimizer, iter_num, best_val,
-                                      batches, kind, preset, device), out)
+    if processes.is_main:
+        save_checkpoint(_checkpoint_state(model, model_cfg, cfg, dataset, optimizer, iter_num, best_val,
+                                          batches, kind, preset, device), out)
     wall = time.time() - started
     tokens_per_s = tokens_per_iter * (iter_num - start_iter) / train_seconds if train_seconds else 0.0
+    result = TrainResult(iter_num, losses["train"], losses["val"], best_val, _num_params(model),
+                         tokens_per_s, wall, out, history)
+    if processes.is_main:
+        _report(result, model, dataset, cfg, device, dtype, preset, changed, interrupted, eval_seconds)
+    processes.wait_for_all()  # no process leaves before the checkpoint is written
+    return result
+
+
+def _report(result, model, dataset, cfg, device, dtype, preset, changed, interrupted, eval_seconds) -> None:
+    """Rank 0's account of a finished run: where it was saved, a sample, notes.txt, the final line."""
+    out, wall, best_val = result.checkpoint, result.seconds, result.best_val_loss
     print(f"saved {out}{' (interrupted)' if interrupted else ''}; evaluation took {eval_seconds:.1f}s, "
           f"{100 * eval_seconds / max(wall, 1e-9):.0f}% of the run")
     if cfg.save_interval and Path(best_path(out)).exists():
         print(f"best val loss {best_val:.4f}: kept apart in {best_path(out)}")
     _write_sample(model, dataset, cfg, device, out)
-    result = TrainResult(iter_num, losses["train"], losses["val"], best_val, _num_params(model),
-                         tokens_per_s, wall, out, history)
     _append_notes(cfg, result, preset, changed, device, dtype)
     if dataset.pairs:
         print(f"val loss of replies only (held-out pairs): {result.val_loss:.4f}")
     print(f"final: iters={result.iters} train_loss={result.train_loss:.4f} val_loss={result.val_loss:.4f} "
           f"best_val_loss={result.best_val_loss:.4f} params={result.params} "
           f"tokens_per_s={result.tokens_per_s:.0f} seconds={result.seconds:.1f} checkpoint={result.checkpoint}")
-    return result
 
 
-def _train_step(model, optimizer, scaler, dataset, cfg, model_cfg, device, autocast, batches) -> float:
-    """One optimizer step over gradient_accumulation_steps micro-batches; returns the mean loss."""
+def _agree_on(path: str, processes: Processes) -> str:
+    """Rank 0's checkpoint path for every process (a timestamped default could differ by a second)."""
+    if not processes.distributed:
+        return path
+    shared = [path]
+    dist.broadcast_object_list(shared, src=0)
+    return shared[0]
+
+
+def _train_step(model, optimizer, scaler, dataset, cfg, model_cfg, device, autocast, batches,
+                processes: Processes = Processes()) -> float:
+    """One optimizer step over gradient_accumulation_steps micro-batches; returns the mean loss
+    (over all processes, so that every process sees the same number and stops together on a nan)."""
     total = 0.0
-    for _ in range(cfg.gradient_accumulation_steps):
-        x, y = dataset.get_batch("train", cfg.batch_size, model_cfg.block_size, batches, device)
-        with autocast:
-            _, loss = model(x, y)
-            loss = loss / cfg.gradient_accumulation_steps
-        scaler.scale(loss).backward()
+    steps = cfg.gradient_accumulation_steps
+    for micro_step in range(steps):
+        x, y = dataset.get_batch("train", cfg.batch_size, model_cfg.block_size, batches, device,
+                                 processes.rank, processes.world_size)
+        # under DDP, gradients are averaged across processes on the last micro-step only
+        last = micro_step == steps - 1
+        sync = model.no_sync() if isinstance(model, DistributedDataParallel) and not last else contextlib.nullcontext()
+        with sync:
+            with autocast:
+                _, loss = model(x, y)
+                loss = loss / steps
+            scaler.scale(loss).backward()
         total += loss.item()
     if cfg.grad_clip > 0:
         scaler.unscale_(optimizer)
@@ -336,12 +475,12 @@ def _train_step(model, optimizer, scaler, dataset, cfg, model_cfg, device, autoc
     scaler.step(optimizer)
     scaler.update()
     optimizer.zero_grad(set_to_none=True)
-    return total
+    return processes.mean(total)
 
 
-def _evaluate(model, dataset, cfg, model_cfg, device, autocast, iter_num, bar, run_started):
+def _evaluate(model, dataset, cfg, model_cfg, device, autocast, iter_num, bar, run_started, processes):
     t0 = time.time()
-    losses = estimate_loss(model, dataset, cfg, model_cfg.block_size, device, autocast)
+    losses = estimate_loss(model, dataset, cfg, model_cfg.block_size, device, autocast, processes)
     seconds = time.time() - t0
     line = (f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f} "
             f"(eval {seconds:.1f}s, {t0 - run_started:.0f}s into the run)")
@@ -420,15 +559,20 @@ def _num_params(model) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _print_startup(model, model_cfg, cfg, dataset, device, dtype, preset, tokens_per_iter, iter_num, out):
+def _print_startup(model, model_cfg, cfg, dataset, device, dtype, preset, tokens_per_iter, iter_num, out, processes):
     shape = (f"{model_cfg.n_layer} layers, {model_cfg.n_head} heads, {model_cfg.n_embd} wide, "
              f"context {model_cfg.block_size}, {model_cfg.attention} attention")
     print(f"device: {device}, dtype: {dtype}, preset: {preset}")
+    if processes.distributed:
+        print(f"processes: {processes.world_size} (torchrun, {processes.backend}); this is rank 0 of them")
     print(f"model: {type(model).__name__} with {_num_params(model):,} parameters ({shape})")
+    per_process = f" x {processes.world_size} processes" if processes.distributed else ""
     print(f"tokens per iteration: {tokens_per_iter:,} (batch {cfg.batch_size} x context {model_cfg.block_size}"
-          f" x {cfg.gradient_accumulation_steps} accumulation steps)")
+          f" x {cfg.gradient_accumulation_steps} accumulation steps{per_process})")
     n_train, n_val = len(dataset.splits["train"]), len(dataset.splits["val"])
     print(f"data: {cfg.data}: vocabulary {len(dataset.vocab)}, {n_train:,} train / {n_val:,} val tokens")
+    if dataset.prepared:
+        print(f"data: memory-mapped from {cfg.data}.bin ({dataset.prepared['dtype']}); the text is never read into memory")
     if dataset.pairs:
         print(f"chat pairs: {len(dataset.pairs['train']):,} train / {len(dataset.pairs['val']):,} held-out val; "
               "losses count reply characters only (their side is masked)")

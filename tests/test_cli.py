@@ -74,7 +74,7 @@ def test_bad_training_text(tmp_path):
     empty, latin1, short = tmp_path / "empty.txt", tmp_path / "latin1.txt", tmp_path / "short.txt"
     empty.write_text("")
     latin1.write_bytes("caf\xe9 au lait\n".encode("latin-1") * 100)
-    short.write_text("To be, or not to be.\n")
+    short.write_text("To be.\n")  # shorter than the bigram context of 8
     assert_clean_error(run_command("gpt_final_version.py", f"--data={tmp_path / 'missing.txt'}"), "does not exist", "--data")
     assert_clean_error(run_command("gpt_final_version.py", f"--data={empty}"), "is empty")
     assert_clean_error(run_command("gpt_final_version.py", f"--data={latin1}"), "not UTF-8", "0xe9")

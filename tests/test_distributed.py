@@ -1,0 +1,82 @@
+"""Several processes through PyTorch's own engine: torchrun + DistributedDataParallel on the CPU
+(gloo), compared with one process training on the same global batch."""
+import subprocess
+import sys
+
+import pytest
+
+from checkpoint import load_checkpoint
+from conftest import ROOT, tiny_run_args
+from model_handler import ModelHandler
+
+
+def torchrun(nproc: int, *args) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+               "gpt_final_version.py", *map(str, args)]
+    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=240, env=env)
+
+
+def single(*args) -> subprocess.CompletedProcess:
+    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "gpt_final_version.py", *map(str, args)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=240, env=env)
+
+
+def final_losses(result) -> tuple[float, float]:
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    line = [l for l in result.stdout.splitlines() if l.startswith("final:")]
+    assert len(line) == 1, result.stdout  # one report, from rank 0 only
+    fields = dict(part.split("=", 1) for part in line[0].split()[1:])
+    return float(fields["train_loss"]), float(fields["val_loss"])
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, shakespeare_path):
+    """Two processes x batch 4 x 2 accumulation steps, and one process x batch 8 x 2 steps: the same
+    windows, so the same training up to float rounding. Then each checkpoint resumed by the other way."""
+    folder = tmp_path_factory.mktemp("ddp")
+    data = folder / "text.txt"
+    data.write_text(shakespeare_path.read_text(encoding="utf-8")[:100_000], encoding="utf-8")
+    common = dict(max_iters=24, eval_interval=12, gradient_accumulation_steps=2)
+    ddp_dir, one_dir = folder / "ddp", folder / "one"
+    ddp_dir.mkdir(), one_dir.mkdir()
+    results = {
+        "ddp": torchrun(2, *tiny_run_args(data, ddp_dir / "model.pt", batch_size=4, **common)),
+        "one": single(*tiny_run_args(data, one_dir / "model.pt", batch_size=8, **common)),
+    }
+    results["ddp_resumed_alone"] = single(f"--resume={ddp_dir / 'model.pt'}", "--max_iters=30",
+                                          f"--out={folder / 'ddp_then_one.pt'}", "--notes=", "--sample_chars=0")
+    results["one_resumed_by_ddp"] = torchrun(2, f"--resume={one_dir / 'model.pt'}", "--max_iters=30",
+                                             f"--out={folder / 'one_then_ddp.pt'}", "--notes=", "--sample_chars=0")
+    return folder, results
+
+
+def test_two_processes_match_one_process_with_the_same_global_batch(runs):
+    _, results = runs
+    ddp, one = final_losses(results["ddp"]), final_losses(results["one"])
+    assert ddp == pytest.approx(one, abs=2e-4)
+    assert "processes: 2 (torchrun, gloo)" in results["ddp"].stdout
+    assert "tokens per iteration: 512 (batch 4 x context 32 x 2 accumulation steps x 2 processes)" in results["ddp"].stdout
+
+
+def test_only_rank_0_writes_one_checkpoint_one_sample_and_one_notes_line(runs):
+    folder, results = runs
+    written = sorted(p.relative_to(folder / "ddp").as_posix() for p in (folder / "ddp").rglob("*"))
+    assert written == ["model.pt", "notes.txt", "samples", "samples/model.txt"]
+    assert len((folder / "ddp/notes.txt").read_text().splitlines()) == 1
+    assert results["ddp"].stdout.count("step 12:") == 1
+
+
+def test_a_ddp_checkpoint_is_a_plain_one_and_resumes_either_way(runs):
+    folder, results = runs
+    state = load_checkpoint(str(folder / "ddp/model.pt"))
+    assert not any(name.startswith("module.") for name in state["model"])
+    assert ModelHandler(str(folder / "ddp/model.pt"), "cpu").load().generate("T", 10, seed=1)[0].startswith("T")
+    alone, by_ddp = final_losses(results["ddp_resumed_alone"]), final_losses(results["one_resumed_by_ddp"])
+    assert "resuming at iteration 24" in results["ddp_resumed_alone"].stdout
+    assert "resuming at iteration 24" in results["one_resumed_by_ddp"].stdout
+    # the DDP run resumed by one process at batch 4 differs from one resumed by two processes at
+    # batch 4 each (8 in all): both continue, and neither loses what was learned
+    for train_loss, val_loss in (alone, by_ddp):
+        assert val_loss < final_losses(results["one"])[1] + 0.05
