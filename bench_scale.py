@@ -1,0 +1,272 @@
+"""Scaling benchmark: a corpus bigger than a memory budget, two processes against one, and the HTTP
+server under load. Prints three tables and writes the same numbers as JSON. Everything runs through
+the real command lines (gpt_final_version.py, torchrun, chat_data.py, serve.py) in child processes.
+
+    python bench_scale.py                       # all three, ~8 minutes on 2 CPU cores
+    python bench_scale.py --only=corpus --corpus_mb=4000
+    python bench_scale.py --only=processes --nproc=2
+    python bench_scale.py --only=server --requests=200 --clients=16
+
+Peak memory is each child's own max RSS, read from the kernel when it exits (os.wait4), or from
+/proc/PID/status (VmHWM) for the server, which is still running when we read it. Pages of a
+memory-mapped corpus count in RSS only while they are resident, which is why the prepared path
+stays flat however large the corpus is.
+"""
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+SHAKESPEARE = os.environ.get("GPT_SHAKESPEARE", str(ROOT / "data/tinyshakespeare/input.txt"))
+QUIET = ["--notes=", "--samples_dir=", "--progress=false", "--sample_chars=0"]
+
+
+# ----------------------------------------------------------------------------------------------
+# Child processes and what they used
+
+
+def run_child(command: list[str], env: dict | None = None, cwd: Path = ROOT) -> dict:
+    """Run a command to the end; return its output, wall time and peak RSS (MB)."""
+    start = time.perf_counter()
+    child = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             env={**os.environ, **(env or {})})
+    output = child.stdout.read()
+    _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode != 0:
+        raise SystemExit(f"benchmark step failed: {' '.join(command)}\n{output[-3000:]}")
+    return {"output": output, "seconds": time.perf_counter() - start, "peak_rss_mb": usage.ru_maxrss / 1024}
+
+
+def final_fields(output: str) -> dict:
+    """The numbers of the one 'final:' line a training run prints."""
+    line = next(l for l in output.splitlines() if l.startswith("final:"))
+    return {k: float(v) for k, v in (part.split("=", 1) for part in line.split()[1:]) if k != "checkpoint"}
+
+
+def train_command(*args: str) -> list[str]:
+    return [sys.executable, str(ROOT / "gpt_final_version.py"), *args, *QUIET]
+
+
+# ----------------------------------------------------------------------------------------------
+# (a) A corpus bigger than the memory budget
+
+
+def write_corpus(path: Path, megabytes: int) -> None:
+    """Tiny-shakespeare repeated to the requested size (the same 65 characters, any length)."""
+    block = Path(SHAKESPEARE).read_bytes()
+    with open(path, "wb") as out:
+        for _ in range(max(1, megabytes * 1_000_000 // len(block))):
+            out.write(block)
+
+
+def bench_corpus(work: Path, small_mb: int, big_mb: int, iters: int) -> list[dict]:
+    rows = []
+    for megabytes in (small_mb, big_mb):
+        source = work / f"corpus-{megabytes}mb.txt"
+        write_corpus(source, megabytes)
+        size_mb = source.stat().st_size / 1e6
+        prepare = run_child([sys.executable, "-c", "import sys, corpus; corpus.prepare_corpus(sys.argv[1])", str(source)])
+        trained = run_child(train_command(f"--data={source}", "--memmap=true", "--preset=tiny", f"--max_iters={iters}",
+                                          f"--eval_interval={iters}", f"--out={work / 'memmap.pt'}"))
+        rows.append({"corpus_mb": size_mb, "path": "prepared + memmap", "prepare_s": prepare["seconds"],
+                     "prepare_mb_per_s": size_mb / prepare["seconds"], "prepare_peak_rss_mb": prepare["peak_rss_mb"],
+                     "train_peak_rss_mb": trained["peak_rss_mb"], **final_fields(trained["output"])})
+        if megabytes == small_mb:  # the in-memory path, for comparison, on the small corpus only
+            in_memory = run_child(train_command(f"--data={source}", "--memmap=false", "--preset=tiny",
+                                                f"--max_iters={iters}", f"--eval_interval={iters}",
+                                                f"--out={work / 'in-memory.pt'}"))
+            rows.append({"corpus_mb": size_mb, "path": "in memory", "train_peak_rss_mb": in_memory["peak_rss_mb"],
+                         **final_fields(in_memory["output"])})
+        for leftover in work.glob(f"corpus-{megabytes}mb.txt*"):
+            leftover.unlink()
+    print(f"\n(a) a corpus larger than a memory budget: tiny preset, {iters} steps")
+    print(f"    {'corpus':>9s} {'path':18s} {'prepare':>8s} {'MB/s':>6s} {'prep RSS':>9s} {'train RSS':>10s} "
+          f"{'tokens/s':>9s} {'val loss':>9s}")
+    for row in rows:
+        prepared = "prepare_s" in row
+        print(f"    {row['corpus_mb']:7.0f}MB {row['path']:18s} "
+              + (f"{row['prepare_s']:7.1f}s {row['prepare_mb_per_s']:6.0f} {row['prepare_peak_rss_mb']:7.0f}MB "
+                 if prepared else f"{'-':>8s} {'-':>6s} {'-':>9s} ")
+              + f"{row['train_peak_rss_mb']:8.0f}MB {row['tokens_per_s']:9.0f} {row['val_loss']:9.4f}")
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------
+# (b) N processes (torchrun, DDP) against one, on the same global batch
+
+
+def bench_processes(work: Path, nproc: int, iters: int) -> list[dict]:
+    common = [f"--data={SHAKESPEARE}", "--preset=quick", f"--max_iters={iters}"]
+    global_batch = 32
+    one = run_child(train_command(*common, f"--batch_size={global_batch}", f"--out={work / 'one.pt'}"))
+    many = run_child([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+                      *train_command(*common, f"--batch_size={global_batch // nproc}", f"--out={work / 'ddp.pt'}")[1:]],
+                     env={"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // nproc))})
+    rows = [{"processes": 1, "batch_per_process": global_batch, "wall_s": one["seconds"], **final_fields(one["output"])},
+            {"processes": nproc, "batch_per_process": global_batch // nproc, "wall_s": many["seconds"],
+             **final_fields(many["output"])}]
+    print(f"\n(b) torchrun: quick preset, {iters} steps, global batch {global_batch} x context 64, "
+          f"{os.cpu_count()} CPU cores")
+    print(f"    {'processes':>9s} {'batch/proc':>10s} {'tokens/s':>9s} {'train loss':>11s} {'val loss':>9s} {'wall':>7s}")
+    for row in rows:
+        print(f"    {row['processes']:9d} {row['batch_per_process']:10d} {row['tokens_per_s']:9.0f} "
+              f"{row['train_loss']:11.4f} {row['val_loss']:9.4f} {row['wall_s']:6.1f}s")
+    print(f"    {nproc} processes: {rows[1]['tokens_per_s'] / rows[0]['tokens_per_s']:.2f}x the tokens/s of one, "
+          f"val loss differs by {abs(rows[1]['val_loss'] - rows[0]['val_loss']):.4f}")
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------
+# (c) The server under load
+
+
+def train_chat_model(work: Path) -> Path:
+    pairs, model = work / "pairs.jsonl", work / "chat.pt"
+    run_child([sys.executable, str(ROOT / "chat_data.py"), str(ROOT / "data/chat/example_whatsapp.txt"),
+               "--me=Ana Silva", f"--out={pairs}"])
+    run_child(train_command(f"--data={pairs}", "--preset=quick", "--max_iters=60", f"--out={model}"))
+    return model
+
+
+def start_server(model: Path, *options: str) -> tuple[subprocess.Popen, int]:
+    server = subprocess.Popen([sys.executable, str(ROOT / "serve.py"), str(model), "--port=0", *options], cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    first_line = server.stdout.readline()
+    port = re.search(r"http://[^:]+:(\d+)", first_line)
+    if not port:
+        server.kill()
+        raise SystemExit(f"serve.py did not start: {first_line!r}")
+    return server, int(port.group(1))
+
+
+def request_body(i: int) -> tuple[str, bytes]:
+    """A mix: /generate, /v1/chat/completions, and one request in ten malformed on purpose."""
+    if i % 10 == 9:
+        return "/v1/chat/completions", b'{"messages": [ {"role": "user", "content": "oi"'  # cut short
+    if i % 2:
+        return "/generate", json.dumps({"text": "tudo bem?", "max_new_tokens": 60}).encode()
+    chat = {"model": "chat", "max_tokens": 60, "messages": [{"role": "user", "content": f"vens hoje? {i}"}]}
+    return "/v1/chat/completions", json.dumps(chat).encode()
+
+
+def one_request(port: int, i: int) -> dict:
+    path, body = request_body(i)
+    start = time.perf_counter()
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    try:
+        connection.request("POST", path, body, {"Content-Type": "application/json"})
+        response = connection.getresponse()
+        payload = json.loads(response.read())  # every answer, error or not, must be JSON
+        well_formed = ("error" in payload) if response.status >= 400 else ("response" in payload or "choices" in payload)
+        return {"status": response.status, "seconds": time.perf_counter() - start, "well_formed": well_formed}
+    except Exception as err:  # a hang, a reset or a non-JSON body: exactly what the benchmark looks for
+        return {"status": type(err).__name__, "seconds": time.perf_counter() - start, "well_formed": False}
+    finally:
+        connection.close()
+
+
+def load(port: int, requests: int, clients: int) -> list[dict]:
+    results, next_index, lock = [], iter(range(requests)), threading.Lock()
+
+    def client():
+        while True:
+            with lock:
+                i = next(next_index, None)
+            if i is None:
+                return
+            outcome = one_request(port, i)
+            with lock:
+                results.append(outcome)
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
+def peak_rss_of(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024
+
+
+def bench_server(work: Path, requests: int, clients: int) -> list[dict]:
+    model = train_chat_model(work)
+    settings = {"defaults (2 at once, wait up to 10 s)": [],
+                "tight (1 at once, wait 0.2 s, 4 waiting)": ["--concurrency=1", "--queue_timeout=0.2", "--max_waiting=4"]}
+    rows = []
+    for label, options in settings.items():
+        server, port = start_server(model, *options)
+        try:
+            start = time.perf_counter()
+            results = load(port, requests, clients)
+            wall = time.perf_counter() - start
+            rss = peak_rss_of(server.pid)
+            alive = server.poll() is None
+        finally:
+            server.kill()
+            server.wait()
+        statuses = [r["status"] for r in results]
+        served = sorted(r["seconds"] for r in results if r["status"] == 200)
+        rows.append({"settings": label, "requests": len(results), "clients": clients,
+                     "ok": statuses.count(200), "bad_request": statuses.count(400), "busy_503": statuses.count(503),
+                     "other": len(results) - statuses.count(200) - statuses.count(400) - statuses.count(503),
+                     "malformed_answers": sum(not r["well_formed"] for r in results),
+                     "p50_s": served[len(served) // 2] if served else 0.0,
+                     "p95_s": served[int(len(served) * 0.95)] if served else 0.0,
+                     "wall_s": wall, "server_peak_rss_mb": rss, "server_alive": alive})
+    print(f"\n(c) serve.py under load: {requests} requests from {clients} clients on loopback, "
+          "60 characters each, one in ten malformed on purpose")
+    print(f"    {'settings':42s} {'200':>4s} {'400':>4s} {'503':>4s} {'other':>5s} {'bad JSON':>8s} "
+          f"{'p50':>6s} {'p95':>6s} {'wall':>6s} {'peak RSS':>9s} {'alive':>5s}")
+    for r in rows:
+        print(f"    {r['settings']:42s} {r['ok']:4d} {r['bad_request']:4d} {r['busy_503']:4d} {r['other']:5d} "
+              f"{r['malformed_answers']:8d} {r['p50_s']:5.2f}s {r['p95_s']:5.2f}s {r['wall_s']:5.1f}s "
+              f"{r['server_peak_rss_mb']:7.0f}MB {str(r['server_alive']):>5s}")
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str]) -> None:
+    options = dict(arg[2:].split("=", 1) if "=" in arg else (arg[2:], "true") for arg in argv)
+    known = {"only", "json", "corpus_mb", "small_mb", "corpus_iters", "nproc", "iters", "requests", "clients"}
+    if not set(options) <= known or not all(a.startswith("--") for a in argv):
+        raise SystemExit(f"unknown option in {argv}; known: " + ", ".join(f"--{k}" for k in sorted(known)))
+    if not Path(SHAKESPEARE).is_file():
+        raise SystemExit(f"{SHAKESPEARE} is missing: run `python gpt_final_version.py` once to download it, "
+                         "or point $GPT_SHAKESPEARE at a copy.")
+    only = options.get("only", "corpus,processes,server").split(",")
+    out = Path(options.get("json", "bench_results/scale.json"))
+    report = {"date": time.strftime("%Y-%m-%d %H:%M"), "cpu_count": os.cpu_count()}
+    work = Path(tempfile.mkdtemp(prefix="gpt-bench-scale-"))
+    try:
+        if "corpus" in only:
+            report["corpus"] = bench_corpus(work, int(options.get("small_mb", 100)), int(options.get("corpus_mb", 2000)),
+                                            int(options.get("corpus_iters", 200)))
+        if "processes" in only:
+            report["processes"] = bench_processes(work, int(options.get("nproc", 2)), int(options.get("iters", 350)))
+        if "server" in only:
+            report["server"] = bench_server(work, int(options.get("requests", 200)), int(options.get("clients", 16)))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print(f"\nJSON: {out}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
