@@ -3,7 +3,7 @@ server under load. Prints three tables and writes the same numbers as JSON. Ever
 the real command lines (gpt_final_version.py, torchrun, chat_data.py, serve.py) in child processes.
 
     python bench_scale.py                       # all three, ~8 minutes on 2 CPU cores
-    python bench_scale.py --only=corpus --corpus_mb=4000
+    python bench_scale.py --only=corpus --corpus_mb=4000 --budget_mb=512
     python bench_scale.py --only=processes --nproc=2
     python bench_scale.py --only=server --requests=200 --clients=16
 
@@ -35,17 +35,41 @@ QUIET = ["--notes=", "--samples_dir=", "--progress=false", "--sample_chars=0"]
 # Child processes and what they used
 
 
-def run_child(command: list[str], env: dict | None = None, cwd: Path = ROOT) -> dict:
-    """Run a command to the end; return its output, wall time and peak RSS (MB)."""
+def run_child(command: list[str], env: dict | None = None, cwd: Path = ROOT, cgroup: Path | None = None) -> dict:
+    """Run a command to the end; return its output, wall time and memory: peak RSS (MB) from the
+    kernel, and the peaks of its private (RssAnon) and file-backed (RssFile) parts, sampled every 20 ms.
+    File-backed pages of a memory map are clean page cache the kernel may drop at any time."""
     start = time.perf_counter()
+    enter = (lambda: (cgroup / "cgroup.procs").write_text(str(os.getpid()))) if cgroup else None
     child = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                             env={**os.environ, **(env or {})})
-    output = child.stdout.read()
-    _, status, usage = os.wait4(child.pid, 0)
+                             env={**os.environ, **(env or {})}, preexec_fn=enter)
+    chunks: list[str] = []
+    reader = threading.Thread(target=lambda: chunks.append(child.stdout.read()))
+    reader.start()
+    peaks = {"RssAnon": 0, "RssFile": 0}
+    while True:
+        pid, status, usage = os.wait4(child.pid, os.WNOHANG)  # wait4 also gives the kernel's max RSS
+        if pid:
+            break
+        for field, kb in _memory_fields(child.pid).items():
+            peaks[field] = max(peaks[field], kb)
+        time.sleep(0.02)
     child.returncode = os.waitstatus_to_exitcode(status)
+    reader.join()
+    output = "".join(chunks)
     if child.returncode != 0:
         raise SystemExit(f"benchmark step failed: {' '.join(command)}\n{output[-3000:]}")
-    return {"output": output, "seconds": time.perf_counter() - start, "peak_rss_mb": usage.ru_maxrss / 1024}
+    return {"output": output, "seconds": time.perf_counter() - start,
+            "peak_rss_mb": usage.ru_maxrss / 1024,
+            "peak_private_mb": peaks["RssAnon"] / 1024, "peak_file_mb": peaks["RssFile"] / 1024}
+
+
+def _memory_fields(pid: int) -> dict:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return {}
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"(RssAnon|RssFile):\s+(\d+) kB", status)}
 
 
 def final_fields(output: str) -> dict:
@@ -70,36 +94,102 @@ def write_corpus(path: Path, megabytes: int) -> None:
             out.write(block)
 
 
-def bench_corpus(work: Path, small_mb: int, big_mb: int, iters: int) -> list[dict]:
+def memory_budget(megabytes: int) -> dict | None:
+    """A memory cgroup limited to `megabytes` (page cache included), or None where this process may
+    not make one (not root, not Linux). v1 and v2 name their files differently."""
+    limit = str(megabytes << 20)
+    layouts = [(Path("/sys/fs/cgroup/memory"), "memory.limit_in_bytes", "memory.max_usage_in_bytes", "memory.failcnt"),
+               (Path("/sys/fs/cgroup"), "memory.max", "memory.peak", "memory.events")]
+    for root, limit_file, peak_file, hits_file in layouts:
+        if not (root / limit_file.replace("limit_in_bytes", "usage_in_bytes")).exists() and root.name == "memory":
+            continue
+        group = root / f"gpt-bench-budget-{os.getpid()}"
+        try:
+            group.mkdir()
+            (group / limit_file).write_text(limit)
+            return {"path": group, "peak": group / peak_file, "hits": group / hits_file}
+        except OSError:
+            if group.exists():
+                group.rmdir()
+    return None
+
+
+def budget_hits(budget: dict) -> int:
+    """How often the limit was reached (and the kernel reclaimed pages instead of failing)."""
+    text = budget["hits"].read_text()
+    found = re.search(r"^max (\d+)", text, re.M)
+    return int(found.group(1)) if found else int(text.split()[0])
+
+
+def forget_cached_pages(path: Path) -> None:
+    """Drop the file's clean pages from the page cache, so a run under a budget reads them from disk
+    and they are charged to it, as they would be for a corpus larger than the machine's memory."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def bench_corpus(work: Path, small_mb: int, big_mb: int, iters: int, budget_mb: int) -> list[dict]:
     rows = []
     for megabytes in (small_mb, big_mb):
         source = work / f"corpus-{megabytes}mb.txt"
         write_corpus(source, megabytes)
         size_mb = source.stat().st_size / 1e6
         prepare = run_child([sys.executable, "-c", "import sys, corpus; corpus.prepare_corpus(sys.argv[1])", str(source)])
-        trained = run_child(train_command(f"--data={source}", "--memmap=true", "--preset=tiny", f"--max_iters={iters}",
-                                          f"--eval_interval={iters}", f"--out={work / 'memmap.pt'}"))
+        train_args = [f"--data={source}", "--preset=tiny", f"--max_iters={iters}", f"--eval_interval={iters}"]
+        trained = run_child(train_command(*train_args, "--memmap=true", f"--out={work / 'memmap.pt'}"))
         rows.append({"corpus_mb": size_mb, "path": "prepared + memmap", "prepare_s": prepare["seconds"],
                      "prepare_mb_per_s": size_mb / prepare["seconds"], "prepare_peak_rss_mb": prepare["peak_rss_mb"],
-                     "train_peak_rss_mb": trained["peak_rss_mb"], **final_fields(trained["output"])})
+                     **_memory(trained), **final_fields(trained["output"])})
         if megabytes == small_mb:  # the in-memory path, for comparison, on the small corpus only
-            in_memory = run_child(train_command(f"--data={source}", "--memmap=false", "--preset=tiny",
-                                                f"--max_iters={iters}", f"--eval_interval={iters}",
-                                                f"--out={work / 'in-memory.pt'}"))
-            rows.append({"corpus_mb": size_mb, "path": "in memory", "train_peak_rss_mb": in_memory["peak_rss_mb"],
-                         **final_fields(in_memory["output"])})
+            in_memory = run_child(train_command(*train_args, "--memmap=false", f"--out={work / 'in-memory.pt'}"))
+            rows.append({"corpus_mb": size_mb, "path": "in memory", **_memory(in_memory), **final_fields(in_memory["output"])})
+        else:
+            rows.append(_run_under_budget(work, source, size_mb, train_args, budget_mb))
         for leftover in work.glob(f"corpus-{megabytes}mb.txt*"):
             leftover.unlink()
-    print(f"\n(a) a corpus larger than a memory budget: tiny preset, {iters} steps")
-    print(f"    {'corpus':>9s} {'path':18s} {'prepare':>8s} {'MB/s':>6s} {'prep RSS':>9s} {'train RSS':>10s} "
-          f"{'tokens/s':>9s} {'val loss':>9s}")
+    print(f"\n(a) a corpus larger than a memory budget: tiny preset, {iters} steps. RSS = private + file-backed pages;")
+    print("    the file-backed pages of a memory map are clean page cache, dropped whenever memory is short")
+    print(f"    {'corpus':>9s} {'path':28s} {'prepare':>8s} {'MB/s':>5s} {'prep RSS':>8s} {'peak RSS':>8s} "
+          f"{'private':>7s} {'mapped':>7s} {'tokens/s':>8s} {'val loss':>8s}")
     for row in rows:
+        if "skipped" in row:
+            print(f"    {row['corpus_mb']:7.0f}MB {row['path']:28s} skipped: {row['skipped']}")
+            continue
         prepared = "prepare_s" in row
-        print(f"    {row['corpus_mb']:7.0f}MB {row['path']:18s} "
-              + (f"{row['prepare_s']:7.1f}s {row['prepare_mb_per_s']:6.0f} {row['prepare_peak_rss_mb']:7.0f}MB "
-                 if prepared else f"{'-':>8s} {'-':>6s} {'-':>9s} ")
-              + f"{row['train_peak_rss_mb']:8.0f}MB {row['tokens_per_s']:9.0f} {row['val_loss']:9.4f}")
+        print(f"    {row['corpus_mb']:7.0f}MB {row['path']:28s} "
+              + (f"{row['prepare_s']:7.1f}s {row['prepare_mb_per_s']:5.0f} {row['prepare_peak_rss_mb']:6.0f}MB "
+                 if prepared else f"{'-':>8s} {'-':>5s} {'-':>8s} ")
+              + f"{row['peak_rss_mb']:6.0f}MB {row['peak_private_mb']:5.0f}MB {row['peak_file_mb']:5.0f}MB "
+              f"{row['tokens_per_s']:8.0f} {row['val_loss']:8.4f}")
+        if "budget_peak_mb" in row:
+            print(f"    {'':9s} {'':28s} the budget's own count: peak {row['budget_peak_mb']:.0f} MB of "
+                  f"{row['budget_mb']} MB, limit reached {row['budget_hits']} times, pages reclaimed, run finished")
     return rows
+
+
+def _memory(result: dict) -> dict:
+    return {k: result[k] for k in ("peak_rss_mb", "peak_private_mb", "peak_file_mb")}
+
+
+def _run_under_budget(work: Path, source: Path, size_mb: float, train_args: list[str], budget_mb: int) -> dict:
+    """The same training, in a memory cgroup smaller than the corpus, starting from a cold page cache."""
+    label = f"memmap, {budget_mb} MB budget"
+    budget = memory_budget(budget_mb)
+    if budget is None:
+        return {"corpus_mb": size_mb, "path": label, "skipped": "no writable memory cgroup here (needs root on Linux)"}
+    try:
+        forget_cached_pages(source.with_name(source.name + ".bin"))
+        result = run_child(train_command(*train_args, "--memmap=true", f"--out={work / 'budget.pt'}"),
+                           cgroup=budget["path"])
+        peak = int(budget["peak"].read_text()) / 2**20
+        hits = budget_hits(budget)
+    finally:
+        budget["path"].rmdir()
+    return {"corpus_mb": size_mb, "path": label, **_memory(result), **final_fields(result["output"]),
+            "budget_mb": budget_mb, "budget_peak_mb": peak, "budget_hits": hits}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -243,7 +333,7 @@ def bench_server(work: Path, requests: int, clients: int) -> list[dict]:
 
 def main(argv: list[str]) -> None:
     options = dict(arg[2:].split("=", 1) if "=" in arg else (arg[2:], "true") for arg in argv)
-    known = {"only", "json", "corpus_mb", "small_mb", "corpus_iters", "nproc", "iters", "requests", "clients"}
+    known = {"only", "json", "corpus_mb", "small_mb", "corpus_iters", "budget_mb", "nproc", "iters", "requests", "clients"}
     if not set(options) <= known or not all(a.startswith("--") for a in argv):
         raise SystemExit(f"unknown option in {argv}; known: " + ", ".join(f"--{k}" for k in sorted(known)))
     if not Path(SHAKESPEARE).is_file():
@@ -256,7 +346,7 @@ def main(argv: list[str]) -> None:
     try:
         if "corpus" in only:
             report["corpus"] = bench_corpus(work, int(options.get("small_mb", 100)), int(options.get("corpus_mb", 2000)),
-                                            int(options.get("corpus_iters", 200)))
+                                            int(options.get("corpus_iters", 1000)), int(options.get("budget_mb", 512)))
         if "processes" in only:
             report["processes"] = bench_processes(work, int(options.get("nproc", 2)), int(options.get("iters", 350)))
         if "server" in only:

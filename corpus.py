@@ -8,6 +8,7 @@ from __future__ import annotations
 import codecs
 import hashlib
 import json
+import mmap
 import os
 import random
 import tempfile
@@ -270,10 +271,21 @@ def prepared_dataset(source: str, min_char_count: int = 1, base: CharVocab | Non
     if meta is None:
         meta = prepare_corpus(source, min_char_count, base)
     vocab = CharVocab(meta["vocab"])
-    ids = np.memmap(bin_path, dtype=meta["dtype"], mode="r", shape=(meta["tokens"],))
+    ids = _map_read_only(bin_path, meta["dtype"], meta["tokens"])
     dataset = TextDataset(ids, vocab)
     dataset.prepared = meta
     return dataset
+
+
+def _map_read_only(path: Path, dtype: str, tokens: int) -> np.ndarray:
+    """The file as an array whose pages the kernel reads on first touch and may drop at any time.
+    Batches are random windows, so read-ahead around each touched page would mostly be wasted:
+    MADV_RANDOM asks for just the pages touched (it matters when the corpus does not fit in memory)."""
+    ids = np.memmap(path, dtype=dtype, mode="r", shape=(tokens,))
+    mapping = getattr(ids, "_mmap", None)  # None for an empty file
+    if mapping is not None and hasattr(mmap, "MADV_RANDOM"):  # Linux and macOS; elsewhere the default read-ahead
+        mapping.madvise(mmap.MADV_RANDOM)
+    return ids
 
 
 def prepare_corpus(source: str, min_char_count: int = 1, base: CharVocab | None = None) -> dict:
