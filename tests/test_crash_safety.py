@@ -1,5 +1,5 @@
-"""A training run killed with SIGKILL at any moment (mid-step, mid-save) leaves the last good
-checkpoint loadable, and --resume continues from it."""
+"""A training run killed with SIGKILL at any moment (mid-step, mid-evaluation, mid-save) leaves the
+last good checkpoint loadable, and --resume continues from it."""
 import os
 import signal
 import subprocess
@@ -49,12 +49,39 @@ def test_sigkill_leaves_a_loadable_checkpoint_that_resumes(small_corpus, tmp_pat
         proc.kill()
     state = load_checkpoint(str(out))
     assert state["iter_num"] >= 10 and state["iter_num"] % 10 == 0
-    resumed = run_command("gpt_final_version.py", f"--resume={out}", f"--max_iters={state['iter_num'] + 5}",
+    resume_five_more(out, tmp_path, state["iter_num"])
+
+
+def resume_five_more(out: Path, tmp_path: Path, iter_num: int) -> None:
+    resumed = run_command("gpt_final_version.py", f"--resume={out}", f"--max_iters={iter_num + 5}",
                           f"--out={tmp_path / 'resumed.pt'}", f"--notes={tmp_path / 'notes.txt'}", "--samples_dir=",
-                          "--progress=false")
+                          "--progress=false", "--eval_iters=2")
     assert resumed.returncode == 0, resumed.stderr
-    assert f"resuming at iteration {state['iter_num']}" in resumed.stdout
-    assert load_checkpoint(str(tmp_path / "resumed.pt"))["iter_num"] == state["iter_num"] + 5
+    assert f"resuming at iteration {iter_num}" in resumed.stdout
+    assert load_checkpoint(str(tmp_path / "resumed.pt"))["iter_num"] == iter_num + 5
+
+
+def test_sigkill_during_evaluation_keeps_the_checkpoint_before_it(small_corpus, tmp_path):
+    """Evaluation of 1500 batches takes seconds while 10 tiny training steps take milliseconds: once
+    step 20's losses are printed, 0.5 s later the run has saved step 30 and is evaluating it."""
+    out = tmp_path / "run.pt"
+    args = tiny_run_args(small_corpus, out, max_iters=100_000, save_interval=10, eval_interval=10, eval_iters=1500)
+    proc = subprocess.Popen([sys.executable, str(ROOT / "gpt_final_version.py"), *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"})
+    try:
+        for line in proc.stdout:
+            if line.startswith("step 20:"):
+                break
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()
+    assert load_checkpoint(str(out))["iter_num"] == 30
+    assert load_checkpoint(str(tmp_path / "run.best.pt"))["iter_num"] == 20  # the best of evaluations 10 and 20
+    assert not temporary_files(tmp_path)
+    resume_five_more(out, tmp_path, 30)
 
 
 def test_the_best_val_checkpoint_is_kept_apart_from_the_latest(small_corpus, tmp_path):
