@@ -461,6 +461,42 @@ def test_unreadable_file_is_one_clean_error(tmp_path):
     assert "WhatsApp" in result.stderr and "first line" in result.stderr
 
 
+def test_a_huge_line_and_an_empty_file_from_the_command_line(tmp_path):
+    """A 4 MB message (a pasted log, say) is read like any other; an empty export is a clear error."""
+    huge = "ha" * 2_000_000
+    chat = tmp_path / "chat.txt"
+    chat.write_text(f"12/31/23, 9:41 PM - Bruno: {huge}\n12/31/23, 9:42 PM - Ana Silva: ok\n", encoding="utf-8")
+    out = tmp_path / "pairs.jsonl"
+    result = subprocess.run([sys.executable, str(ROOT / "chat_data.py"), str(chat), "--me=Ana Silva", f"--out={out}"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()] == [
+        {"input": huge, "output": "ok"}]
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    result = subprocess.run([sys.executable, str(ROOT / "chat_data.py"), str(empty), "--me=Ana", f"--out={out}"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "empty" in result.stderr
+    assert json.loads(out.read_text(encoding="utf-8").splitlines()[0])["output"] == "ok"  # the earlier output stays
+
+
+PATHOLOGICAL = {"hahaha": "ha" * 500_000, "digits then a letter": "1" * 1_000_000 + "x", "spaced digits": "1 " * 500_000 + "1x",
+                "no @ after dots": "a." * 500_000, "links": "www.," * 200_000, "dots then @": "." * 1_000_000 + "@",
+                "attachments": "/Attachments/" * 80_000 + " ", "sent": "x sent " * 150_000, "reacted": "reacted " * 150_000,
+                "omitted words": "image " * 200_000 + "x", "tapback": 'Loved "' + "x" * 1_000_000}
+
+
+def test_no_cleaning_rule_takes_quadratic_time_on_a_huge_message():
+    """Each 1 MB text is cleaned in well under a second by linear patterns; a pattern that rescans
+    the run from every position takes hours on some of them, and this subprocess would time out."""
+    script = ("import sys, collections, chat_data\nfrom tests.test_chat_data import PATHOLOGICAL\n"
+              "cleaner = chat_data.Cleaner(chat_data.ChatDataConfig(me='x', drop_emoji=True), collections.Counter())\n"
+              "for text in PATHOLOGICAL.values(): cleaner.clean(text)\nprint('done')")
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=90)
+    assert result.stdout.strip() == "done", result.stderr
+
+
 def test_unknown_text_and_truncated_json_say_what_they_saw(tmp_path):
     with pytest.raises(UserError, match="'hello world'"):
         parse_export("hello world\nsecond line", "notes.txt", make_config())
