@@ -132,10 +132,12 @@ def _train(args, build_model, kind, state, init_state, processes, device):
     model_cfg, cfg = _settings(args.overrides, preset, state, init_state, kind)
     model_cfg.validate()  # refuse a bad shape before any download or file read
     cfg.validate()
-    if not processes.is_main:  # rank 0 downloads or prepares the data first, the others then read it
+    # The first process of each machine downloads or prepares the data, the others then read it
+    # (machines may not share a filesystem; where they do, writes are atomic, so repeats are harmless).
+    if processes.local_rank != 0:
         processes.wait_for_all()
     dataset = load_dataset(cfg, state, init_state)
-    if processes.is_main:
+    if processes.local_rank == 0:
         processes.wait_for_all()
     model_cfg = dataclasses.replace(model_cfg, vocab_size=len(dataset.vocab))
     dataset.check_fits(model_cfg.block_size)

@@ -1,5 +1,7 @@
 """Several processes through PyTorch's own engine: torchrun + DistributedDataParallel on the CPU
 (gloo), compared with one process training on the same global batch."""
+import os
+import socket
 import subprocess
 import sys
 
@@ -13,12 +15,12 @@ from model_handler import ModelHandler
 def torchrun(nproc: int, *args) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
                "gpt_final_version.py", *map(str, args)]
-    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=240, env=env)
 
 
 def single(*args) -> subprocess.CompletedProcess:
-    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, "gpt_final_version.py", *map(str, args)], cwd=ROOT,
                           capture_output=True, text=True, timeout=240, env=env)
 
@@ -80,3 +82,27 @@ def test_a_ddp_checkpoint_is_a_plain_one_and_resumes_either_way(runs):
     # batch 4 each (8 in all): both continue, and neither loses what was learned
     for train_loss, val_loss in (alone, by_ddp):
         assert val_loss < final_losses(results["one"])[1] + 0.05
+
+
+def test_two_machines_are_two_torchrun_launches_that_meet_at_a_master_address(tmp_path, shakespeare_path):
+    """`--nnodes=2 --node_rank=N --master_addr=...` as on two machines, here both on loopback, with a
+    memory-mapped corpus that the first process of each 'machine' prepares."""
+    data = tmp_path / "text.txt"
+    data.write_text(shakespeare_path.read_text(encoding="utf-8")[:100_000], encoding="utf-8")
+    with socket.socket() as probe:  # a free port for the rendezvous
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    nodes = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes=2", f"--node_rank={rank}",
+                               "--nproc_per_node=1", "--master_addr=127.0.0.1", f"--master_port={port}",
+                               "gpt_final_version.py", *tiny_run_args(data, tmp_path / "model.pt", max_iters=20,
+                                                                     memmap="true")],
+                              cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for rank in (0, 1)]
+    outputs = [node.communicate(timeout=240) for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], outputs[0][1][-2000:] + outputs[1][1][-2000:]
+    first, second = outputs[0][0], outputs[1][0]
+    assert "processes: 2 (torchrun, gloo)" in first and "x 2 processes" in first
+    assert first.count("final: iters=20") == 1 and "final:" not in second  # rank 0 alone reports
+    assert len((tmp_path / "notes.txt").read_text().splitlines()) == 1
+    assert load_checkpoint(str(tmp_path / "model.pt"))["iter_num"] == 20
