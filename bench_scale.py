@@ -1,11 +1,12 @@
-"""Scaling benchmark: a corpus bigger than a memory budget, two processes against one, and the HTTP
-server under load. Prints three tables and writes the same numbers as JSON. Everything runs through
+"""Scaling benchmark: a corpus bigger than a memory budget, two processes against one, the HTTP
+server under load, and training killed at random moments. Prints three tables and writes the same numbers as JSON. Everything runs through
 the real command lines (gpt_final_version.py, torchrun, chat_data.py, serve.py) in child processes.
 
     python bench_scale.py                       # all three, ~8 minutes on 2 CPU cores
     python bench_scale.py --only=corpus --corpus_mb=4000 --budget_mb=320
     python bench_scale.py --only=processes --nproc=2
     python bench_scale.py --only=server --requests=200 --clients=16
+    python bench_scale.py --only=kills --kills=20
 
 Peak memory is each child's own max RSS, read from the kernel when it exits (os.wait4), or from
 /proc/PID/status (VmHWM) for the server, which is still running when we read it. Pages of a
@@ -329,17 +330,60 @@ def bench_server(work: Path, requests: int, clients: int) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------------------------
+# (d) Training killed at random moments
+
+
+def bench_kills(work: Path, kills: int) -> dict:
+    """SIGKILL a run that saves every 5 steps at a random moment (mid-step, mid-evaluation or
+    mid-save), `kills` times; after each, the checkpoint must load and a resume must run."""
+    import random
+    import signal
+
+    from checkpoint import load_checkpoint
+
+    corpus, out = work / "kills.txt", work / "kills.pt"
+    corpus.write_text(Path(SHAKESPEARE).read_text(encoding="utf-8")[:200_000], encoding="utf-8")
+    moments = random.Random(0)
+    loadable = resumed = 0
+    iterations = []
+    for _ in range(kills):
+        out.unlink(missing_ok=True)
+        run = subprocess.Popen(train_command(f"--data={corpus}", "--preset=tiny", "--max_iters=100000",
+                                             "--save_interval=5", "--eval_interval=5", "--eval_iters=20", f"--out={out}"),
+                               cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"})
+        while not out.exists() and run.poll() is None:
+            time.sleep(0.01)
+        time.sleep(moments.uniform(0.0, 2.0))
+        run.send_signal(signal.SIGKILL)
+        run.wait()
+        state = load_checkpoint(str(out))  # raises if the kill left a broken file
+        loadable += 1
+        iterations.append(state["iter_num"])
+        again = subprocess.run(train_command(f"--resume={out}", f"--max_iters={state['iter_num'] + 2}",
+                                             f"--out={work / 'kills-resumed.pt'}", "--eval_iters=2"),
+                               cwd=ROOT, capture_output=True, text=True)
+        resumed += again.returncode == 0 and f"resuming at iteration {state['iter_num']}" in again.stdout
+    leftovers = [p.name for p in work.iterdir() if p.name.endswith(".tmp")]
+    print(f"\n(d) training killed with SIGKILL at a random moment, {kills} times (saving every 5 steps)")
+    print(f"    checkpoint loadable afterwards: {loadable}/{kills}; resumed from it: {resumed}/{kills}; "
+          f"killed at iterations {min(iterations)}-{max(iterations)}; temporary files left: {len(leftovers)}")
+    return {"kills": kills, "loadable": loadable, "resumed": resumed, "iterations": iterations,
+            "temporary_files_left": len(leftovers)}
+
+
+# ----------------------------------------------------------------------------------------------
 
 
 def main(argv: list[str]) -> None:
     options = dict(arg[2:].split("=", 1) if "=" in arg else (arg[2:], "true") for arg in argv)
-    known = {"only", "json", "corpus_mb", "small_mb", "corpus_iters", "budget_mb", "nproc", "iters", "requests", "clients"}
+    known = {"only", "json", "corpus_mb", "small_mb", "corpus_iters", "budget_mb", "nproc", "iters", "requests", "clients", "kills"}
     if not set(options) <= known or not all(a.startswith("--") for a in argv):
         raise SystemExit(f"unknown option in {argv}; known: " + ", ".join(f"--{k}" for k in sorted(known)))
     if not Path(SHAKESPEARE).is_file():
         raise SystemExit(f"{SHAKESPEARE} is missing: run `python gpt_final_version.py` once to download it, "
                          "or point $GPT_SHAKESPEARE at a copy.")
-    only = options.get("only", "corpus,processes,server").split(",")
+    only = options.get("only", "corpus,processes,server,kills").split(",")
     out = Path(options.get("json", "bench_results/scale.json"))
     report = {"date": time.strftime("%Y-%m-%d %H:%M"), "cpu_count": os.cpu_count()}
     work = Path(tempfile.mkdtemp(prefix="gpt-bench-scale-"))
@@ -349,6 +393,8 @@ def main(argv: list[str]) -> None:
                                             int(options.get("corpus_iters", 1000)), int(options.get("budget_mb", 320)))
         if "processes" in only:
             report["processes"] = bench_processes(work, int(options.get("nproc", 2)), int(options.get("iters", 350)))
+        if "kills" in only:
+            report["kills"] = bench_kills(work, int(options.get("kills", 20)))
         if "server" in only:
             report["server"] = bench_server(work, int(options.get("requests", 200)), int(options.get("clients", 16)))
     finally:

@@ -40,6 +40,19 @@ def save_checkpoint(state: dict, path: str) -> None:
             raise UserError(f"could not write checkpoint {path}: {err.strerror or err}. Any earlier file there is untouched.") from None
         raise
     _fsync_directory(target.parent)
+    _remove_abandoned_temporaries(target)
+
+
+def _remove_abandoned_temporaries(target: Path, idle_seconds: float = 10.0) -> None:
+    """A save killed before its rename leaves its temporary file behind; the next good save of the
+    same checkpoint removes those no one has written to for a while."""
+    cutoff = time.time() - idle_seconds
+    for leftover in target.parent.glob(f".{target.name}.*.tmp"):
+        try:
+            if leftover.stat().st_mtime < cutoff:
+                leftover.unlink()
+        except OSError:  # gone already, or not ours to remove
+            pass
 
 
 def load_checkpoint(path: str, map_location="cpu") -> dict:

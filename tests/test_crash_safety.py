@@ -106,3 +106,17 @@ def test_a_non_finite_loss_stops_the_run_and_overwrites_nothing(small_corpus, tm
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "the loss became nan at iteration" in result.stderr and "--learning_rate" in result.stderr
     assert out.read_bytes() == before
+
+
+def test_a_later_save_removes_the_temporary_file_of_a_killed_one(tmp_path):
+    from checkpoint import save_checkpoint
+
+    abandoned, recent = tmp_path / ".run.pt.abc123.tmp", tmp_path / ".run.pt.def456.tmp"
+    abandoned.write_bytes(b"half a checkpoint")
+    os.utime(abandoned, (time.time() - 60, time.time() - 60))
+    recent.write_bytes(b"maybe still being written")
+    other = tmp_path / ".other.pt.xyz.tmp"
+    other.write_bytes(b"another checkpoint's")
+    os.utime(other, (time.time() - 60, time.time() - 60))
+    save_checkpoint({"model": {}, "iter_num": 1}, str(tmp_path / "run.pt"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.pt.xyz.tmp", ".run.pt.def456.tmp", "run.pt"]
