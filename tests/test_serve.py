@@ -230,3 +230,21 @@ def test_terminal_chat_through_a_subprocess(chat_model):
 def test_chat_refuses_a_model_not_trained_on_pairs():
     result = run_command("model_handler.py", ROOT / "models/shakespeare_char.pt", "--chat")
     assert result.returncode != 0 and "not trained on chat pairs" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_generation_past_the_timeout_returns_what_it_has():
+    """The Shakespeare model never stops by itself; with a 1 ms budget it returns after its first
+    chunk of 64 characters, marked "length", and a request without the limit gets all 300."""
+    running = Server(ROOT / "models/shakespeare_char.pt", "--timeout=0.001")
+    try:
+        status, body = running.post("/generate", {"text": "ROMEO:", "max_new_tokens": 300, "seed": 1})
+    finally:
+        running.stop()
+    assert status == 200 and body["finish_reason"] == "length"
+    assert 0 < len(body["response"]) <= 64
+    unhurried = Server(ROOT / "models/shakespeare_char.pt")
+    try:
+        status, body = unhurried.post("/generate", {"text": "ROMEO:", "max_new_tokens": 300, "seed": 1})
+    finally:
+        unhurried.stop()
+    assert status == 200 and len(body["response"]) == 300 and body["finish_reason"] == "length"
