@@ -1,8 +1,9 @@
 """Scaling benchmark: a corpus bigger than a memory budget, two processes against one, the HTTP
-server under load, and training killed at random moments. Prints three tables and writes the same numbers as JSON. Everything runs through
-the real command lines (gpt_final_version.py, torchrun, chat_data.py, serve.py) in child processes.
+server under load, and training killed at random moments. Prints a table for each and writes the
+same numbers as JSON. Everything runs through the real command lines (gpt_final_version.py, torchrun,
+chat_data.py, serve.py) in child processes.
 
-    python bench_scale.py                       # all three, ~8 minutes on 2 CPU cores
+    python bench_scale.py                       # all four, ~6 minutes on 2 CPU cores
     python bench_scale.py --only=corpus --corpus_mb=4000 --budget_mb=320
     python bench_scale.py --only=processes --nproc=2
     python bench_scale.py --only=server --requests=200 --clients=16
