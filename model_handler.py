@@ -29,6 +29,7 @@ from gpt_final_version import GPT
 
 MODEL_KINDS = {"gpt": GPT, "bigram": BigramLanguageModel}
 CHUNK = 64  # characters generated between two looks at the clock (for a deadline)
+STREAM_CHUNK = 8  # when the text is streamed: small pieces, so it appears as it is written
 
 
 @dataclasses.dataclass
@@ -115,7 +116,8 @@ class ModelHandler:
         return sorted(set(text) - self.vocab.index.keys())
 
     def reply(self, message: str, history=(), max_new_tokens: int = 200, temperature: float = 0.8,
-              top_k: int | None = None, seed: int | None = None, deadline: float | None = None) -> Completion:
+              top_k: int | None = None, seed: int | None = None, deadline: float | None = None,
+              on_text=None) -> Completion:
         """My answer to `message`, laid out as in training; earlier (their, mine) turns of the
         conversation come first as context. Generation ends at the end marker."""
         if not self.is_chat_model:
@@ -123,16 +125,18 @@ class ModelHandler:
                             "Fine-tune it with --data=pairs.jsonl, or sample it with --prompt.")
         context = "".join(INPUT_MARK + theirs + OUTPUT_MARK + mine + END_MARK for theirs, mine in history)
         context += INPUT_MARK + message + OUTPUT_MARK
-        return self._sample(context, max_new_tokens, temperature, top_k, seed, deadline, stop=END_MARK)
+        return self._sample(context, max_new_tokens, temperature, top_k, seed, deadline, END_MARK, on_text)
 
     def complete(self, prompt: str, max_new_tokens: int = 200, temperature: float = 0.8,
-                 top_k: int | None = None, seed: int | None = None, deadline: float | None = None) -> Completion:
+                 top_k: int | None = None, seed: int | None = None, deadline: float | None = None,
+                 on_text=None) -> Completion:
         """The characters that follow `prompt` (plain text models such as the Shakespeare one)."""
-        return self._sample(prompt or "\n", max_new_tokens, temperature, top_k, seed, deadline, stop=None)
+        return self._sample(prompt or "\n", max_new_tokens, temperature, top_k, seed, deadline, None, on_text)
 
-    def _sample(self, context, max_new_tokens, temperature, top_k, seed, deadline, stop) -> Completion:
-        """Generate in chunks so a deadline is honoured; the model sees at most block_size characters
-        of context, which also bounds the cost of a long conversation."""
+    def _sample(self, context, max_new_tokens, temperature, top_k, seed, deadline, stop, on_text=None) -> Completion:
+        """Generate in chunks so a deadline is honoured (and, with `on_text`, each chunk's text is
+        handed over as soon as it exists); the model sees at most block_size characters of context,
+        which also bounds the cost of a long conversation."""
         block_size = self.model.config.block_size
         idx = self.encode_prompt(context[-block_size:])
         prompt_chars = idx.shape[1]
@@ -142,19 +146,22 @@ class ModelHandler:
         else:
             generator.manual_seed(seed)
         stop_id = None if stop is None else self.vocab.index[stop]
+        chunk = STREAM_CHUNK if on_text else CHUNK
         new: list[int] = []
+        finish = "length"
         while len(new) < max_new_tokens:
-            out = self.model.generate(idx, min(CHUNK, max_new_tokens - len(new)), temperature=temperature,
+            out = self.model.generate(idx, min(chunk, max_new_tokens - len(new)), temperature=temperature,
                                       top_k=top_k or None, generator=generator, stop_token=stop_id)
             fresh = out[0, idx.shape[1]:].tolist()
             if stop_id in fresh:
-                new += fresh[:fresh.index(stop_id)]
-                return Completion(self.vocab.decode(new), "stop", prompt_chars)
+                fresh, finish = fresh[:fresh.index(stop_id)], "stop"
             new += fresh
-            idx = out[:, -block_size:]
-            if deadline is not None and time.monotonic() > deadline:
+            if on_text and fresh:
+                on_text(self.vocab.decode(fresh))
+            if finish == "stop" or (deadline is not None and time.monotonic() > deadline):
                 break
-        return Completion(self.vocab.decode(new), "length", prompt_chars)
+            idx = out[:, -block_size:]
+        return Completion(self.vocab.decode(new), finish, prompt_chars)
 
     def chat(self, options: SampleConfig, lines=None, write=print) -> list[tuple[str, str]]:
         """A terminal conversation: each line typed is a message, the model answers as me. An

@@ -7,9 +7,9 @@
          -d '{"model": "me", "messages": [{"role": "user", "content": "hi!"}]}'
 
 Endpoints: POST /generate {"text", "max_new_tokens"?, "temperature"?, "top_k"?, "seed"?} ->
-{"response", "finish_reason"}; POST /v1/chat/completions (with "stream": true too); GET /v1/models;
-GET /health. A model trained on chat pairs answers the last message as you would; a plain text
-model (Shakespeare) continues the text it is given.
+{"response", "finish_reason"}; POST /v1/chat/completions ("stream": true sends the reply as it is made);
+GET /v1/models; GET /health. A model trained on chat pairs answers the last message as you would;
+a plain text model (Shakespeare) continues the text it is given.
 
 Built on the standard library's ThreadingHTTPServer: four endpoints of JSON need no framework, and
 it adds no dependency to install or keep patched. Every limit below is an option (--help).
@@ -140,17 +140,18 @@ class Service:
         completion = self._run(text, [], sampling)
         return {"response": completion.text, "finish_reason": completion.finish_reason, "model": self.handler.name}
 
-    def chat_endpoint(self, body: dict) -> dict:
+    def chat_endpoint(self, body: dict, stream: "_Stream | None" = None) -> dict:
+        """OpenAI's chat completion; with a stream, each piece of the reply is sent as it is made."""
         messages = field(body, "messages", (list,), required=True)
         message, history = conversation(messages)
         sampling = Sampling(body, self.config, "max_tokens")
-        completion = self._run(message, history, sampling)
+        answer = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
+                  "model": self.handler.name}
+        if stream is not None:
+            stream.answer = answer
+        completion = self._run(message, history, sampling, stream.send_text if stream is not None else None)
         prompt_chars = len(message) + sum(len(a) + len(b) for a, b in history)
-        return {
-            "id": f"chatcmpl-{uuid.uuid4().hex}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": self.handler.name,
+        return answer | {
             "choices": [{"index": 0, "message": {"role": "assistant", "content": completion.text},
                          "finish_reason": completion.finish_reason, "logprobs": None}],
             # one token is one character for this model
@@ -162,7 +163,7 @@ class Service:
         return {"object": "list", "data": [{"id": self.handler.name, "object": "model", "created": 0,
                                             "owned_by": "local"}]}
 
-    def _run(self, message: str, history: list, sampling: Sampling):
+    def _run(self, message: str, history: list, sampling: Sampling, on_text=None):
         size = len(message) + sum(len(a) + len(b) for a, b in history)
         if size > self.config.max_prompt_chars:
             raise RequestError(400, f"the prompt has {size} characters; the limit is {self.config.max_prompt_chars}")
@@ -173,7 +174,7 @@ class Service:
                                     f"{len(self.handler.vocab)} characters; remove or replace them")
         with self._slot():
             deadline = time.monotonic() + self.config.timeout
-            args = (sampling.max_new_tokens, sampling.temperature, sampling.top_k, sampling.seed, deadline)
+            args = (sampling.max_new_tokens, sampling.temperature, sampling.top_k, sampling.seed, deadline, on_text)
             if self.handler.is_chat_model:
                 return self.handler.reply(message, history, *args)
             context = "".join(a + b for a, b in history) + message
@@ -248,6 +249,7 @@ class Handler(BaseHTTPRequestHandler):
     service: Service  # set on the subclass made by make_server
     protocol_version = "HTTP/1.1"
     server_version = "gpt-serve/1"
+    streaming = False  # True once a streamed answer has sent its status line
 
     def setup(self):
         self.timeout = self.service.config.read_timeout  # a client that stalls cannot hold a thread forever
@@ -275,10 +277,11 @@ class Handler(BaseHTTPRequestHandler):
         body = self._read_json()
         if path == "/generate":
             return self.service.generate_endpoint(body)
-        answer = self.service.chat_endpoint(body)
         if field(body, "stream", (bool,), False):
-            return _Stream(answer)
-        return answer
+            stream = _Stream(self)
+            stream.finish(self.service.chat_endpoint(body, stream))
+            return stream
+        return self.service.chat_endpoint(body)
 
     def _authorise(self):
         key = self.service.config.api_key
@@ -314,11 +317,17 @@ class Handler(BaseHTTPRequestHandler):
         except RequestError as err:
             status, answer = err.status, {"error": {"message": err.message, "type": err.kind, "code": err.status}}
             self.service.count("refused_busy" if err.status == 503 else "rejected")
+        except (BrokenPipeError, ConnectionResetError):  # the client left mid-stream: generation stopped with it
+            self.close_connection = True
+            self._log(499, time.monotonic() - started, None)
+            return
         except Exception as err:  # a bug must not kill the thread silently or leave the client hanging
             status, answer = 500, {"error": {"message": f"internal error: {type(err).__name__}", "type": "server_error",
                                              "code": 500}}
         if isinstance(answer, _Stream):
-            answer.send(self)
+            answer = answer.answer
+        elif self.streaming:  # an error after the stream began: its status is already sent
+            self.close_connection = True
         else:
             self._send_json(status, answer)
         self._log(status, time.monotonic() - started, answer)
@@ -348,28 +357,42 @@ class Handler(BaseHTTPRequestHandler):
 
 
 class _Stream:
-    """A chat completion sent as server-sent events, for clients that ask for "stream": true. The
-    reply is generated first, then sent as one content chunk and a final chunk."""
+    """A chat completion sent as server-sent events, for clients that ask for "stream": true: the
+    status line and headers go out with the first piece of text (so a refusal before it is still
+    an ordinary JSON error), then one chunk per piece as it is generated, a final chunk, [DONE].
+    The body has no length, so the connection closes after it."""
 
-    def __init__(self, answer: dict):
+    def __init__(self, request: "Handler"):
+        self.request, self.answer = request, {}
+
+    def send_text(self, text: str) -> None:
+        if not self.request.streaming:
+            self._start()
+        self._event({"choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]})
+
+    def finish(self, answer: dict) -> None:
+        if not self.request.streaming:
+            self._start()
         self.answer = answer
+        self._event({"choices": [{"index": 0, "delta": {}, "finish_reason": answer["choices"][0]["finish_reason"]}]})
+        self.request.wfile.write(b"data: [DONE]\n\n")
+        self.request.wfile.flush()
 
-    def send(self, request: Handler):
-        choice = self.answer["choices"][0]
-        base = {k: self.answer[k] for k in ("id", "created", "model")} | {"object": "chat.completion.chunk"}
-        chunks = [
-            base | {"choices": [{"index": 0, "delta": {"role": "assistant", "content": choice["message"]["content"]},
-                                 "finish_reason": None}]},
-            base | {"choices": [{"index": 0, "delta": {}, "finish_reason": choice["finish_reason"]}]},
-        ]
-        events = "".join(f"data: {json.dumps(c, ensure_ascii=False)}\n\n" for c in chunks) + "data: [DONE]\n\n"
-        data = events.encode("utf-8")
+    def _start(self) -> None:
+        request = self.request
+        request.streaming = True
+        request.close_connection = True
         request.send_response(200)
         request.send_header("Content-Type", "text/event-stream; charset=utf-8")
         request.send_header("Cache-Control", "no-cache")
-        request.send_header("Content-Length", str(len(data)))
+        request.send_header("Connection", "close")
         request.end_headers()
-        request.wfile.write(data)
+        self._event({"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]})
+
+    def _event(self, fields: dict) -> None:
+        chunk = {k: self.answer[k] for k in ("id", "created", "model")} | {"object": "chat.completion.chunk"} | fields
+        self.request.wfile.write(f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n".encode("utf-8"))
+        self.request.wfile.flush()
 
 
 # ==============================================================================================

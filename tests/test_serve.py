@@ -248,3 +248,48 @@ def test_a_generation_past_the_timeout_returns_what_it_has():
     finally:
         unhurried.stop()
     assert status == 200 and len(body["response"]) == 300 and body["finish_reason"] == "length"
+
+
+@pytest.fixture(scope="module")
+def text_server():
+    running = Server(ROOT / "models/shakespeare_char.pt", "--concurrency=1")
+    yield running
+    running.stop()
+
+
+def stream_events(port: int, body: dict) -> list[dict]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    connection.request("POST", "/v1/chat/completions", json.dumps(body), {"Content-Type": "application/json"})
+    response = connection.getresponse()
+    assert response.status == 200 and response.getheader("Content-Type").startswith("text/event-stream")
+    lines = response.read().decode("utf-8").split("\n\n")
+    connection.close()
+    assert lines[-2:] == ["data: [DONE]", ""]
+    return [json.loads(line[len("data: "):]) for line in lines[:-2]]
+
+
+def test_streaming_sends_the_reply_in_pieces_as_it_is_made(text_server):
+    request = {"model": "shakespeare_char", "messages": [{"role": "user", "content": "ROMEO:"}], "max_tokens": 100,
+               "seed": 3}
+    events = stream_events(text_server.port, request | {"stream": True})
+    deltas = [e["choices"][0]["delta"] for e in events]
+    assert deltas[0] == {"role": "assistant", "content": ""} and deltas[-1] == {}
+    pieces = [d["content"] for d in deltas[1:-1]]
+    assert len(pieces) == 100 // 8 + 1 and all(pieces)  # 8 characters at a time, as generated
+    assert events[-1]["choices"][0]["finish_reason"] == "length"
+    assert {e["object"] for e in events} == {"chat.completion.chunk"} and len({e["id"] for e in events}) == 1
+    status, whole = text_server.post("/v1/chat/completions", request)
+    assert "".join(pieces) == whole["choices"][0]["message"]["content"]  # the same seed, the same text
+
+
+def test_a_client_that_leaves_mid_stream_frees_its_slot(text_server):
+    """With one generation slot, a stream abandoned after its first event must not block the next request."""
+    import socket
+
+    body = json.dumps({"messages": [{"role": "user", "content": "ROMEO:"}], "max_tokens": 1000, "stream": True})
+    with socket.create_connection(("127.0.0.1", text_server.port), timeout=30) as raw:
+        raw.sendall(f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                    f"Content-Length: {len(body)}\r\n\r\n{body}".encode())
+        assert raw.recv(4096).startswith(b"HTTP/1.1 200")
+    status, answer = text_server.post("/generate", {"text": "JULIET:", "max_new_tokens": 20})
+    assert status == 200 and len(answer["response"]) == 20
