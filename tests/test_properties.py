@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from config import GPTConfig, SampleConfig, TrainConfig, UserError, parse_args
-from corpus import CharVocab
+from corpus import CharVocab, compact_dtype
 
 SECTIONS = [GPTConfig, TrainConfig]
 FIELDS = {f.name: f.type for section in SECTIONS for f in dataclasses.fields(section)}
@@ -50,6 +50,8 @@ def test_encode_then_decode_gives_back_any_text_in_the_vocabulary(text):
     assert vocab.decode(ids) == text
     assert all(0 <= i < len(vocab) for i in ids)
     assert vocab.chars == sorted(set(text))
+    fast = vocab.encode_to_tensor(text, slice_chars=7)  # the table path, several slices
+    assert fast.tolist() == ids and fast.dtype == compact_dtype(len(vocab))
 
 
 @settings(max_examples=100, deadline=None)
