@@ -177,10 +177,15 @@ class ModelHandler:
             if unknown:
                 write(f"(left out characters this model never saw: {' '.join(map(repr, unknown))})")
                 message = "".join(ch for ch in message if ch not in unknown)
-            answer = self.reply(message, history, options.max_new_tokens, options.temperature, options.top_k,
-                                seed=generator_seed)
+            sampling = (options.max_new_tokens, options.temperature, options.top_k, generator_seed)
             generator_seed += 1  # the same session replays the same way, yet each answer differs
-            write(f"{self.name}> {answer.text}")
+            if write is print:  # on the terminal the answer appears as it is generated
+                print(f"{self.name}> ", end="", flush=True)
+                answer = self.reply(message, history, *sampling, on_text=lambda text: print(text, end="", flush=True))
+                print()
+            else:
+                answer = self.reply(message, history, *sampling)
+                write(f"{self.name}> {answer.text}")
             history.append((message, answer.text))
         return history
 
