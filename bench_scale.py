@@ -263,7 +263,8 @@ def one_request(port: int, i: int) -> dict:
         well_formed = ("error" in payload) if response.status >= 400 else ("response" in payload or "choices" in payload)
         return {"status": response.status, "seconds": time.perf_counter() - start, "well_formed": well_formed}
     except Exception as err:  # a hang, a reset or a non-JSON body: exactly what the benchmark looks for
-        return {"status": type(err).__name__, "seconds": time.perf_counter() - start, "well_formed": False}
+        return {"status": type(err).__name__, "seconds": time.perf_counter() - start, "well_formed": False,
+                "detail": f"{path}: {err!r}"[:300]}
     finally:
         connection.close()
 
@@ -318,7 +319,8 @@ def bench_server(work: Path, requests: int, clients: int) -> list[dict]:
                      "malformed_answers": sum(not r["well_formed"] for r in results),
                      "p50_s": served[len(served) // 2] if served else 0.0,
                      "p95_s": served[int(len(served) * 0.95)] if served else 0.0,
-                     "wall_s": wall, "server_peak_rss_mb": rss, "server_alive": alive})
+                     "wall_s": wall, "server_peak_rss_mb": rss, "server_alive": alive,
+                     "failures": [r["detail"] for r in results if "detail" in r][:5]})
     print(f"\n(c) serve.py under load: {requests} requests from {clients} clients on loopback, "
           "60 characters each, one in ten malformed on purpose")
     print(f"    {'settings':42s} {'200':>4s} {'400':>4s} {'503':>4s} {'other':>5s} {'bad JSON':>8s} "
@@ -327,6 +329,8 @@ def bench_server(work: Path, requests: int, clients: int) -> list[dict]:
         print(f"    {r['settings']:42s} {r['ok']:4d} {r['bad_request']:4d} {r['busy_503']:4d} {r['other']:5d} "
               f"{r['malformed_answers']:8d} {r['p50_s']:5.2f}s {r['p95_s']:5.2f}s {r['wall_s']:5.1f}s "
               f"{r['server_peak_rss_mb']:7.0f}MB {str(r['server_alive']):>5s}")
+        for failure in r["failures"]:
+            print(f"      failed: {failure}")
     return rows
 
 

@@ -401,6 +401,7 @@ class _Stream:
 
 class Server(ThreadingHTTPServer):
     daemon_threads = True  # a stuck client never keeps the process from exiting
+    request_queue_size = 128  # connections the kernel holds until accepted (the default 5 is overrun by 16 clients)
 
 
 def make_server(handler: ModelHandler, config: ServeConfig) -> Server:
