@@ -20,14 +20,13 @@ import csv
 import dataclasses
 import io
 import json
-import os
 import re
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
 
+from atomic_write import atomic_write
 from config import UserError, apply, help_text, parse_args, run_cli
 
 USAGE = 'usage: python chat_data.py EXPORT... --me="Your Name" [--out=data/chat/pairs.jsonl] [--name=value ...]'
@@ -1097,24 +1096,10 @@ def _why_no_pairs(config: ChatDataConfig, report: Report, speakers: Counter) -> 
 
 
 def write_pairs(pairs: list[tuple[str, str]], out: Path) -> None:
-    """One JSON object a line, written to a temporary file first so a crash never leaves half a file."""
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    except OSError as err:
-        raise UserError(f"cannot write {out}: {err.strerror or err}") from None
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as file:
-            for given, reply in pairs:
-                file.write(json.dumps({"input": given, "output": reply}, ensure_ascii=False) + "\n")
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, out)
-    except BaseException as err:
-        Path(temporary).unlink(missing_ok=True)
-        if isinstance(err, OSError):
-            raise UserError(f"cannot write {out}: {err.strerror or err}") from None
-        raise
+    """One JSON object a line, written atomically so a crash never leaves half a file."""
+    with atomic_write(out, text="utf-8") as file:
+        for given, reply in pairs:
+            file.write(json.dumps({"input": given, "output": reply}, ensure_ascii=False) + "\n")
 
 
 def main(argv: list[str]) -> Report | None:

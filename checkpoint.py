@@ -6,12 +6,12 @@ pickled code. This module knows dicts, not models: building a model from one is 
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 
+from atomic_write import abandoned_temporaries, atomic_write
 from config import UserError
 
 FORMAT_VERSION = 1
@@ -19,35 +19,20 @@ REQUIRED_KEYS = ("model", "model_config", "train_config", "vocab", "iter_num")
 
 
 def save_checkpoint(state: dict, path: str) -> None:
-    """Write to a temporary file beside `path`, fsync, then rename over it.
-
-    A crash or a full disk at any moment leaves either the old file or the new one, never half of one.
-    """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(handle, "wb") as tmp:
-            torch.save({"format_version": FORMAT_VERSION, **state}, tmp)
-            tmp.flush()
-            os.fsync(tmp.fileno())
+    """Write atomically (see atomic_write.py): a crash or a full disk at any moment leaves either the
+    old file or the new one, never half of one."""
+    with atomic_write(path) as file:
+        torch.save({"format_version": FORMAT_VERSION, **state}, file)
         if os.environ.get("GPT_TEST_SAVE_DELAY"):  # tests widen the window between write and rename
             time.sleep(float(os.environ["GPT_TEST_SAVE_DELAY"]))
-        os.replace(tmp_name, target)
-    except BaseException as err:
-        Path(tmp_name).unlink(missing_ok=True)
-        if isinstance(err, OSError):
-            raise UserError(f"could not write checkpoint {path}: {err.strerror or err}. Any earlier file there is untouched.") from None
-        raise
-    _fsync_directory(target.parent)
-    _remove_abandoned_temporaries(target)
+    _remove_abandoned_temporaries(Path(path))
 
 
 def _remove_abandoned_temporaries(target: Path, idle_seconds: float = 10.0) -> None:
     """A save killed before its rename leaves its temporary file behind; the next good save of the
     same checkpoint removes those no one has written to for a while."""
     cutoff = time.time() - idle_seconds
-    for leftover in target.parent.glob(f".{target.name}.*.tmp"):
+    for leftover in abandoned_temporaries(target):
         try:
             if leftover.stat().st_mtime < cutoff:
                 leftover.unlink()
@@ -109,14 +94,3 @@ def _why_unreadable(file: Path, err: Exception) -> str:
     if "weights_only" in str(err) or "Unsupported global" in str(err):
         return "it holds Python objects that are not loaded for safety (weights_only=True)"
     return "the file is damaged or truncated"
-
-
-def _fsync_directory(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # not possible on every platform (Windows); the rename is still atomic
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

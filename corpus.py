@@ -9,9 +9,7 @@ import codecs
 import hashlib
 import json
 import mmap
-import os
 import random
-import tempfile
 import urllib.request
 from pathlib import Path
 
@@ -19,6 +17,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from atomic_write import atomic_write, write_bytes_atomically
 from config import UserError
 
 # The copy nanoGPT's shakespeare_char/prepare.py downloads, and its sha256.
@@ -74,10 +73,7 @@ def download_shakespeare(dest: Path) -> None:
     digest = hashlib.sha256(payload).hexdigest()
     if digest != SHAKESPEARE_SHA256:
         raise UserError(f"the downloaded corpus has sha256 {digest}, expected {SHAKESPEARE_SHA256}; not saved.")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    partial = dest.with_suffix(".part")
-    partial.write_bytes(payload)
-    os.replace(partial, dest)
+    write_bytes_atomically(dest, payload)
 
 
 def _is_default_corpus(path: str) -> bool:
@@ -331,7 +327,7 @@ def prepare_corpus(source: str, min_char_count: int = 1, base: CharVocab | None 
             "tokens": tokens, "dtype": np.dtype(dtype).name, "vocab": chars, "min_char_count": min_char_count,
             "unknown_char": UNKNOWN_CHAR if replaced else None, "replaced_chars": replaced,
             "rare_chars": int(((counts > 0) & (counts < min_char_count)).sum())}
-    _write_atomically(meta_path, json.dumps(meta, ensure_ascii=False, indent=1).encode("utf-8"))
+    write_bytes_atomically(meta_path, json.dumps(meta, ensure_ascii=False, indent=1).encode("utf-8"))
     rare = f"; {meta['rare_chars']} rare character(s), {replaced:,} occurrence(s), became {UNKNOWN_CHAR!r}" if replaced else ""
     print(f"prepared {source}: {tokens:,} characters -> {bin_path} ({meta['dtype']}), vocabulary {len(chars)}{rare}")
     return meta
@@ -359,30 +355,13 @@ def _code_chunks(path: Path, description: str):
 
 
 def _write_ids(source: Path, bin_path: Path, table: np.ndarray, dtype) -> int:
-    """Encode chunk by chunk into a temporary file, then rename it: never a half-written .bin."""
+    """Encode chunk by chunk into the prepared file, which appears only once complete."""
     tokens = 0
-    fd, tmp = tempfile.mkstemp(dir=bin_path.parent, prefix=bin_path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            for codes, _ in _code_chunks(source, "preparing: writing ids"):
-                out.write(table[codes].astype(dtype).tobytes())
-                tokens += len(codes)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, bin_path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(bin_path) as out:
+        for codes, _ in _code_chunks(source, "preparing: writing ids"):
+            out.write(table[codes].astype(dtype).tobytes())
+            tokens += len(codes)
     return tokens
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    with os.fdopen(fd, "wb") as out:
-        out.write(data)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
 
 
 def _fresh_meta(source: str, bin_path: Path, meta_path: Path, min_char_count: int, base: CharVocab | None):
