@@ -51,7 +51,7 @@ def missing_matplotlib_hint(checkpoint) -> str:
 
 
 def write_csv(rows: list[dict], path) -> None:
-    """Rewrite `path` with every row (a thousand rows take about a millisecond to format)."""
+    """Rewrite `path` with every row: a thousand rows take a few milliseconds, fsync included."""
     lines = [",".join(COLUMNS)] + [_format_row(row) for row in rows]
     write_text_atomically(path, "\n".join(lines) + "\n")
 
@@ -61,24 +61,23 @@ def _format_row(row: dict) -> str:
 
 
 def read_csv(path, up_to_step: int | None = None) -> list[dict]:
-    """The rows `write_csv` wrote. A last line cut short (a run killed by a foreign writer or a full
-    disk) is dropped; a bad line elsewhere is an error. `up_to_step` drops rows after a checkpoint's
-    step, which a killed run wrote before it could save and a resumed run will write again."""
+    """The rows `write_csv` wrote. A last line cut short is dropped (our writes are atomic, but a
+    copy or a full disk elsewhere can cut one); a bad line before it is an error. `up_to_step` drops
+    the rows after a checkpoint's step: a killed run wrote them, and the resumed run writes them again."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise UserError(f"cannot read the loss curve {path}: {err.strerror or err}.") from None
-    lines = text.splitlines()
-    if not lines or lines[0] != ",".join(COLUMNS):
+    header, *body = text.splitlines() or [""]
+    if header != ",".join(COLUMNS):
         raise UserError(f"{path} is not a loss curve of this project (its first line should be {','.join(COLUMNS)}).")
+    if body and (not text.endswith("\n") or _parse_row(body[-1]) is None):
+        body.pop()  # cut short: even if it parses, its last number may be cut
     rows = []
-    for number, line in enumerate(lines[1:], start=2):
+    for number, line in enumerate(body, start=2):
         row = _parse_row(line)
-        is_last = number == len(lines)
-        if row is None or (is_last and not text.endswith("\n")):
-            if is_last:
-                break  # cut short: its numbers may be cut too
+        if row is None:
             raise UserError(f"{path}, line {number}: expected {len(COLUMNS)} numbers, got {line!r}.")
         rows.append(row)
     return [row for row in rows if up_to_step is None or row["step"] <= up_to_step]
@@ -118,7 +117,8 @@ def plot_run(rows: list[dict], path, title: str) -> bool:
     axes = figure.add_subplot()
     few = len(rows) < 30  # a line needs two points: a run stopped early still shows its first ones
     axes.plot([row["step"] for row in rows], [row["train_loss"] for row in rows], color="C0", linewidth=1.2,
-              marker="o" if few else None, markersize=2.5, label="train loss (mean of the batches since the previous point)")
+              marker="o" if few else None, markersize=2.5,
+              label="train loss (mean of the batches since the previous point)")
     evaluated = [row for row in rows if row["val_loss"] is not None]
     if evaluated:
         axes.plot([row["step"] for row in evaluated], [row["val_loss"] for row in evaluated], "o-", color="C1",
