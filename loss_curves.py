@@ -117,7 +117,7 @@ def plot_run(rows: list[dict], path, title: str) -> bool:
     axes = figure.add_subplot()
     few = len(rows) < 30  # a line needs two points: a run stopped early still shows its first ones
     axes.plot([row["step"] for row in rows], [row["train_loss"] for row in rows], color="C0", linewidth=1.2,
-              marker="o" if few else None, markersize=2.5,
+              marker="o" if few else None, markersize=2.5, clip_on=False,
               label="train loss (mean of the batches since the previous point)")
     evaluated = [row for row in rows if row["val_loss"] is not None]
     if evaluated:
@@ -136,15 +136,28 @@ def plot_run(rows: list[dict], path, title: str) -> bool:
 
 def _add_tokens_axis(axes, rows: list[dict]) -> None:
     """Tokens seen along the top, linear between rows: the batch size may change when a run resumes."""
-    import numpy as np  # matplotlib needs it, so it is there whenever this is called
     from matplotlib.ticker import EngFormatter
 
     points = sorted({0: 0, **{row["step"]: row["tokens"] for row in rows}}.items())
     steps, tokens = [step for step, _ in points], [count for _, count in points]
-    top = axes.secondary_xaxis("top", functions=(lambda x: np.interp(x, steps, tokens),
-                                                 lambda x: np.interp(x, tokens, steps)))
+    if any(later <= earlier for earlier, later in zip(tokens, tokens[1:])):
+        return  # no step <-> tokens mapping both ways; the steps axis alone is still right
+    top = axes.secondary_xaxis("top", functions=(_piecewise_linear(steps, tokens), _piecewise_linear(tokens, steps)))
     top.xaxis.set_major_formatter(EngFormatter(sep=""))
     top.set_xlabel("tokens seen")
+
+
+def _piecewise_linear(xs: list[float], ys: list[float]):
+    """Linear between the points and straight on past both ends: the tick locator asks for ticks
+    beyond the data (np.interp alone would pile them up at the edge)."""
+    import numpy as np  # matplotlib needs it, so it is there whenever this is called
+
+    def interpolate(values):
+        values = np.asarray(values, dtype=float)
+        before = ys[0] + (values - xs[0]) * (ys[1] - ys[0]) / (xs[1] - xs[0])
+        after = ys[-1] + (values - xs[-1]) * (ys[-1] - ys[-2]) / (xs[-1] - xs[-2])
+        return np.where(values < xs[0], before, np.where(values > xs[-1], after, np.interp(values, xs, ys)))
+    return interpolate
 
 
 def plot_comparison(runs: list[tuple[str, list[dict]]], path) -> None:

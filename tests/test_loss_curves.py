@@ -129,3 +129,10 @@ def test_importing_the_module_does_not_import_matplotlib():
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
 
+
+
+def test_the_tokens_axis_mapping_goes_on_past_the_last_row():
+    # Tick locators ask beyond the data; a mapping clamped at the ends piled those ticks on the edge.
+    from loss_curves import _piecewise_linear
+    to_tokens = _piecewise_linear([0, 10, 20], [0, 100, 300])
+    assert list(to_tokens([-1, 5, 15, 30])) == [-10, 50, 200, 500]
