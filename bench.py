@@ -89,7 +89,7 @@ def measure_training(shape_name: str, attention: str, iters: int, warmup: int, d
     times = []
     for _ in range(warmup + iters):
         start = time.perf_counter()
-        train._train_step(step_model, optimizer, scaler, dataset, cfg, model_cfg, device, autocast, batches)
+        train.train_step(step_model, optimizer, scaler, dataset, cfg, model_cfg, device, autocast, batches)
         _sync(device)
         times.append(time.perf_counter() - start)
     tokens = cfg.batch_size * model_cfg.block_size

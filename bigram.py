@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-from torch.nn import functional as F
 
-import train
 from config import GPTConfig, run_cli
-from gpt_final_version import sample_next
+from gpt_final_version import masked_cross_entropy, sample_next
 
 
 class BigramLanguageModel(nn.Module):
@@ -27,11 +25,7 @@ class BigramLanguageModel(nn.Module):
 
     def forward(self, idx, targets=None):
         logits = self.token_embedding_table(idx)  # (B, T, V)
-        if targets is None:
-            return logits, None
-        B, T, V = logits.shape
-        summed = F.cross_entropy(logits.view(B * T, V), targets.reshape(B * T), ignore_index=-1, reduction="sum")
-        loss = summed / (targets != -1).sum().clamp(min=1)  # mean over the targets that are learned
+        loss = None if targets is None else masked_cross_entropy(logits, targets)
         return logits, loss
 
     @torch.no_grad()
@@ -45,6 +39,8 @@ class BigramLanguageModel(nn.Module):
 
 
 def main(argv=None):
+    import train  # only when training: importing the model pulls in no training machinery
+
     return train.train_from_command_line(argv or [], build_model=BigramLanguageModel, kind="bigram",
                                          usage="usage: python bigram.py [--name=value ...]")
 

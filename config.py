@@ -79,6 +79,7 @@ class TrainConfig:
     gradient_accumulation_steps: int = 1  # micro-batches per step: a large batch on a small device
     eval_interval: int = 500  # estimate train/val loss every this many steps
     eval_iters: int = 200  # batches per split in each estimate; more is steadier and slower
+    log_interval: int = 0  # a row of the loss curve (NAME.csv beside the checkpoint) every this many steps; 0: about 100 rows
     device: str = "auto"  # "auto" picks cuda, then mps, then cpu; or name one ("cpu", "cuda:1")
     dtype: str = "auto"  # "auto": bfloat16 autocast on cuda, float32 elsewhere; or float32/bfloat16/float16
     compile: bool = False  # torch.compile the model; pays off on cuda for long runs
@@ -99,7 +100,7 @@ class TrainConfig:
         for name in ("batch_size", "eval_iters", "gradient_accumulation_steps", "eval_interval", "min_char_count"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be at least 1, got {getattr(self, name)}.")
-        for name in ("max_iters", "warmup_iters", "lr_decay_iters", "save_interval", "sample_chars"):
+        for name in ("max_iters", "warmup_iters", "lr_decay_iters", "save_interval", "sample_chars", "log_interval"):
             if getattr(self, name) < 0:
                 raise UserError(f"{name} must not be negative, got {getattr(self, name)}.")
         if self.learning_rate <= 0:
@@ -139,6 +140,14 @@ PRESETS: dict[str, tuple[str, dict]] = {
     "gpu": (
         "the lecture / nanoGPT shakespeare_char shape: 6 layers x 384, context 256, batch 64, 5000 steps",
         dict(position="rope", activation="relu2", compile=True),
+    ),
+    "lecture": (
+        "the lecture's gpt.py: per-Head attention, learned positions, ReLU, dropout 0.2, 6 x 384, "
+        "context 256, batch 64, lr 3e-4 constant, 5000 steps (hours on a CPU: a GPU's model)",
+        dict(n_layer=6, n_head=6, n_embd=384, block_size=256, dropout=0.2, attention="heads",
+             position="learned", activation="relu", batch_size=64, max_iters=5000, learning_rate=3e-4,
+             min_lr=3e-4, warmup_iters=0, weight_decay=0.01, beta2=0.999, grad_clip=0.0,
+             eval_interval=500, eval_iters=200),
     ),
     "cpu": (
         "laptop CPU or mps: 4 layers x 192, context 128, batch 16, 3500 steps, ~15 minutes on 2 cores",
@@ -230,7 +239,8 @@ def parse_args(argv: list[str], sections: list[type], max_positional: int = 0) -
             want_help = True
         elif name == "preset":
             if value not in PRESETS:
-                raise UserError(f"unknown preset {value!r}{_suggest(value, PRESETS)}. Presets: {', '.join(PRESETS)}.")
+                raise UserError(f"unknown preset {value!r}{_suggest(value, PRESETS, '--preset=')}. "
+                                f"Presets: {', '.join(PRESETS)}.")
             preset = value
         elif name in fields:
             if not has_value and fields[name] is not bool:
@@ -320,9 +330,9 @@ def _convert(name: str, text: str, kind: type):
         raise UserError(f"--{name}={text!r} is not valid: expected {expected}.") from None
 
 
-def _suggest(word: str, options) -> str:
+def _suggest(word: str, options, prefix: str = "--") -> str:
     close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.5)
-    return f" (did you mean --{close[0]}?)" if close else ""
+    return f" (did you mean {prefix}{close[0]}?)" if close else ""
 
 
 def _check_choice(name: str, value: str, choices: tuple) -> None:

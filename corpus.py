@@ -134,6 +134,18 @@ def compact_dtype(vocab_size: int) -> torch.dtype:
 # Train/val split and batches
 
 
+def seeded_generator(seed: int | None) -> torch.Generator:
+    """A private random stream (CPU): the same seed gives the same batches or samples on every
+    device, and drawing from it leaves every other stream (dropout, other batches) untouched.
+    None gives a fresh, unpredictable stream."""
+    generator = torch.Generator()
+    if seed is None:
+        generator.seed()
+    else:
+        generator.manual_seed(seed)
+    return generator
+
+
 class TextDataset:
     """Token ids of the whole text, split 90/10, with an optional mask of positions to learn.
 

@@ -1,6 +1,7 @@
 """A character-level GPT, written to be read: Head -> MultiHeadAttention -> FeedForward -> Block -> GPT.
 
     python gpt_final_version.py                        # train with the preset for this machine
+    python gpt_final_version.py --preset=lecture       # the lecture's model and hyperparameters
     python gpt_final_version.py --preset=tiny          # a toy run that finishes in seconds
     python gpt_final_version.py --max_iters=500 --n_layer=2 --dropout=0.1
     python gpt_final_version.py --resume=models/NAME.pt --max_iters=4000
@@ -9,11 +10,16 @@
 Shapes in comments: B = batch, T = time (characters), C = channels (n_embd), H = heads,
 hs = head size (C / H), V = vocabulary size.
 
-Two attention paths compute the same function (tests/test_model.py proves it):
-  * "heads": the lecture's version, a Python loop over one small Head module per head;
-  * "fast":  one matmul makes q, k, v for all heads and PyTorch's fused
-             scaled_dot_product_attention does the rest. It also supports the KV cache used by
-             generate(), so each new character costs one position instead of the whole context.
+Two attention classes compute the same function (tests/test_model.py proves it, and
+convert_attention_weights() moves a trained model from one to the other):
+  * MultiHeadAttention (--attention=heads): the lecture's version, one small Head module per head
+    and a Python loop over them. Read this one first.
+  * CausalSelfAttention (--attention=fast, the default): one matmul makes q, k, v for all heads and
+    PyTorch's fused scaled_dot_product_attention does the rest. It also supports the KV cache used
+    by generate(), so each new character costs one position instead of the whole context.
+
+This file imports only torch and the model's config: the training loop (train.py) is loaded by
+main() when you train, never when another program imports the model.
 """
 from __future__ import annotations
 
@@ -23,219 +29,19 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-import train  # the training loop; it knows nothing about this file
 from config import GPTConfig, run_cli
 
 # ==============================================================================================
-# The model
+# Small functions the model is built from
 
 
-class Head(nn.Module):
-    """One head of causal self-attention: each position mixes the values of earlier positions."""
-
-    def __init__(self, config: GPTConfig, head_size: int):
-        super().__init__()
-        self.key = nn.Linear(config.n_embd, head_size, bias=False)
-        self.query = nn.Linear(config.n_embd, head_size, bias=False)
-        self.value = nn.Linear(config.n_embd, head_size, bias=False)
-        # the lower-triangular mask: position t may look at positions 0..t only
-        self.register_buffer("tril", torch.tril(torch.ones(config.block_size, config.block_size)), persistent=False)
-        self.dropout = nn.Dropout(config.dropout)
-
-    def forward(self, x, rotary=None):
-        B, T, C = x.shape
-        k = self.key(x)  # (B, T, hs)
-        q = self.query(x)  # (B, T, hs)
-        if rotary is not None:  # rotary positions: turn q and k by angles that grow with position
-            q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
-        # affinities, scaled by 1/sqrt(hs) so the softmax stays soft at initialisation
-        wei = q @ k.transpose(-2, -1) * k.shape[-1] ** -0.5  # (B, T, T)
-        wei = wei.masked_fill(self.tril[:T, :T] == 0, float("-inf"))  # no peeking at the future
-        wei = F.softmax(wei, dim=-1)
-        wei = self.dropout(wei)
-        v = self.value(x)  # (B, T, hs)
-        return wei @ v  # (B, T, hs)
-
-
-class MultiHeadAttention(nn.Module):
-    """Several heads in parallel, concatenated, then projected back into the residual stream."""
-
-    def __init__(self, config: GPTConfig):
-        super().__init__()
-        self.n_head = config.n_head
-        self.block_size = config.block_size
-        self.dropout_p = config.dropout
-        head_size = config.n_embd // config.n_head
-        if config.attention == "heads":  # the teaching path
-            self.heads = nn.ModuleList([Head(config, head_size) for _ in range(config.n_head)])
-        else:  # the fast path: q, k, v of every head from one (C, 3C) matmul
-            self.heads = None
-            self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd, bias=False)
-        self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
-        self.dropout = nn.Dropout(config.dropout)
-
-    def forward(self, x, cache: "LayerCache | None" = None, rotary=None):
-        if self.heads is not None:
-            assert cache is None and x.shape[1] <= self.block_size, \
-                "the per-Head teaching path has no KV cache and sees at most block_size positions"
-            out = torch.cat([h(x, rotary) for h in self.heads], dim=-1)  # (B, T, C)
-        else:
-            out = self._fused_attention(x, cache, rotary)
-        return self.dropout(self.proj(out))
-
-    def _fused_attention(self, x, cache, rotary):
-        B, T, C = x.shape
-        q, k, v = self.qkv(x).split(C, dim=2)  # each (B, T, C)
-        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, H, T, hs)
-        if rotary is not None:
-            q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
-        mask, causal = None, True
-        if T > self.block_size:  # (rotary only) each position sees the last block_size positions
-            mask, causal = sliding_window_mask(T, self.block_size, x.device), False
-        if cache is not None:
-            assert T == 1 or cache.length == 0, "extend a non-empty cache one position at a time"
-            k_all, v_all = cache.append(k, v)  # (B, H, cached, hs): the new position's keys included
-            if T == 1:  # one new query may see every cached key; rotary keys need no order
-                k, v, causal = k_all, v_all, False
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
-                                             dropout_p=self.dropout_p if self.training else 0.0)
-        return out.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side again
-
-
-class FeedForward(nn.Module):
-    """A per-position MLP: widen 4x, non-linearity, project back."""
-
-    def __init__(self, config: GPTConfig):
-        super().__init__()
-        self.up = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
-        self.activation = {"relu": nn.ReLU(), "gelu": nn.GELU(), "relu2": ReLUSquared()}[config.activation]
-        self.proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
-        self.dropout = nn.Dropout(config.dropout)
-
-    def forward(self, x):
-        return self.dropout(self.proj(self.activation(self.up(x))))
-
-
-class ReLUSquared(nn.Module):
-    def forward(self, x):
-        return F.relu(x).square()
-
-
-class Block(nn.Module):
-    """Communication (attention) then computation (feed-forward), each on a pre-LayerNorm residual branch."""
-
-    def __init__(self, config: GPTConfig):
-        super().__init__()
-        self.ln1 = nn.LayerNorm(config.n_embd, bias=config.bias)
-        self.attn = MultiHeadAttention(config)
-        self.ln2 = nn.LayerNorm(config.n_embd, bias=config.bias)
-        self.ffwd = FeedForward(config)
-
-    def forward(self, x, cache=None, rotary=None):
-        x = x + self.attn(self.ln1(x), cache, rotary)  # (B, T, C)
-        x = x + self.ffwd(self.ln2(x))
-        return x
-
-
-class GPT(nn.Module):
-    """Token + position embeddings, n_layer Blocks, a final LayerNorm and a linear head to logits."""
-
-    def __init__(self, config: GPTConfig):
-        super().__init__()
-        config.validate()
-        self.config = config
-        self.token_embedding = nn.Embedding(config.vocab_size, config.n_embd)
-        if config.position == "learned":  # one learned vector per position (the lecture's way)
-            self.position_embedding = nn.Embedding(config.block_size, config.n_embd)
-        self.drop = nn.Dropout(config.dropout)
-        self.blocks = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
-        self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
-        self.lm_head = nn.Linear(config.n_embd, config.vocab_size)
-        self.apply(self._init_weights)
-        # GPT-2: the projections that write into the residual stream start smaller, so its variance
-        # does not grow with depth (two such writes per block).
-        for name, param in self.named_parameters():
-            if name.endswith("proj.weight"):
-                nn.init.normal_(param, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
-
-    def _init_weights(self, module):
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            nn.init.zeros_(module.bias)
-
-    def num_params(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
-    def forward(self, idx, targets=None, cache: "KVCache | None" = None):
-        """idx (B, T) of token ids -> logits (B, T, V), and the mean cross-entropy if targets are given.
-
-        A target of -1 is ignored (used to learn only some positions, e.g. one's own chat replies).
-        """
-        B, T = idx.shape
-        start = 0 if cache is None else cache.length
-        pos = torch.arange(start, start + T, device=idx.device)  # (T,)
-        x = self.token_embedding(idx)  # (B, T, C)
-        rotary = None
-        if self.config.position == "learned":
-            assert start + T <= self.config.block_size, f"context {start + T} exceeds block_size {self.config.block_size}"
-            x = x + self.position_embedding(pos)
-        else:  # rotary: positions enter attention as rotations of q and k, not as added vectors
-            rotary = rotary_angles(pos, self.config.n_embd // self.config.n_head)
-        x = self.drop(x)
-        for i, block in enumerate(self.blocks):
-            x = block(x, None if cache is None else cache.layers[i], rotary)
-        logits = self.lm_head(self.ln_f(x))  # (B, T, V)
-        if cache is not None:
-            cache.length += T
-        if targets is None:
-            return logits, None
-        # targets of -1 are not learned (a chat partner's words); the mean is over the rest, and a
-        # batch with nothing to learn gives 0, not the 0/0 = nan of a plain mean
-        summed = F.cross_entropy(logits.view(B * T, -1), targets.reshape(B * T), ignore_index=-1, reduction="sum")
-        loss = summed / (targets != -1).sum().clamp(min=1)
-        return logits, loss
-
-    # ------------------------------------------------------------------------------------------
-    # Generation
-
-    @torch.no_grad()
-    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, generator=None,
-                 use_cache=True, stop_token=None):
-        """Extend idx (B, T) by max_new_tokens sampled characters. Each position attends to at most
-        block_size positions: with learned positions the context is cropped to the last block_size
-        characters; with rotary positions every layer looks back block_size positions (a sliding
-        window). With use_cache (fast path only) keys and values are kept between steps, which gives
-        the same tokens as recomputing every step, only faster. `stop_token` ends generation once
-        every row has produced it."""
-        use_cache = use_cache and self.config.attention == "fast"
-        cache, done = None, torch.zeros(idx.shape[0], dtype=torch.bool)
-        for _ in range(max_new_tokens):
-            if use_cache:
-                logits, cache = self._next_logits_cached(idx, cache)
-            else:
-                context = idx if self.config.position == "rope" else idx[:, -self.config.block_size:]
-                logits, _ = self(context)
-                logits = logits[:, -1, :]  # (B, V): only the last position predicts the next char
-            next_id = sample_next(logits, temperature, top_k, generator)  # (B, 1), on the CPU
-            idx = torch.cat((idx, next_id.to(idx.device)), dim=1)
-            if stop_token is not None:
-                done |= next_id[:, 0] == stop_token
-                if done.all():
-                    break
-        return idx
-
-    def _next_logits_cached(self, idx, cache):
-        """Feed only what the cache has not seen. With learned positions, once the context is longer
-        than block_size the crop slides, every position changes and the window is recomputed
-        (exact, but no faster). Rotary keys depend only on relative distance, so that cache rolls on."""
-        learned = self.config.position == "learned"
-        if cache is None or (learned and idx.shape[1] > self.config.block_size):
-            cache = KVCache(self.config)
-            logits, _ = self(idx[:, -self.config.block_size:] if learned else idx, cache=cache)
-        else:
-            logits, _ = self(idx[:, -1:], cache=cache)
-        return logits[:, -1, :], cache
+def masked_cross_entropy(logits, targets):
+    """Mean cross-entropy of logits (B, T, V) against targets (B, T). A target of -1 is not learned
+    (a chat partner's words); the mean is over the rest, and a batch with nothing to learn gives 0,
+    not the 0/0 = nan of a plain mean."""
+    B, T, V = logits.shape
+    summed = F.cross_entropy(logits.reshape(B * T, V), targets.reshape(B * T), ignore_index=-1, reduction="sum")
+    return summed / (targets != -1).sum().clamp(min=1)
 
 
 def rotary_angles(pos, head_size, base=10000.0):
@@ -252,10 +58,146 @@ def apply_rotary(x, cos, sin):
 
 
 def sliding_window_mask(T, window, device):
-    """(T, T) bool, True where query i may attend to key j: j <= i and i - j < window."""
+    """(T, T) bool, True where query i may attend to key j: j <= i and i - j < window.
+    Only rotary models see more than block_size positions; each then looks back block_size of them."""
     i = torch.arange(T, device=device)[:, None]
     j = torch.arange(T, device=device)[None, :]
     return (j <= i) & (i - j < window)
+
+
+# ==============================================================================================
+# Attention, the lecture's way: one Head module per head
+
+
+class Head(nn.Module):
+    """One head of causal self-attention: each position mixes the values of earlier positions."""
+
+    def __init__(self, config: GPTConfig, head_size: int):
+        super().__init__()
+        self.key = nn.Linear(config.n_embd, head_size, bias=False)
+        self.query = nn.Linear(config.n_embd, head_size, bias=False)
+        self.value = nn.Linear(config.n_embd, head_size, bias=False)
+        # the lower-triangular mask: position t may look at positions 0..t only
+        self.register_buffer("tril", torch.tril(torch.ones(config.block_size, config.block_size)), persistent=False)
+        self.block_size = config.block_size
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x, rotary=None):
+        B, T, C = x.shape
+        k = self.key(x)  # (B, T, hs)
+        q = self.query(x)  # (B, T, hs)
+        if rotary is not None:  # rotary positions: turn q and k by angles that grow with position
+            q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
+        # affinities, scaled by 1/sqrt(hs) so the softmax stays soft at initialisation
+        wei = q @ k.transpose(-2, -1) * k.shape[-1] ** -0.5  # (B, T, T)
+        visible = self.tril[:T, :T] if T <= self.block_size else sliding_window_mask(T, self.block_size, x.device)
+        wei = wei.masked_fill(visible == 0, float("-inf"))  # no peeking at the future
+        wei = F.softmax(wei, dim=-1)
+        wei = self.dropout(wei)
+        v = self.value(x)  # (B, T, hs)
+        return wei @ v  # (B, T, hs)
+
+
+class MultiHeadAttention(nn.Module):
+    """Several heads in parallel, concatenated, then projected back into the residual stream."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        head_size = config.n_embd // config.n_head
+        self.heads = nn.ModuleList([Head(config, head_size) for _ in range(config.n_head)])
+        self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x, cache=None, rotary=None):
+        assert cache is None, "the lecture's attention keeps no KV cache; generate() recomputes the context"
+        out = torch.cat([h(x, rotary) for h in self.heads], dim=-1)  # (B, T, C)
+        return self.dropout(self.proj(out))
+
+
+# ==============================================================================================
+# Attention, the fast way: the same function with one matmul for q, k, v and a fused kernel
+
+
+class CausalSelfAttention(nn.Module):
+    """MultiHeadAttention's function in a few large operations. The weights of all heads' queries,
+    keys and values sit in one (3C, C) matrix: rows [q of head 0, q of head 1, ..., k of head 0, ...,
+    v ...], so the Head modules' weights stacked in that order give the same outputs."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.n_head = config.n_head
+        self.block_size = config.block_size
+        self.dropout_p = config.dropout
+        self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd, bias=False)
+        self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x, cache: "LayerCache | None" = None, rotary=None):
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)  # each (B, T, C)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, H, T, hs)
+        if rotary is not None:
+            q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
+        mask, causal = None, True
+        if T > self.block_size:  # (rotary only) each position sees the last block_size positions
+            mask, causal = sliding_window_mask(T, self.block_size, x.device), False
+        if cache is not None:
+            assert T == 1 or cache.length == 0, "extend a non-empty cache one position at a time"
+            k_all, v_all = cache.append(k, v)  # (B, H, cached, hs): the new position's keys included
+            if T == 1:  # one new query may see every cached key; rotary keys need no order
+                k, v, causal = k_all, v_all, False
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
+                                             dropout_p=self.dropout_p if self.training else 0.0)
+        out = out.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side again
+        return self.dropout(self.proj(out))
+
+
+# ==============================================================================================
+# Computation, and the block that joins the two
+
+
+class ReLUSquared(nn.Module):
+    """max(0, x)^2: a sharper ReLU that trains small models a little faster (Primer, So et al. 2021)."""
+
+    def forward(self, x):
+        return F.relu(x).square()
+
+
+class FeedForward(nn.Module):
+    """A per-position MLP: widen 4x, non-linearity, project back."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.up = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.activation = {"relu": nn.ReLU(), "gelu": nn.GELU(), "relu2": ReLUSquared()}[config.activation]
+        self.proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x):
+        return self.dropout(self.proj(self.activation(self.up(x))))
+
+
+ATTENTION_CLASSES = {"heads": MultiHeadAttention, "fast": CausalSelfAttention}
+
+
+class Block(nn.Module):
+    """Communication (attention) then computation (feed-forward), each on a pre-LayerNorm residual branch."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.attn = ATTENTION_CLASSES[config.attention](config)
+        self.ln2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.ffwd = FeedForward(config)
+
+    def forward(self, x, cache=None, rotary=None):
+        x = x + self.attn(self.ln1(x), cache, rotary)  # (B, T, C)
+        x = x + self.ffwd(self.ln2(x))
+        return x
+
+
+# ==============================================================================================
+# Pieces of generation: picking the next character, and the KV cache of the fast path
 
 
 def sample_next(logits, temperature=1.0, top_k=None, generator=None):
@@ -306,13 +248,144 @@ class KVCache:
 
 
 # ==============================================================================================
+# The model
+
+
+class GPT(nn.Module):
+    """Token + position embeddings, n_layer Blocks, a final LayerNorm and a linear head to logits."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        config.validate()
+        self.config = config
+        self.token_embedding = nn.Embedding(config.vocab_size, config.n_embd)
+        if config.position == "learned":  # one learned vector per position (the lecture's way)
+            self.position_embedding = nn.Embedding(config.block_size, config.n_embd)
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
+        self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size)
+        self.apply(self._init_weights)
+        # GPT-2: the projections that write into the residual stream start smaller, so its variance
+        # does not grow with depth (two such writes per block).
+        for name, param in self.named_parameters():
+            if name.endswith("proj.weight"):
+                nn.init.normal_(param, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    def _init_weights(self, module):
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def forward(self, idx, targets=None, cache: KVCache | None = None):
+        """idx (B, T) of token ids -> logits (B, T, V), and the mean cross-entropy if targets are given.
+
+        A target of -1 is ignored (used to learn only some positions, e.g. one's own chat replies).
+        """
+        B, T = idx.shape
+        start = 0 if cache is None else cache.length
+        pos = torch.arange(start, start + T, device=idx.device)  # (T,)
+        x = self.token_embedding(idx)  # (B, T, C)
+        rotary = None
+        if self.config.position == "learned":
+            assert start + T <= self.config.block_size, f"context {start + T} exceeds block_size {self.config.block_size}"
+            x = x + self.position_embedding(pos)
+        else:  # rotary: positions enter attention as rotations of q and k, not as added vectors
+            rotary = rotary_angles(pos, self.config.n_embd // self.config.n_head)
+        x = self.drop(x)
+        for i, block in enumerate(self.blocks):
+            x = block(x, None if cache is None else cache.layers[i], rotary)
+        logits = self.lm_head(self.ln_f(x))  # (B, T, V)
+        if cache is not None:
+            cache.length += T
+        loss = None if targets is None else masked_cross_entropy(logits, targets)
+        return logits, loss
+
+    # ------------------------------------------------------------------------------------------
+    # Generation
+
+    @torch.no_grad()
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, generator=None,
+                 use_cache=True, stop_token=None):
+        """Extend idx (B, T) by max_new_tokens sampled characters. Each position attends to at most
+        block_size positions: with learned positions the context is cropped to the last block_size
+        characters; with rotary positions every layer looks back block_size positions (a sliding
+        window). With use_cache (fast path only) keys and values are kept between steps, which gives
+        the same tokens as recomputing every step, only faster. `stop_token` ends generation once
+        every row has produced it."""
+        use_cache = use_cache and self.config.attention == "fast"
+        cache, done = None, torch.zeros(idx.shape[0], dtype=torch.bool)
+        for _ in range(max_new_tokens):
+            if use_cache:
+                logits, cache = self._next_logits_cached(idx, cache)
+            else:
+                context = idx if self.config.position == "rope" else idx[:, -self.config.block_size:]
+                logits, _ = self(context)
+                logits = logits[:, -1, :]  # (B, V): only the last position predicts the next char
+            next_id = sample_next(logits, temperature, top_k, generator)  # (B, 1), on the CPU
+            idx = torch.cat((idx, next_id.to(idx.device)), dim=1)
+            if stop_token is not None:
+                done |= next_id[:, 0] == stop_token
+                if done.all():
+                    break
+        return idx
+
+    def _next_logits_cached(self, idx, cache):
+        """Feed only what the cache has not seen. With learned positions, once the context is longer
+        than block_size the crop slides, every position changes and the window is recomputed
+        (exact, but no faster). Rotary keys depend only on relative distance, so that cache rolls on."""
+        learned = self.config.position == "learned"
+        if cache is None or (learned and idx.shape[1] > self.config.block_size):
+            cache = KVCache(self.config)
+            logits, _ = self(idx[:, -self.config.block_size:] if learned else idx, cache=cache)
+        else:
+            logits, _ = self(idx[:, -1:], cache=cache)
+        return logits[:, -1, :], cache
+
+
+# ==============================================================================================
+# Moving a trained model between the two attention classes
+
+
+def convert_attention_weights(weights: dict, config: GPTConfig, to: str) -> dict:
+    """The same model's tensors laid out for the other attention class ("heads" or "fast").
+
+    Works on any dict keyed by parameter name whose tensors have the parameters' shapes: weights,
+    and Adam's moment estimates too (concatenating and splitting rows is a permutation, so it
+    commutes with Adam's elementwise arithmetic). Keys that are not attention weights pass through.
+    """
+    if to not in ATTENTION_CLASSES:
+        raise ValueError(f"attention must be one of {', '.join(ATTENTION_CLASSES)}, got {to!r}")
+    converted = dict(weights)
+    C, H = config.n_embd, config.n_head
+    for layer in range(config.n_layer):
+        prefix = f"blocks.{layer}.attn."
+        head_keys = [[f"{prefix}heads.{h}.{part}.weight" for h in range(H)] for part in ("query", "key", "value")]
+        if to == "fast" and head_keys[0][0] in converted:
+            # rows [q of every head, k of every head, v of every head]: (3C, C)
+            converted[prefix + "qkv.weight"] = torch.cat([converted.pop(key) for part in head_keys for key in part])
+        elif to == "heads" and prefix + "qkv.weight" in converted:
+            rows = converted.pop(prefix + "qkv.weight").split(C // H)  # 3H pieces of (hs, C)
+            for key, piece in zip((key for part in head_keys for key in part), rows):
+                converted[key] = piece.clone()
+    return converted
+
+
+# ==============================================================================================
 # Training entry point: python gpt_final_version.py [--name=value ...]
 
 
 def main(argv=None):
     """Parse options, build (or resume) a GPT and train it; returns the training result."""
+    import train  # here, not at the top: importing the model must not pull in the training machinery
+
     return train.train_from_command_line(argv or [], build_model=GPT, kind="gpt",
-                                         usage="usage: python gpt_final_version.py [--name=value ...]")
+                                         usage="usage: python gpt_final_version.py [--name=value ...]",
+                                         convert_weights=convert_attention_weights)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@
         --temperature=0.8 --top_k=50 --num_samples=2 --seed=1337 --out=samples/romeo.txt
     python model_handler.py models/NAME.pt --export=models/small.pt   # weights only, half size
     python model_handler.py models/me.pt --chat                         # talk to a model trained on chat pairs
+    python model_handler.py models/lecture.pt --attention=fast          # the lecture's model on the fast path
+    python model_handler.py models/bigram.pt models/lecture.pt models/cpu.pt --compare=runs.png
 
 From Python:
 
@@ -21,10 +23,11 @@ from pathlib import Path
 import torch
 
 import gpt_final_version
+import loss_curves
 from bigram import BigramLanguageModel
 from checkpoint import load_checkpoint, load_weights, save_checkpoint
 from config import GPTConfig, SampleConfig, UserError, apply, choose_device, help_text, parse_args, run_cli
-from corpus import END_MARK, INPUT_MARK, MARKERS, OUTPUT_MARK, CharVocab
+from corpus import END_MARK, INPUT_MARK, MARKERS, OUTPUT_MARK, CharVocab, seeded_generator
 from gpt_final_version import GPT
 
 MODEL_KINDS = {"gpt": GPT, "bigram": BigramLanguageModel}
@@ -40,9 +43,10 @@ class Completion:
 
 
 class ModelHandler:
-    def __init__(self, path: str, device: str = "auto"):
+    def __init__(self, path: str, device: str = "auto", attention: str = ""):
         self.path = path
         self.device = choose_device(device)
+        self.attention = attention  # "fast" or "heads": convert a GPT to that attention class; "": as saved
         self.model = None
         self.vocab: CharVocab | None = None
         self.state: dict | None = None
@@ -57,6 +61,12 @@ class ModelHandler:
         if kind not in MODEL_KINDS:
             raise UserError(f"{self.path} holds an unknown model kind {kind!r}; known: {', '.join(MODEL_KINDS)}.")
         config = apply(GPTConfig(), self.state["model_config"])
+        if self.attention and kind == "gpt" and self.attention != config.attention:
+            import train  # only here: plain sampling does not load the training machinery
+
+            config = dataclasses.replace(config, attention=self.attention)
+            config.validate()
+            self.state = train.switch_attention(self.state, config, GPT, gpt_final_version.convert_attention_weights)
         self.vocab = CharVocab(self.state["vocab"])
         self.model = MODEL_KINDS[kind](config)
         load_weights(self.model, self.state["model"], self.path)
@@ -93,11 +103,7 @@ class ModelHandler:
                  use_cache: bool = True) -> list[str]:
         """Samples that begin with the prompt; the same seed gives the same samples."""
         start = self.encode_prompt(prompt).repeat(num_samples, 1)
-        generator = torch.Generator()
-        if seed is None:
-            generator.seed()
-        else:
-            generator.manual_seed(seed)
+        generator = seeded_generator(seed)
         ids = self.model.generate(start, max_new_tokens, temperature=temperature, top_k=top_k or None,
                                   generator=generator, use_cache=use_cache)
         return [self.vocab.decode(row.tolist()) for row in ids]
@@ -140,11 +146,7 @@ class ModelHandler:
         block_size = self.model.config.block_size
         idx = self.encode_prompt(context[-block_size:])
         prompt_chars = idx.shape[1]
-        generator = torch.Generator()
-        if seed is None:
-            generator.seed()
-        else:
-            generator.manual_seed(seed)
+        generator = seeded_generator(seed)
         stop_id = None if stop is None else self.vocab.index[stop]
         chunk = STREAM_CHUNK if on_text else CHUNK
         new: list[int] = []
@@ -206,13 +208,16 @@ class ModelHandler:
 class HandlerOptions:
     export: str = ""  # write a weights-only copy of the checkpoint here (no optimizer state)
     export_half: bool = True  # store the exported weights as float16: half the size, same samples
+    attention: str = ""  # "fast" or "heads": run (and --export) a GPT with that attention class, weights converted
+    compare: str = ""  # draw the loss curves of the checkpoints given (A.pt B.pt ...) into this PNG
 
 
-USAGE = "usage: python model_handler.py CHECKPOINT [--name=value ...]"
+USAGE = ("usage: python model_handler.py CHECKPOINT [--name=value ...]\n"
+         "       python model_handler.py CHECKPOINT [CHECKPOINT ...] --compare=runs.png")
 
 
 def main(argv=None):
-    args = parse_args(argv or [], [SampleConfig, HandlerOptions], max_positional=1)
+    args = parse_args(argv or [], [SampleConfig, HandlerOptions], max_positional=1000)
     if args.help:
         print(help_text([SampleConfig, HandlerOptions], USAGE, show_presets=False))
         return None
@@ -221,7 +226,11 @@ def main(argv=None):
     options = apply(SampleConfig(), args.overrides)
     handler_options = apply(HandlerOptions(), args.overrides)
     options.validate()
-    handler = ModelHandler(args.positional[0], options.device).load()
+    if handler_options.compare:
+        return draw_runs(args.positional, handler_options.compare)
+    if len(args.positional) > 1:
+        raise UserError(f"{len(args.positional)} checkpoints given; one at a time, except with --compare=PNG.")
+    handler = ModelHandler(args.positional[0], options.device, handler_options.attention).load()
     if options.chat:
         if not handler.is_chat_model:
             handler.reply("")  # raises the error that says how to make a chat model
@@ -241,6 +250,37 @@ def main(argv=None):
         Path(options.out).write_text(text + "\n", encoding="utf-8")
         print(f"(written to {options.out})")
     return samples
+
+
+def draw_runs(paths: list[str], png: str) -> list[str]:
+    """The loss curves of one checkpoint (its own picture) or several (one chart to compare)."""
+    runs = [(run_label(path, state), run_curve(path, state)) for path, state in
+            ((path, load_checkpoint(path)) for path in paths)]
+    if len(runs) == 1:
+        if not loss_curves.plot_run(runs[0][1], png, runs[0][0]):
+            raise UserError(f"no picture drawn: {loss_curves.missing_matplotlib_hint(paths[0])}")
+    else:
+        loss_curves.plot_comparison(runs, png)
+    print(f"loss curves of {', '.join(label for label, _ in runs)} drawn in {png}")
+    return [label for label, _ in runs]
+
+
+def run_curve(path: str, state: dict) -> list[dict]:
+    """The rows of a run's loss curve: kept in its checkpoint, or (older checkpoints) in NAME.csv."""
+    if state.get("curve"):
+        return state["curve"]
+    csv_path = loss_curves.curve_paths(path)[0]
+    if csv_path.is_file():
+        return loss_curves.read_csv(csv_path, up_to_step=state["iter_num"])
+    raise UserError(f"{path} has no loss curve (it was trained before curves were kept, and {csv_path} is missing).")
+
+
+def run_label(path: str, state: dict) -> str:
+    params = sum(t.numel() for t in state["model"].values())
+    kind = state.get("model_kind", "gpt")
+    attention = state["model_config"].get("attention") if kind == "gpt" else None
+    what = f"{kind}, {attention} attention" if attention else kind
+    return f"{Path(path).stem} ({what}, {params:,} parameters)"
 
 
 def _typed_lines():

@@ -1,7 +1,13 @@
 """The training loop shared by gpt_final_version.py and bigram.py.
 
+    python gpt_final_version.py --preset=tiny     # runs this loop on a GPT
+    python bigram.py                              # and on the bigram table
+
 It gets a model-building function from its caller and never imports a model file, so imports run
 one way: config -> corpus/checkpoint -> train -> gpt_final_version/bigram -> model_handler.
+
+Sections: several processes (torchrun) | from the command line to a model and data | pieces of the
+loop | the run's state (class Run) | the loop itself (run) | what a run leaves behind.
 """
 from __future__ import annotations
 
@@ -10,7 +16,9 @@ import ctypes
 import dataclasses
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -21,15 +29,18 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+import loss_curves
 from checkpoint import load_checkpoint, load_weights, save_checkpoint
 from config import (GPTConfig, TrainConfig, UserError, apply, choose_device, default_preset, help_text,
                     parse_args, preset_values)
 from corpus import (END_MARK, INPUT_MARK, OUTPUT_MARK, CharVocab, TextDataset, ensure_default_corpus, is_pairs_file,
-                    pairs_dataset, pairs_vocab, prepared_dataset, read_pairs, read_text)
+                    pairs_dataset, pairs_vocab, prepared_dataset, read_pairs, read_text, seeded_generator)
 
 # Model-shape fields that may change when resuming; the others must match the checkpoint's weights.
-RESUMABLE_MODEL_FIELDS = {"dropout"}
+# (A change of attention class converts the weights and the optimizer state: the function is the same.)
+RESUMABLE_MODEL_FIELDS = {"dropout", "attention"}
 MEMMAP_ABOVE_BYTES = 256 << 20  # a text this large is read through a memory map even without --memmap
+CURVE_ROWS = 100  # rows of NAME.csv in a run whose --log_interval is 0 (automatic)
 
 
 @dataclass
@@ -43,6 +54,7 @@ class TrainResult:
     seconds: float
     checkpoint: str
     history: list = field(default_factory=list)  # (iteration, train loss, val loss) at each evaluation
+    interrupted: str = ""  # the signal that stopped the run early ("SIGINT", "SIGTERM"), if any
 
 
 # ==============================================================================================
@@ -69,15 +81,25 @@ class Processes:
         """The mean of a number over all processes (every process gets it)."""
         if not self.distributed:
             return value
-        tensor = torch.tensor([value], dtype=torch.float64)
-        if self.backend == "nccl":
-            tensor = tensor.cuda()
-        dist.all_reduce(tensor)
-        return tensor.item() / self.world_size
+        return self._all_reduce(value, dist.ReduceOp.SUM) / self.world_size
+
+    def any(self, flag: bool) -> bool:
+        """True on every process if it is true on any: all stop at the same step, or none does
+        (a process that stopped alone would leave the others waiting forever in an all-reduce)."""
+        if not self.distributed:
+            return flag
+        return self._all_reduce(float(flag), dist.ReduceOp.MAX) > 0
 
     def wait_for_all(self) -> None:
         if self.distributed:
             dist.barrier()
+
+    def _all_reduce(self, value: float, op) -> float:
+        tensor = torch.tensor([value], dtype=torch.float64)
+        if self.backend == "nccl":
+            tensor = tensor.cuda()
+        dist.all_reduce(tensor, op=op)
+        return tensor.item()
 
 
 def start_processes(requested_device: str) -> tuple[Processes, str]:
@@ -107,7 +129,9 @@ def start_processes(requested_device: str) -> tuple[Processes, str]:
 # From the command line to a model, a dataset and settings
 
 
-def train_from_command_line(argv, build_model, kind: str, usage: str):
+def train_from_command_line(argv, build_model, kind: str, usage: str, convert_weights=None):
+    """`convert_weights(weights, config, to)` moves weights between attention classes (the GPT's
+    convert_attention_weights); models with one layout pass None."""
     args = parse_args(argv, [GPTConfig, TrainConfig])
     if args.help:
         print(help_text([GPTConfig, TrainConfig], usage))
@@ -119,13 +143,13 @@ def train_from_command_line(argv, build_model, kind: str, usage: str):
     init_state = load_checkpoint(init_path) if init_path else None
     processes, device = start_processes(args.overrides.get("device", TrainConfig.device))
     try:
-        return _train(args, build_model, kind, state, init_state, processes, device)
+        return _train(args, build_model, kind, state, init_state, processes, device, convert_weights)
     finally:
         if processes.distributed:
             dist.destroy_process_group()
 
 
-def _train(args, build_model, kind, state, init_state, processes, device):
+def _train(args, build_model, kind, state, init_state, processes, device, convert_weights):
     resume_path, init_path = args.overrides.get("resume", ""), args.overrides.get("init_from", "")
     preset = (args.preset or (state or init_state or {}).get("preset")
               or ("bigram" if kind == "bigram" else default_preset(device)))
@@ -144,8 +168,10 @@ def _train(args, build_model, kind, state, init_state, processes, device):
     torch.manual_seed(cfg.seed)  # the same seed gives the same initial weights
     model = build_model(model_cfg)
     if state:
+        state = switch_attention(state, model_cfg, build_model, convert_weights)
         load_weights(model, state["model"], resume_path)
     elif init_state:
+        init_state = switch_attention(init_state, model_cfg, build_model, convert_weights)
         load_weights_extending_vocab(model, init_state["model"], init_path)
     changed = {k: v for k, v in args.overrides.items() if k not in ("resume",)}
     return run(model, model_cfg, cfg, dataset, device, kind, preset, changed, state, processes)
@@ -171,6 +197,27 @@ def _settings(overrides: dict, preset: str, state: dict | None, init_state: dict
         cfg = apply(TrainConfig(), state["train_config"])
         cfg = dataclasses.replace(cfg, out="")  # a resumed run writes a new file unless --out says where
     return apply(model_cfg, overrides), apply(cfg, overrides)
+
+
+def switch_attention(state: dict, model_cfg: GPTConfig, build_model, convert_weights) -> dict:
+    """A checkpoint of one attention class made ready for the other (--attention=fast on a
+    checkpoint trained with heads, or back): weights and Adam's moments are converted, so resuming
+    continues the same run. A checkpoint already in model_cfg's class is returned as it is."""
+    saved = state["model_config"].get("attention", "fast")
+    if convert_weights is None or saved == model_cfg.attention:
+        return state
+    state = dict(state)
+    convert = lambda tensors: convert_weights(tensors, model_cfg, model_cfg.attention)  # noqa: E731
+    state["model"] = convert(state["model"])
+    if "optimizer" in state:
+        with torch.device("meta"):  # shapes and names only: no memory, no initialisation cost
+            old_groups = decay_groups(build_model(dataclasses.replace(model_cfg, attention=saved)).named_parameters())
+            new_groups = decay_groups(build_model(model_cfg).named_parameters())
+        state["optimizer"] = convert_optimizer_state(state["optimizer"], old_groups, new_groups, convert)
+    state["model_config"] = {**state["model_config"], "attention": model_cfg.attention}
+    print(f"note: converted the checkpoint's attention from {saved!r} to {model_cfg.attention!r} (the same function)")
+    return state
+
 
 
 def load_dataset(cfg: TrainConfig, state: dict | None, init_state: dict | None) -> TextDataset:
@@ -273,15 +320,45 @@ def keep_freed_memory_in_process() -> None:
         pass
 
 
+def decay_groups(named_parameters) -> tuple[list[str], list[str]]:
+    """Parameter names in the optimizer's two groups: those that get weight decay (matrices and
+    embeddings) and those that do not (biases, LayerNorm gains)."""
+    named = [(n, p) for n, p in named_parameters if p.requires_grad]
+    return [n for n, p in named if p.dim() >= 2], [n for n, p in named if p.dim() < 2]
+
+
 def configure_optimizer(model, cfg: TrainConfig, device: str):
     """AdamW; weight decay on matrices and embeddings only, never on biases or LayerNorm gains."""
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = dict(model.named_parameters())
+    decayed, not_decayed = decay_groups(params.items())
     groups = [
-        {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
-        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+        {"params": [params[n] for n in decayed], "weight_decay": cfg.weight_decay},
+        {"params": [params[n] for n in not_decayed], "weight_decay": 0.0},
     ]
     fused = True if device.startswith("cuda") else None  # one kernel for all parameters on cuda
     return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2), fused=fused)
+
+
+def convert_optimizer_state(saved: dict, old_groups, new_groups, convert) -> dict:
+    """AdamW's state_dict for one parameter layout re-keyed for another (groups as decay_groups
+    gives them). Its per-parameter moments have the parameters' shapes, so `convert`, which maps
+    weights by name, maps them too."""
+    old_names, new_names = [*old_groups[0], *old_groups[1]], [*new_groups[0], *new_groups[1]]
+    by_name = {name: saved["state"][i] for i, name in enumerate(old_names) if i in saved["state"]}
+    if not by_name:  # a fresh optimizer that never stepped
+        return {"state": {}, "param_groups": _regrouped(saved, new_groups)}
+    moments = {key: convert({n: s[key] for n, s in by_name.items()}) for key in ("exp_avg", "exp_avg_sq")}
+    step = next(iter(by_name.values()))["step"]  # every parameter has taken the same steps
+    state = {i: {"step": step.clone(), "exp_avg": moments["exp_avg"][n], "exp_avg_sq": moments["exp_avg_sq"][n]}
+             for i, n in enumerate(new_names) if n in moments["exp_avg"]}
+    return {"state": state, "param_groups": _regrouped(saved, new_groups)}
+
+
+def _regrouped(saved: dict, new_groups) -> list[dict]:
+    """The saved groups' settings (lr, betas, weight decay...) over the new layout's indices."""
+    first = len(new_groups[0])
+    return [dict(saved["param_groups"][0], params=list(range(first))),
+            dict(saved["param_groups"][1], params=list(range(first, first + len(new_groups[1]))))]
 
 
 def learning_rate_at(it: int, cfg: TrainConfig) -> float:
@@ -297,7 +374,7 @@ def learning_rate_at(it: int, cfg: TrainConfig) -> float:
 
 @torch.no_grad()
 def estimate_loss(model, dataset: TextDataset, cfg: TrainConfig, block_size: int, device: str,
-                  autocast=contextlib.nullcontext(), processes: Processes = Processes()) -> dict:
+                  autocast=None, processes: Processes | None = None) -> dict:
     """Mean loss over eval_iters batches of each split, in eval mode (no dropout), without gradients.
 
     The batches come from their own fixed-seed generator: every evaluation sees the same windows
@@ -305,11 +382,12 @@ def estimate_loss(model, dataset: TextDataset, cfg: TrainConfig, block_size: int
     each process scores its slice of the same global batches and the means are averaged, so every
     process gets the same numbers.
     """
+    autocast, processes = autocast or contextlib.nullcontext(), processes or Processes()
     was_training = model.training
     model.eval()
     losses = {}
     for split in ("train", "val"):
-        generator = torch.Generator().manual_seed(cfg.seed + 1)
+        generator = seeded_generator(cfg.seed + 1)
         total = torch.zeros((), device=device)
         for _ in range(cfg.eval_iters):
             x, y = dataset.get_batch(split, cfg.batch_size, block_size, generator, device,
@@ -322,141 +400,11 @@ def estimate_loss(model, dataset: TextDataset, cfg: TrainConfig, block_size: int
     return losses
 
 
-def best_path(out: str) -> str:
-    """Where periodic saving keeps the best-val checkpoint: beside the latest, never over it."""
-    return str(Path(out).with_suffix("")) + ".best.pt"
-
-
-def default_checkpoint_path(name: str) -> str:
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    path = Path("models") / f"{name}-{stamp}.pt"
-    n = 1
-    while path.exists():  # never overwrite an earlier run's file
-        n += 1
-        path = Path("models") / f"{name}-{stamp}-{n}.pt"
-    return str(path)
-
-
-# ==============================================================================================
-# The loop
-
-
-def run(model, model_cfg: GPTConfig, cfg: TrainConfig, dataset: TextDataset, device: str, kind: str,
-        preset: str, changed: dict, state: dict | None = None, processes: Processes = Processes()) -> TrainResult:
-    autocast, dtype = autocast_context(device, cfg.dtype)
-    if device == "cpu":
-        keep_freed_memory_in_process()
-    model.to(device)
-    optimizer = configure_optimizer(model, cfg, device)
-    scaler = torch.amp.GradScaler(enabled=(dtype == "float16"))
-    batches = torch.Generator().manual_seed(cfg.seed)  # training batches have their own random stream
-    iter_num, best_val = 0, float("inf")
-    if state:
-        iter_num, best_val = state["iter_num"], state.get("best_val_loss", float("inf"))
-        if "optimizer" in state:
-            optimizer.load_state_dict(state["optimizer"])
-            _restore_rng(state["rng"], batches, device)
-        else:
-            print("note: the checkpoint has no optimizer state (an exported copy): starting a fresh optimizer")
-    if processes.distributed:  # the same batch stream everywhere (each takes its slice), its own dropout
-        torch.manual_seed(cfg.seed + 1000 * processes.rank + iter_num)
-    out = cfg.out or default_checkpoint_path(preset if kind == "gpt" else kind)
-    out = _agree_on(out, processes)
-    step_model = torch.compile(model) if cfg.compile else model  # checkpoints save `model`, never this
-    if processes.distributed:  # gradients are averaged across processes during backward
-        step_model = DistributedDataParallel(step_model, device_ids=[processes.local_rank] if device.startswith("cuda") else None)
-    tokens_per_iter = cfg.batch_size * model_cfg.block_size * cfg.gradient_accumulation_steps * processes.world_size
-    _print_startup(model, model_cfg, cfg, dataset, device, dtype, preset, tokens_per_iter, iter_num, out, processes)
-
-    history, losses, interrupted = [], {}, False
-    run_started = time.time()
-    train_seconds = eval_seconds = 0.0
-    start_iter, started = iter_num, time.time()
-    bar = tqdm(total=cfg.max_iters, initial=iter_num, unit="it", dynamic_ncols=True,
-               disable=None if cfg.progress and processes.is_main else True)
-    try:
-        while iter_num < cfg.max_iters:
-            if iter_num % cfg.eval_interval == 0 and iter_num > start_iter:
-                losses, seconds = _evaluate(model, dataset, cfg, model_cfg, device, autocast, iter_num, bar,
-                                            run_started, processes)
-                eval_seconds += seconds
-                history.append((iter_num, losses["train"], losses["val"]))
-                if losses["val"] < best_val and cfg.save_interval and processes.is_main:  # the best is kept apart
-                    save_checkpoint(_checkpoint_state(model, model_cfg, cfg, dataset, optimizer, iter_num,
-                                                      losses["val"], batches, kind, preset, device), best_path(out))
-                best_val = min(best_val, losses["val"])
-            t0 = time.time()
-            lr = learning_rate_at(iter_num, cfg)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            loss = _train_step(step_model, optimizer, scaler, dataset, cfg, model_cfg, device, autocast, batches,
-                               processes)
-            iter_num += 1
-            if not math.isfinite(loss):
-                raise UserError(
-                    f"the loss became {loss} at iteration {iter_num}; nothing was saved from this run. "
-                    f"Lower --learning_rate (now {cfg.learning_rate:g}) or --grad_clip, or use --dtype=float32."
-                )
-            train_seconds += time.time() - t0
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}",
-                            tok_s=f"{tokens_per_iter * (iter_num - start_iter) / train_seconds:,.0f}")
-            if cfg.save_interval and iter_num % cfg.save_interval == 0 and iter_num < cfg.max_iters and processes.is_main:
-                save_checkpoint(_checkpoint_state(model, model_cfg, cfg, dataset, optimizer, iter_num,
-                                                  best_val, batches, kind, preset, device), out)
-    except KeyboardInterrupt:
-        interrupted = True
-        bar.write(f"interrupted at iteration {iter_num}: saving a checkpoint of where training got to")
-    bar.close()
-
-    if iter_num > start_iter or not history:
-        losses, seconds = _evaluate(model, dataset, cfg, model_cfg, device, autocast, iter_num, None,
-                                    run_started, processes)
-        eval_seconds += seconds
-        history.append((iter_num, losses["train"], losses["val"]))
-        best_val = min(best_val, losses["val"])
-    if processes.is_main:
-        save_checkpoint(_checkpoint_state(model, model_cfg, cfg, dataset, optimizer, iter_num, best_val,
-                                          batches, kind, preset, device), out)
-    wall = time.time() - started
-    tokens_per_s = tokens_per_iter * (iter_num - start_iter) / train_seconds if train_seconds else 0.0
-    result = TrainResult(iter_num, losses["train"], losses["val"], best_val, _num_params(model),
-                         tokens_per_s, wall, out, history)
-    if processes.is_main:
-        _report(result, model, dataset, cfg, device, dtype, preset, changed, interrupted, eval_seconds)
-    processes.wait_for_all()  # no process leaves before the checkpoint is written
-    return result
-
-
-def _report(result, model, dataset, cfg, device, dtype, preset, changed, interrupted, eval_seconds) -> None:
-    """Rank 0's account of a finished run: where it was saved, a sample, notes.txt, the final line."""
-    out, wall, best_val = result.checkpoint, result.seconds, result.best_val_loss
-    print(f"saved {out}{' (interrupted)' if interrupted else ''}; evaluation took {eval_seconds:.1f}s, "
-          f"{100 * eval_seconds / max(wall, 1e-9):.0f}% of the run")
-    if cfg.save_interval and Path(best_path(out)).exists():
-        print(f"best val loss {best_val:.4f}: kept apart in {best_path(out)}")
-    _write_sample(model, dataset, cfg, device, out)
-    _append_notes(cfg, result, preset, changed, device, dtype)
-    if dataset.pairs:
-        print(f"val loss of replies only (held-out pairs): {result.val_loss:.4f}")
-    print(f"final: iters={result.iters} train_loss={result.train_loss:.4f} val_loss={result.val_loss:.4f} "
-          f"best_val_loss={result.best_val_loss:.4f} params={result.params} "
-          f"tokens_per_s={result.tokens_per_s:.0f} seconds={result.seconds:.1f} checkpoint={result.checkpoint}")
-
-
-def _agree_on(path: str, processes: Processes) -> str:
-    """Rank 0's checkpoint path for every process (a timestamped default could differ by a second)."""
-    if not processes.distributed:
-        return path
-    shared = [path]
-    dist.broadcast_object_list(shared, src=0)
-    return shared[0]
-
-
-def _train_step(model, optimizer, scaler, dataset, cfg, model_cfg, device, autocast, batches,
-                processes: Processes = Processes()) -> float:
+def train_step(model, optimizer, scaler, dataset, cfg, model_cfg, device, autocast, batches,
+               processes: Processes | None = None) -> float:
     """One optimizer step over gradient_accumulation_steps micro-batches; returns the mean loss
     (over all processes, so that every process sees the same number and stops together on a nan)."""
+    processes = processes or Processes()
     total = 0.0
     steps = cfg.gradient_accumulation_steps
     for micro_step in range(steps):
@@ -480,50 +428,316 @@ def _train_step(model, optimizer, scaler, dataset, cfg, model_cfg, device, autoc
     return processes.mean(total)
 
 
-def _evaluate(model, dataset, cfg, model_cfg, device, autocast, iter_num, bar, run_started, processes):
-    t0 = time.time()
-    losses = estimate_loss(model, dataset, cfg, model_cfg.block_size, device, autocast, processes)
-    seconds = time.time() - t0
-    line = (f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f} "
-            f"(eval {seconds:.1f}s, {t0 - run_started:.0f}s into the run)")
-    (bar.write if bar is not None else print)(line)
-    return losses, seconds
+class StopSignals:
+    """Ctrl-C (SIGINT) and SIGTERM (what kill, docker stop, Kubernetes and batch schedulers send)
+    ask the loop to stop after the step in progress, save where it got to and report as usual.
+    A second Ctrl-C stops at once, without saving. Outside the main thread (where Python allows
+    no handlers) nothing is installed and Ctrl-C raises KeyboardInterrupt as usual."""
+
+    def __init__(self):
+        self.requested = ""  # the name of the first signal received
+        self._previous = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._on_signal)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _on_signal(self, signum, frame):
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # asked twice: the user wants out now
+        self.requested = self.requested or signal.Signals(signum).name
+
+
+def best_path(out: str) -> str:
+    """Where periodic saving keeps the best-val checkpoint: beside the latest, never over it."""
+    return str(Path(out).with_suffix("")) + ".best.pt"
+
+
+def default_checkpoint_path(name: str) -> str:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = Path("models") / f"{name}-{stamp}.pt"
+    n = 1
+    while path.exists():  # never overwrite an earlier run's file
+        n += 1
+        path = Path("models") / f"{name}-{stamp}-{n}.pt"
+    return str(path)
+
+
+def _agree_on(path: str, processes: Processes) -> str:
+    """Rank 0's checkpoint path for every process (a timestamped default could differ by a second)."""
+    if not processes.distributed:
+        return path
+    shared = [path]
+    dist.broadcast_object_list(shared, src=0)
+    return shared[0]
 
 
 # ==============================================================================================
-# What a run leaves behind: checkpoint, sample, notes
+# The state of one run: everything the loop reads and updates, in one place
 
 
-def _checkpoint_state(model, model_cfg, cfg, dataset, optimizer, iter_num, best_val, batches, kind,
-                      preset, device) -> dict:
-    rng = {"torch": torch.get_rng_state(), "batches": batches.get_state()}
-    if device.startswith("cuda"):
-        rng["cuda"] = torch.cuda.get_rng_state(device)
-    return {
-        "model_kind": kind,
-        "model": model.state_dict(),  # the plain module's weights, never a compiled wrapper's
-        "model_config": dataclasses.asdict(model_cfg),
-        "train_config": dataclasses.asdict(cfg),
-        "preset": preset,
-        "vocab": dataset.vocab.chars,
-        "optimizer": optimizer.state_dict(),
-        "iter_num": iter_num,
-        "best_val_loss": best_val,
-        "rng": rng,
-    }
+@dataclass
+class Run:
+    model: torch.nn.Module  # the plain module: what is saved, evaluated and sampled
+    step_model: torch.nn.Module  # what takes the steps: the model, maybe compiled, maybe in DDP
+    model_cfg: GPTConfig
+    cfg: TrainConfig
+    dataset: TextDataset
+    device: str
+    dtype: str
+    autocast: object  # a context manager: autocast to dtype, or nothing for float32
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    batches: torch.Generator  # the training batches' own random stream (saved, so resume is exact)
+    processes: Processes
+    kind: str  # "gpt" or "bigram": which script can resume the checkpoint
+    preset: str
+    changed: dict  # the options given on the command line, for notes.txt
+    out: str  # the checkpoint path
+    iter_num: int = 0
+    start_iter: int = 0  # where this invocation started (above 0 when resuming)
+    best_val: float = float("inf")
+    losses: dict = field(default_factory=dict)  # the latest evaluation: {"train": ..., "val": ...}
+    history: list = field(default_factory=list)  # (iteration, train loss, val loss) of each evaluation
+    curve: list = field(default_factory=list)  # rows of NAME.csv, earlier runs of this checkpoint included
+    batch_losses: list = field(default_factory=list)  # training losses since the last row of the curve
+    train_seconds: float = 0.0  # time in training steps, the first one apart (compiling happens there)
+    first_step_seconds: float = 0.0
+    eval_seconds: float = 0.0
+    earlier_seconds: float = 0.0  # wall time of the runs this one resumes
+    started: float = field(default_factory=time.time)
+
+    @classmethod
+    def start(cls, model, model_cfg, cfg, dataset, device, kind, preset, changed, state, processes) -> "Run":
+        """Move the model to its device and build what trains it; with a checkpoint, put the
+        optimizer, the iteration, the random streams and the loss curve back where they were."""
+        autocast, dtype = autocast_context(device, cfg.dtype)
+        if device == "cpu":
+            keep_freed_memory_in_process()
+        model.to(device)
+        optimizer = configure_optimizer(model, cfg, device)
+        scaler = torch.amp.GradScaler(enabled=(dtype == "float16"))
+        batches = seeded_generator(cfg.seed)
+        out = _agree_on(cfg.out or default_checkpoint_path(preset if kind == "gpt" else kind), processes)
+        step_model = torch.compile(model) if cfg.compile else model  # checkpoints save `model`, never this
+        if processes.distributed:  # gradients are averaged across processes during backward
+            step_model = DistributedDataParallel(step_model, device_ids=[processes.local_rank] if device.startswith("cuda") else None)
+        r = cls(model, step_model, model_cfg, cfg, dataset, device, dtype, autocast, optimizer, scaler, batches,
+                processes, kind, preset, changed, out)
+        if state:
+            r.restore(state)
+        if processes.distributed:  # the same batch stream everywhere (each takes its slice), its own dropout
+            torch.manual_seed(cfg.seed + 1000 * processes.rank + r.iter_num)
+        return r
+
+    def restore(self, state: dict) -> None:
+        self.iter_num = self.start_iter = state["iter_num"]
+        self.best_val = state.get("best_val_loss", float("inf"))
+        self.curve = [row for row in state.get("curve", []) if row["step"] <= self.iter_num]
+        self.earlier_seconds = self.curve[-1]["seconds"] if self.curve else 0.0
+        if "optimizer" not in state:
+            print("note: the checkpoint has no optimizer state (an exported copy): starting a fresh optimizer")
+            return
+        self.optimizer.load_state_dict(state["optimizer"])
+        rng = state["rng"]
+        torch.set_rng_state(rng["torch"])
+        self.batches.set_state(rng["batches"])
+        if "cuda" in rng and self.device.startswith("cuda"):
+            torch.cuda.set_rng_state(rng["cuda"], self.device)
+
+    @property
+    def tokens_per_iter(self) -> int:
+        return (self.cfg.batch_size * self.model_cfg.block_size * self.cfg.gradient_accumulation_steps
+                * self.processes.world_size)
+
+    @property
+    def tokens_per_s(self) -> float:
+        """Steady-state speed: steps after the first (which includes torch.compile's work)."""
+        timed_steps = self.iter_num - self.start_iter - 1
+        if timed_steps < 1 or self.train_seconds <= 0:
+            steps, seconds = self.iter_num - self.start_iter, self.train_seconds + self.first_step_seconds
+            return self.tokens_per_iter * steps / seconds if seconds > 0 else 0.0
+        return self.tokens_per_iter * timed_steps / self.train_seconds
+
+    # ------------------------------------------------------------------------------------------
+    # What the loop asks of it
+
+    def evaluation_due(self) -> bool:
+        return self.iter_num % self.cfg.eval_interval == 0 and self.iter_num > self.start_iter
+
+    def curve_row_due(self) -> bool:
+        interval = self.cfg.log_interval or max(1, self.cfg.max_iters // CURVE_ROWS)
+        return self.iter_num % interval == 0 and self.iter_num > self.start_iter
+
+    def evaluate(self, write=print) -> None:
+        t0 = time.time()
+        self.losses = estimate_loss(self.model, self.dataset, self.cfg, self.model_cfg.block_size, self.device,
+                                    self.autocast, self.processes)
+        seconds = time.time() - t0
+        self.eval_seconds += seconds
+        self.history.append((self.iter_num, self.losses["train"], self.losses["val"]))
+        write(f"step {self.iter_num}: train loss {self.losses['train']:.4f}, val loss {self.losses['val']:.4f} "
+              f"(eval {seconds:.1f}s, {t0 - self.started:.0f}s into the run)")
+
+    def keep_if_best(self) -> None:
+        """With periodic saving, the best-val model is kept apart, so a worse later one never replaces it."""
+        if self.losses["val"] < self.best_val and self.cfg.save_interval:
+            self.save(best_path(self.out), best_val=self.losses["val"])
+        self.best_val = min(self.best_val, self.losses["val"])
+
+    def add_curve_row(self, val_loss: float | None = None) -> None:
+        """One row of NAME.csv: the mean training loss since the last row, and val loss if evaluated."""
+        if self.curve and self.curve[-1]["step"] == self.iter_num:  # evaluated again at the same step
+            self.curve[-1]["val_loss"] = val_loss if val_loss is not None else self.curve[-1]["val_loss"]
+        elif self.batch_losses or val_loss is not None:
+            self.curve.append(self._curve_row(val_loss))
+        self.batch_losses = []
+        if self.processes.is_main:
+            loss_curves.write_csv(self.curve, loss_curves.curve_paths(self.out)[0])
+
+    def _curve_row(self, val_loss: float | None) -> dict:
+        previous = self.curve[-1] if self.curve else {"step": 0, "tokens": 0}
+        steps = self.iter_num - previous["step"]
+        return {
+            "step": self.iter_num, "tokens": previous["tokens"] + steps * self.tokens_per_iter,
+            "train_loss": sum(self.batch_losses) / len(self.batch_losses) if self.batch_losses else None,
+            "val_loss": val_loss, "learning_rate": learning_rate_at(max(self.iter_num - 1, 0), self.cfg),
+            "tokens_per_s": self.tokens_per_s if steps else 0.0,
+            "seconds": self.earlier_seconds + time.time() - self.started}
+
+    def save(self, path: str | None = None, best_val: float | None = None) -> None:
+        if self.processes.is_main:  # one writer; the others hold the same weights
+            save_checkpoint(self.checkpoint_state(best_val), path or self.out)
+
+    def checkpoint_state(self, best_val: float | None = None) -> dict:
+        rng = {"torch": torch.get_rng_state(), "batches": self.batches.get_state()}
+        if self.device.startswith("cuda"):
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return {
+            "model_kind": self.kind,
+            "model": self.model.state_dict(),  # the plain module's weights, never a compiled wrapper's
+            "model_config": dataclasses.asdict(self.model_cfg),
+            "train_config": dataclasses.asdict(self.cfg),
+            "preset": self.preset,
+            "vocab": self.dataset.vocab.chars,
+            "optimizer": self.optimizer.state_dict(),
+            "iter_num": self.iter_num,
+            "best_val_loss": self.best_val if best_val is None else best_val,
+            "rng": rng,
+            "curve": self.curve,
+        }
+
+    def result(self, interrupted: str) -> TrainResult:
+        return TrainResult(self.iter_num, self.losses["train"], self.losses["val"], self.best_val,
+                           _num_params(self.model), self.tokens_per_s, time.time() - self.started, self.out,
+                           self.history, interrupted)
 
 
-def _restore_rng(rng: dict, batches: torch.Generator, device: str) -> None:
-    torch.set_rng_state(rng["torch"])
-    batches.set_state(rng["batches"])
-    if "cuda" in rng and device.startswith("cuda"):
-        torch.cuda.set_rng_state(rng["cuda"], device)
+# ==============================================================================================
+# The loop
 
 
-def _write_sample(model, dataset, cfg, device, checkpoint_path) -> None:
+def run(model, model_cfg: GPTConfig, cfg: TrainConfig, dataset: TextDataset, device: str, kind: str,
+        preset: str, changed: dict, state: dict | None = None, processes: Processes | None = None) -> TrainResult:
+    processes = processes or Processes()
+    r = Run.start(model, model_cfg, cfg, dataset, device, kind, preset, changed, state, processes)
+    if processes.is_main:
+        print_startup(r)
+    bar = tqdm(total=cfg.max_iters, initial=r.iter_num, unit="it", dynamic_ncols=True,
+               disable=None if cfg.progress and processes.is_main else True)
+    with StopSignals() as stop:
+        try:
+            while r.iter_num < cfg.max_iters:
+                evaluated = r.evaluation_due()
+                if evaluated:
+                    r.evaluate(bar.write)
+                    r.keep_if_best()
+                if evaluated or r.curve_row_due():
+                    r.add_curve_row(r.losses["val"] if evaluated else None)
+                if processes.any(bool(stop.requested)):  # every process stops at the same step
+                    break
+                lr = learning_rate_at(r.iter_num, cfg)
+                for group in r.optimizer.param_groups:
+                    group["lr"] = lr
+                t0 = time.time()
+                loss = train_step(r.step_model, r.optimizer, r.scaler, dataset, cfg, model_cfg, device, r.autocast,
+                                  r.batches, processes)
+                r.iter_num += 1
+                if not math.isfinite(loss):
+                    raise UserError(
+                        f"the loss became {loss} at iteration {r.iter_num}; nothing was saved from this run. "
+                        f"Lower --learning_rate (now {cfg.learning_rate:g}) or --grad_clip, or use --dtype=float32.")
+                if r.iter_num == r.start_iter + 1:
+                    r.first_step_seconds = time.time() - t0
+                else:
+                    r.train_seconds += time.time() - t0
+                r.batch_losses.append(loss)
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{r.tokens_per_s:,.0f}")
+                if cfg.save_interval and r.iter_num % cfg.save_interval == 0 and r.iter_num < cfg.max_iters:
+                    r.save()
+        except KeyboardInterrupt:  # Ctrl-C where no signal handler could be installed
+            stop.requested = "SIGINT"
+        bar.close()
+        if stop.requested:  # save first: a scheduler's SIGKILL may follow SIGTERM within seconds
+            r.save()
+            if processes.is_main:
+                print(f"{stop.requested} at iteration {r.iter_num}: saved {r.out}; evaluating before exit")
+        if r.iter_num > r.start_iter or not r.history:
+            r.evaluate()
+            r.best_val = min(r.best_val, r.losses["val"])
+            r.add_curve_row(r.losses["val"])
+        r.save()
+    result = r.result(stop.requested)
+    if processes.is_main:
+        report(r, result)
+    processes.wait_for_all()  # no process leaves before the checkpoint is written
+    return result
+
+
+# ==============================================================================================
+# What a run leaves behind: checkpoint, loss curve, sample, notes, the final line
+
+
+def report(r: Run, result: TrainResult) -> None:
+    """Rank 0's account of a finished run: where it was saved, the picture, a sample, notes.txt,
+    the final line."""
+    wall = result.seconds
+    print(f"saved {r.out}{' (interrupted)' if result.interrupted else ''}; evaluation took {r.eval_seconds:.1f}s, "
+          f"{100 * r.eval_seconds / max(wall, 1e-9):.0f}% of the run")
+    if r.cfg.save_interval and Path(best_path(r.out)).exists():
+        print(f"best val loss {result.best_val_loss:.4f}: kept apart in {best_path(r.out)}")
+    if r.cfg.compile and r.iter_num > r.start_iter:
+        print(f"compiling (the first step) took {r.first_step_seconds:.1f}s; tokens/s below leaves it out")
+    draw_curve(r)
+    write_sample(r.model, r.dataset, r.cfg, r.device, r.out)
+    append_notes(r, result)
+    if r.dataset.pairs:
+        print(f"val loss of replies only (held-out pairs): {result.val_loss:.4f}")
+    print(f"final: iters={result.iters} train_loss={result.train_loss:.4f} val_loss={result.val_loss:.4f} "
+          f"best_val_loss={result.best_val_loss:.4f} params={result.params} "
+          f"tokens_per_s={result.tokens_per_s:.0f} seconds={result.seconds:.1f} checkpoint={result.checkpoint}")
+
+
+def draw_curve(r: Run) -> None:
+    csv_path, png_path = loss_curves.curve_paths(r.out)
+    title = f"{Path(r.out).stem}: {r.preset} preset, {_num_params(r.model):,} parameters"
+    if loss_curves.plot_run(r.curve, png_path, title):
+        print(f"loss curve: {png_path} (numbers in {csv_path})")
+    else:
+        print(f"loss curve: {csv_path}; {loss_curves.missing_matplotlib_hint(r.out)}")
+
+
+def write_sample(model, dataset, cfg, device, checkpoint_path) -> None:
     if cfg.sample_chars == 0:
         return
-    generator = torch.Generator().manual_seed(cfg.seed)
+    generator = seeded_generator(cfg.seed)
     model.eval()
     if dataset.pairs:  # a chat model answers a held-out message, stopping at the end marker
         their = (dataset.pairs["val"] or dataset.pairs["train"])[0][0]
@@ -545,15 +759,16 @@ def _write_sample(model, dataset, cfg, device, checkpoint_path) -> None:
         print(f"sample written to {path}")
 
 
-def _append_notes(cfg, result: TrainResult, preset, changed, device, dtype) -> None:
-    if not cfg.notes:
+def append_notes(r: Run, result: TrainResult) -> None:
+    if not r.cfg.notes:
         return
-    settings = " ".join(f"{k}={v}" for k, v in changed.items()) or "(preset defaults)"
+    settings = " ".join(f"{k}={v}" for k, v in r.changed.items()) or "(preset defaults)"
+    compiled = f" (+{r.first_step_seconds:.1f}s compiling)" if r.cfg.compile else ""
     line = (f"{datetime.now():%Y-%m-%d %H:%M} | {result.checkpoint} | params={result.params} | "
-            f"preset={preset} {settings} | iters={result.iters} train_loss={result.train_loss:.4f} "
+            f"preset={r.preset} {settings} | iters={result.iters} train_loss={result.train_loss:.4f} "
             f"val_loss={result.val_loss:.4f} best_val_loss={result.best_val_loss:.4f} | "
-            f"{result.seconds:.1f}s | {device} {dtype} | {result.tokens_per_s:.0f} tokens/s\n")
-    with open(cfg.notes, "a", encoding="utf-8") as notes:
+            f"{result.seconds:.1f}s | {r.device} {r.dtype} | {result.tokens_per_s:.0f} tokens/s{compiled}\n")
+    with open(r.cfg.notes, "a", encoding="utf-8") as notes:
         notes.write(line)
 
 
@@ -561,15 +776,18 @@ def _num_params(model) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _print_startup(model, model_cfg, cfg, dataset, device, dtype, preset, tokens_per_iter, iter_num, out, processes):
-    shape = (f"{model_cfg.n_layer} layers, {model_cfg.n_head} heads, {model_cfg.n_embd} wide, "
-             f"context {model_cfg.block_size}, {model_cfg.attention} attention")
-    print(f"device: {device}, dtype: {dtype}, preset: {preset}")
+def print_startup(r: Run) -> None:
+    m, cfg, processes, dataset = r.model_cfg, r.cfg, r.processes, r.dataset
+    attention = {"heads": "per-Head (lecture)", "fast": "fused"}.get(getattr(m, "attention", ""), "")
+    shape = (f"{m.n_layer} layers, {m.n_head} heads, {m.n_embd} wide, context {m.block_size}, "
+             f"{attention} attention, {m.position} positions, {m.activation}, dropout {m.dropout}")
+    print(f"device: {r.device}, dtype: {r.dtype}, preset: {r.preset}")
     if processes.distributed:
         print(f"processes: {processes.world_size} (torchrun, {processes.backend}); this is rank 0 of them")
-    print(f"model: {type(model).__name__} with {_num_params(model):,} parameters ({shape})")
+    print(f"model: {type(r.model).__name__} with {_num_params(r.model):,} parameters"
+          + (f" ({shape})" if r.kind == "gpt" else ""))
     per_process = f" x {processes.world_size} processes" if processes.distributed else ""
-    print(f"tokens per iteration: {tokens_per_iter:,} (batch {cfg.batch_size} x context {model_cfg.block_size}"
+    print(f"tokens per iteration: {r.tokens_per_iter:,} (batch {cfg.batch_size} x context {m.block_size}"
           f" x {cfg.gradient_accumulation_steps} accumulation steps{per_process})")
     n_train, n_val = len(dataset.splits["train"]), len(dataset.splits["val"])
     print(f"data: {cfg.data}: vocabulary {len(dataset.vocab)}, {n_train:,} train / {n_val:,} val tokens")
@@ -580,5 +798,5 @@ def _print_startup(model, model_cfg, cfg, dataset, device, dtype, preset, tokens
               "losses count reply characters only (their side is masked)")
     if cfg.init_from:
         print(f"starting from the weights of {cfg.init_from}")
-    resumed = f", resuming at iteration {iter_num}" if iter_num else ""
-    print(f"training to iteration {cfg.max_iters}{resumed}; checkpoint: {out}")
+    resumed = f", resuming at iteration {r.iter_num}" if r.iter_num else ""
+    print(f"training to iteration {cfg.max_iters}{resumed}; checkpoint: {r.out}")

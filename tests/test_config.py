@@ -36,7 +36,7 @@ def test_a_value_of_the_wrong_type_is_refused(arg, expected):
 
 
 def test_unknown_preset_and_stray_argument():
-    with pytest.raises(UserError, match=r"unknown preset 'cpuu' \(did you mean --cpu\?\)"):
+    with pytest.raises(UserError, match=r"unknown preset 'cpuu' \(did you mean --preset=cpu\?\)"):
         parse_args(["--preset=cpuu"], SECTIONS)
     with pytest.raises(UserError, match="unexpected argument 'n_layer=3'"):
         parse_args(["n_layer=3"], SECTIONS)

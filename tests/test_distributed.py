@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+import loss_curves
 from checkpoint import load_checkpoint
 from conftest import ROOT, tiny_run_args
 from model_handler import ModelHandler
@@ -65,7 +66,10 @@ def test_two_processes_match_one_process_with_the_same_global_batch(runs):
 def test_only_rank_0_writes_one_checkpoint_one_sample_and_one_notes_line(runs):
     folder, results = runs
     written = sorted(p.relative_to(folder / "ddp").as_posix() for p in (folder / "ddp").rglob("*"))
-    assert written == ["model.pt", "notes.txt", "samples", "samples/model.txt"]
+    picture = ["model.png"] if loss_curves.matplotlib_available() else []
+    assert written == sorted(["model.csv", "model.pt", "notes.txt", "samples", "samples/model.txt", *picture])
+    steps = [row["step"] for row in loss_curves.read_csv(folder / "ddp/model.csv")]
+    assert steps == sorted(set(steps)) and steps[-1] == load_checkpoint(str(folder / "ddp/model.pt"))["iter_num"]
     assert len((folder / "ddp/notes.txt").read_text().splitlines()) == 1
     assert results["ddp"].stdout.count("step 12:") == 1
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from config import GPTConfig
-from gpt_final_version import GPT
+from gpt_final_version import GPT, convert_attention_weights
 
 V = 65
 
@@ -83,16 +83,20 @@ def test_targets_of_minus_one_contribute_no_loss_or_gradient():
 
 
 def copy_heads_into_fused(heads_model: GPT, fast_model: GPT) -> None:
-    """Load the per-Head weights into the one-matmul QKV layout: rows [q of all heads, k..., v...]."""
-    fast_state = fast_model.state_dict()
-    for name, value in heads_model.state_dict().items():
-        if ".heads." not in name:
-            fast_state[name].copy_(value)
-    for i, block in enumerate(heads_model.blocks):
-        heads = block.attn.heads
-        fused = torch.cat([torch.cat([getattr(h, part).weight for h in heads]) for part in ("query", "key", "value")])
-        fast_state[f"blocks.{i}.attn.qkv.weight"].copy_(fused)
-    fast_model.load_state_dict(fast_state)
+    """The model file's own converter: the per-Head weights in the one-matmul QKV layout."""
+    fast_model.load_state_dict(convert_attention_weights(heads_model.state_dict(), heads_model.config, "fast"))
+
+
+@pytest.mark.parametrize("start", ["heads", "fast"])
+def test_converting_there_and_back_gives_the_same_tensors(start):
+    model = tiny_model(attention=start)
+    other = "fast" if start == "heads" else "heads"
+    there = convert_attention_weights(model.state_dict(), model.config, other)
+    tiny_model(attention=other).load_state_dict(there)  # every name and shape fits the other class
+    back = convert_attention_weights(there, model.config, start)
+    assert back.keys() == model.state_dict().keys()
+    for name, value in model.state_dict().items():
+        assert torch.equal(back[name], value), name
 
 
 @pytest.mark.parametrize("position", ["learned", "rope"])

@@ -1,6 +1,8 @@
 """The training loop end to end on small runs: what it writes, exact resume, evaluation, baselines."""
 import math
+import os
 import re
+import signal
 
 import pytest
 import torch
@@ -81,20 +83,27 @@ def test_resume_refuses_a_different_model_shape(small_corpus, tmp_path):
         gpt_final_version.main([f"--resume={tmp_path / 'm.pt'}", "--n_layer=5"])
 
 
-def test_ctrl_c_stops_cleanly_and_saves_where_it_got_to(small_corpus, tmp_path, monkeypatch):
-    real_step, calls = train._train_step, []
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])
+def test_a_stop_signal_saves_where_training_got_to_and_reports(small_corpus, tmp_path, monkeypatch, capsys,
+                                                                signal_name):
+    """Ctrl-C and SIGTERM (kill, docker stop, schedulers) arrive in the middle of step 7: that step
+    finishes, the checkpoint is saved at 7, and the run ends with its final line."""
+    real_step, calls = train.train_step, []
 
-    def step_then_interrupt(*args):
+    def step_with_a_signal(*args):
         calls.append(1)
         if len(calls) == 7:
-            raise KeyboardInterrupt
+            os.kill(os.getpid(), getattr(signal, signal_name))
         return real_step(*args)
 
-    monkeypatch.setattr(train, "_train_step", step_then_interrupt)
+    monkeypatch.setattr(train, "train_step", step_with_a_signal)
     out = tmp_path / "stopped.pt"
     result = gpt_final_version.main(tiny_run_args(small_corpus, out, max_iters=100))
-    assert result.iters == 6
-    assert load_checkpoint(str(out))["iter_num"] == 6
+    assert result.iters == 7 and result.interrupted == signal_name
+    assert load_checkpoint(str(out))["iter_num"] == 7
+    printed = capsys.readouterr().out
+    assert f"{signal_name} at iteration 7: saved" in printed and "final: iters=7" in printed
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handlers are put back
 
 
 def test_estimate_loss_uses_eval_mode_and_no_gradients(small_corpus):
@@ -168,7 +177,7 @@ def test_gradient_accumulation_equals_one_step_on_a_larger_batch(small_corpus):
         model = GPT(model_cfg)
         cfg = TrainConfig(batch_size=batch_size, gradient_accumulation_steps=steps)
         optimizer = train.configure_optimizer(model, cfg, "cpu")
-        loss = train._train_step(model, optimizer, torch.amp.GradScaler(enabled=False), dataset, cfg, model_cfg,
+        loss = train.train_step(model, optimizer, torch.amp.GradScaler(enabled=False), dataset, cfg, model_cfg,
                                  "cpu", torch.autocast("cpu", enabled=False), torch.Generator().manual_seed(3))
         weights.append((loss, [p.detach().clone() for p in model.parameters()]))
     (loss_a, a), (loss_b, b) = weights
