@@ -62,6 +62,12 @@ def test_a_compile_the_gpu_cannot_do_trains_eagerly_and_says_so_once():
     assert devices.compile_decision(False, P100) == (False, None)
 
 
+@pytest.mark.parametrize("compiled, facts, expected", [(True, A100, True), (False, A100, False),
+                                                      (True, CPU, False), (True, mps((2, 8), 14), False)])
+def test_evaluation_uses_the_compiled_model_on_cuda(compiled, facts, expected):
+    assert devices.compile_evaluation(compiled, facts) is expected
+
+
 # ----------------------------------------------------------------------------------------------
 # 2. precision on cuda: the hardware's bfloat16 answer, float16 with a scaler otherwise
 
