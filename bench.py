@@ -7,8 +7,9 @@ peak memory. Prints a table and writes the same numbers as JSON.
 
 Each measurement runs in its own Python process, so peak memory (max RSS) is per configuration and
 one configuration's allocator state cannot speed up or slow down the next.
-MFU = model FLOPs per token x tokens/s / the best float32 matmul throughput measured on the model's
-own shapes (the practical peak of this machine), counting 6 FLOPs per matmul weight per token plus
+MFU = model FLOPs per token x tokens/s / the best matmul throughput measured on the model's own
+shapes, in the dtype the training rows compute in (bfloat16 or float16 autocast on cuda, float32 on
+the CPU: the practical peak of this machine for that work), counting 6 FLOPs per matmul weight per token plus
 12 x n_layer x block_size x n_embd for attention, as nanoGPT and the PaLM paper do.
 """
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+import devices
 import train
 from config import GPTConfig, TrainConfig, apply, choose_device, preset_values
 
@@ -48,15 +50,15 @@ def model_flops_per_token(config: GPTConfig, model) -> float:
     return 6 * matmul_params + 12 * config.n_layer * config.block_size * config.n_embd
 
 
-def matmul_peak(device: str, seconds: float = 1.0) -> dict:
-    """Float32 GFLOP/s of the matmuls the models actually do: (B*T, C) x (C, 3C / 4C / C) and back."""
+def matmul_peak(device: str, dtype: str = "float32", seconds: float = 1.0) -> dict:
+    """GFLOP/s of the matmuls the models actually do, (B*T, C) x (C, 3C / 4C / C) and back, in `dtype`."""
     results = {}
     for name, shape in SHAPES.items():
         if "recipe" in name or "dropout" in name:
             continue
         m, c = shape["batch_size"] * shape["block_size"], shape["n_embd"]
         for k, n in ((c, 3 * c), (c, 4 * c), (4 * c, c), (c, c)):
-            a, b = torch.randn(m, k, device=device), torch.randn(k, n, device=device)
+            a, b = (torch.randn(rows, cols, device=device, dtype=getattr(torch, dtype)) for rows, cols in ((m, k), (k, n)))
             a @ b
             count, start = 0, time.perf_counter()
             while time.perf_counter() - start < seconds / 4:
@@ -83,7 +85,10 @@ def measure_training(shape_name: str, attention: str, iters: int, warmup: int, d
     optimizer = train.configure_optimizer(model, cfg, device)
     step_model = torch.compile(model) if compile else model
     scaler = torch.amp.GradScaler(enabled=False)
-    autocast, dtype = train.autocast_context(device, cfg.dtype)
+    facts = devices.probe(device)
+    precision = devices.choose_dtype(cfg.dtype, facts)  # as training chooses it
+    devices.set_tf32(devices.use_tf32(precision.dtype, facts))
+    autocast, dtype = devices.autocast_context(precision), precision.dtype
     dataset = TextDataset.from_text(read_text(os.environ.get("BENCH_DATA", "data/tinyshakespeare/input.txt")))
     batches = torch.Generator().manual_seed(0)
     times = []
@@ -152,10 +157,13 @@ def main(argv: list[str]) -> None:
               "quick": quick, "date": time.strftime("%Y-%m-%d %H:%M")}
     print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads")
 
-    report["matmul_gflops"] = in_subprocess({"kind": "peak", "device": device})
+    facts = devices.probe(device)
+    peak_dtype = devices.matmul_peak_dtype(devices.choose_dtype("auto", facts))
+    compiles, why_not = devices.can_compile(facts)
+    report["matmul_gflops"] = in_subprocess({"kind": "peak", "device": device, "dtype": peak_dtype})
     peak = max(report["matmul_gflops"].values())
-    report["matmul_peak_gflops"] = peak
-    print(f"\n(a) float32 matmul on the models' shapes: practical peak {peak:.1f} GFLOP/s")
+    report["matmul_peak_gflops"], report["matmul_peak_dtype"] = peak, peak_dtype
+    print(f"\n(a) {peak_dtype} matmul on the models' shapes (the training rows' dtype): practical peak {peak:.1f} GFLOP/s")
     for name, value in report["matmul_gflops"].items():
         print(f"    {name:44s} {value:8.1f} GFLOP/s")
 
@@ -164,7 +172,11 @@ def main(argv: list[str]) -> None:
     report["training"] = []
     print(f"\n(b) training, {iters} measured steps after {warmup} warm-up steps")
     print(f"    {'shape':20s} {'path':13s} {'batch':>5s} {'tokens/s':>9s} {'MFU':>6s} {'1st step':>9s} {'later':>8s} {'peak RSS':>9s}")
+    if not compiles:
+        print(f"    (no torch.compile rows: {why_not})")
     for shape, attention, compiled in TRAINING_ROWS:
+        if compiled and not compiles:
+            continue
         row = in_subprocess({"kind": "train", "shape_name": shape, "attention": attention, "iters": iters,
                              "warmup": warmup, "device": device, "compile": compiled,
                              "batch_size": lecture_batch if shape.startswith("lecture") else None})
@@ -175,8 +187,9 @@ def main(argv: list[str]) -> None:
               f"{row['first_iter_s']:8.2f}s {row['later_iter_s']:7.2f}s {row['peak_rss_mb']:7.0f}MB")
     for shape in ("cpu preset", "lecture 6x384"):
         rows = {r["attention"]: r for r in report["training"] if r["shape"] == shape}
-        print(f"    {shape}: fast path {rows['fast']['tokens_per_s'] / rows['heads']['tokens_per_s']:.2f}x the per-Head path, "
-              f"torch.compile {rows['fast+compile']['tokens_per_s'] / rows['fast']['tokens_per_s']:.2f}x the fast path")
+        compiled = (f", torch.compile {rows['fast+compile']['tokens_per_s'] / rows['fast']['tokens_per_s']:.2f}x the fast path"
+                    if "fast+compile" in rows else "")
+        print(f"    {shape}: fast path {rows['fast']['tokens_per_s'] / rows['heads']['tokens_per_s']:.2f}x the per-Head path{compiled}")
 
     report["sampling"] = {}
     print("\n(c) sampling 1000 new characters, batch 1 (recompute = what gives the same tokens without a cache)")

@@ -198,11 +198,26 @@ def choose_device(requested: str = "auto") -> str:
     kind = requested.split(":")[0]
     if kind == "cuda" and not torch.cuda.is_available():
         raise UserError(f"--device={requested} was asked for but no CUDA GPU is available. Use --device=cpu or --device=auto.")
+    if kind == "cuda":
+        check_cuda_index(requested, torch.cuda.device_count())
     if kind == "mps" and not torch.backends.mps.is_available():
         raise UserError(f"--device={requested} was asked for but mps is not available. Use --device=cpu or --device=auto.")
     if kind not in ("cpu", "cuda", "mps"):
         raise UserError(f"unknown device {requested!r}. Use auto, cpu, cuda, cuda:N or mps.")
     return requested
+
+
+def check_cuda_index(device: str, count: int) -> None:
+    """cuda:N must be one of the `count` GPUs: said now, not as a CUDA error at the first tensor."""
+    kind, _, index = device.partition(":")
+    if kind != "cuda" or not index:
+        return
+    if not index.isdigit():
+        raise UserError(f"--device={device}: write cuda:N with N a GPU number, as in --device=cuda:0.")
+    if int(index) >= count:
+        choices = "cuda:0" if count == 1 else f"cuda:0 to cuda:{count - 1}"
+        raise UserError(f"--device={device}: this machine has {count} GPU(s) (those CUDA_VISIBLE_DEVICES shows); "
+                        f"use {choices}, or --device=cuda for the first.")
 
 
 def default_preset(device: str) -> str:

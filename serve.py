@@ -18,6 +18,7 @@ Sections: options · requests and errors · the endpoints · the HTTP handler ·
 """
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import json
 import math
@@ -30,6 +31,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from config import UserError, apply, help_text, parse_args, run_cli
+from devices import serve_concurrency
 from model_handler import ModelHandler
 
 USAGE = "usage: python serve.py CHECKPOINT [--host=127.0.0.1] [--port=8000] [--name=value ...]"
@@ -53,7 +55,7 @@ class ServeConfig:
     temperature: float = 0.8  # when a request does not say; 0 is greedy
     top_k: int = 0  # when a request does not say; 0 means all characters
     timeout: float = 30.0  # seconds a generation may run; then it stops and returns what it has ("length")
-    concurrency: int = 2  # generations at once (one per core is about right on a CPU)
+    concurrency: int = 2  # generations at once (one per core is about right on a CPU; always 1 on mps)
     queue_timeout: float = 10.0  # seconds a request waits for a free slot before a 503
     max_waiting: int = 64  # requests allowed to wait at once; more get a 503 at once
     read_timeout: float = 10.0  # seconds a client may take to send its request
@@ -414,6 +416,12 @@ def make_server(handler: ModelHandler, config: ServeConfig) -> Server:
                         "pick another --port or --host.") from None
 
 
+def for_device(config: ServeConfig, device: str) -> tuple[ServeConfig, str | None]:
+    """The options as the device allows them (on mps, one generation at a time), and a note to say once."""
+    concurrency, note = serve_concurrency(device, config.concurrency)
+    return dataclasses.replace(config, concurrency=concurrency), note
+
+
 def main(argv=None):
     args = parse_args(argv or [], [ServeConfig], max_positional=1)
     if args.help:
@@ -424,12 +432,15 @@ def main(argv=None):
     config = apply(ServeConfig(api_key=os.environ.get(API_KEY_ENV, "")), args.overrides)
     config.validate()
     handler = ModelHandler(args.positional[0], config.device).load()
+    config, device_note = for_device(config, handler.device)
     server = make_server(handler, config)
     host, port = server.server_address[:2]
     kind = "chat model: answers the last message" if handler.is_chat_model else "text model: continues the text"
     print(f"serving {handler.path} ({kind}) on http://{host}:{port}", flush=True)
     print("  POST /generate  POST /v1/chat/completions  GET /v1/models  GET /health"
           f"{'  (API key required)' if config.api_key else ''}", flush=True)
+    if device_note:  # after the "serving" line, which scripts read first for the port
+        print(device_note, flush=True)
     if config.host not in ("127.0.0.1", "localhost", "::1") and not config.api_key:
         print(f"warning: listening on {config.host} without an API key: anyone who can reach this "
               "machine can use the model. Set --api_key or $" + API_KEY_ENV, flush=True)

@@ -293,3 +293,16 @@ def test_a_client_that_leaves_mid_stream_frees_its_slot(text_server):
         assert raw.recv(4096).startswith(b"HTTP/1.1 200")
     status, answer = text_server.post("/generate", {"text": "JULIET:", "max_new_tokens": 20})
     assert status == 200 and len(answer["response"]) == 20
+
+
+@pytest.mark.parametrize("device, slots", [("mps", 1), ("cpu", 4), ("cuda:0", 4)])
+def test_on_mps_the_server_generates_one_at_a_time(device, slots):
+    """Two threads running mps kernels at once can kill the process inside Metal."""
+    import serve
+
+    config, note = serve.for_device(serve.ServeConfig(concurrency=4), device)
+    assert config.concurrency == slots
+    assert (note is not None) is (device == "mps")
+    service = serve.Service(handler=None, config=config)
+    acquired = [service.slots.acquire(blocking=False) for _ in range(4)]
+    assert sum(acquired) == slots

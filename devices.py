@@ -1,0 +1,431 @@
+"""What to do on each device, as pure functions of what the machine reports.
+
+`probe(device)` is the only function here that asks the machine; it returns DeviceFacts (compute
+capability, Triton, torch and macOS versions...). Every decision below (compile or not, which
+mixed precision, loss scaling, TF32, distributed backend, serving concurrency, which settings a
+resumed checkpoint takes from the device at hand) is a function of those facts, so every GPU and
+Mac case is tested on a CPU with fabricated facts (tests/test_devices.py).
+
+    python devices.py                       # this machine's facts and what is chosen from them
+    python devices.py --device=cuda:1       # the same for one device
+    python devices.py --flash --preset=gpu  # can attention use the flash kernel for the gpu preset's shapes?
+
+Sections: facts · compile · precision · processes and serving · resuming on another device · command line.
+"""
+from __future__ import annotations
+
+import contextlib
+import platform
+import re
+import sys
+import warnings
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+
+import config
+from config import UserError
+
+
+# ==============================================================================================
+# Facts: what the machine reports. probe() asks; nothing else in this file does.
+
+
+@dataclass(frozen=True)
+class DeviceFacts:
+    device: str  # the device string chosen for the run: "cpu", "mps", "cuda", "cuda:1"
+    cuda_device_count: int = 0
+    capability: tuple[int, int] | None = None  # the cuda device's compute capability, e.g. (8, 0) on an A100
+    hardware_bf16: bool = False  # bfloat16 in hardware (capability 8.0+), not emulated
+    triton: bool = False  # the triton package imports (torch.compile's GPU code generator)
+    platform: str = sys.platform  # "linux", "darwin", "win32"
+    torch_version: tuple[int, int] = (0, 0)
+    macos_version: tuple[int, int] | None = None
+    mps_available: bool = False
+    gpu_name: str = ""
+
+    @property
+    def device_type(self) -> str:
+        return self.device.split(":")[0]
+
+
+def probe(device: str) -> DeviceFacts:
+    """The facts of this machine for `device` (as config.choose_device returned it)."""
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    index = _cuda_index(device)
+    on_gpu = device.startswith("cuda") and index < count
+    return DeviceFacts(
+        device=device,
+        cuda_device_count=count,
+        capability=tuple(torch.cuda.get_device_capability(index)) if on_gpu else None,
+        hardware_bf16=_hardware_bf16(index) if on_gpu else False,
+        triton=_triton_importable(),
+        platform=sys.platform,
+        torch_version=_version_tuple(torch.__version__),
+        macos_version=_version_tuple(platform.mac_ver()[0]) if platform.mac_ver()[0] else None,
+        mps_available=torch.backends.mps.is_available(),
+        gpu_name=torch.cuda.get_device_name(index) if on_gpu else "",
+    )
+
+
+def _cuda_index(device: str) -> int:
+    kind, _, index = device.partition(":")
+    return int(index) if kind == "cuda" and index.isdigit() else 0
+
+
+def _hardware_bf16(index: int) -> bool:
+    # is_bf16_supported() also says yes where bfloat16 is only emulated (T4, V100, Pascal), which
+    # trains slowly; including_emulation=False is the hardware answer (capability 8.0+).
+    with torch.cuda.device(index):
+        try:
+            return torch.cuda.is_bf16_supported(including_emulation=False)
+        except TypeError:  # a torch without the argument
+            return torch.cuda.get_device_capability(index) >= (8, 0)
+
+
+def _triton_importable() -> bool:
+    try:  # torch's own check (private, so guarded): the same import, cached
+        from torch.utils._triton import has_triton_package
+        return has_triton_package()
+    except ImportError:
+        import importlib.util
+        return importlib.util.find_spec("triton") is not None
+
+
+def _version_tuple(text: str) -> tuple[int, int]:
+    match = re.match(r"(\d+)(?:\.(\d+))?", text)
+    return (int(match.group(1)), int(match.group(2) or 0)) if match else (0, 0)
+
+
+def _shown(version: tuple[int, int] | None) -> str:
+    return "unknown" if version is None else f"{version[0]}.{version[1]}"
+
+
+# ==============================================================================================
+# Compile
+
+
+def can_compile(facts: DeviceFacts) -> tuple[bool, str]:
+    """Whether torch.compile can work here, and why (said once at start-up when it cannot)."""
+    kind = facts.device_type
+    if kind == "cuda":
+        if not facts.triton:
+            where = " (PyTorch ships none for Windows; `pip install triton-windows` adds it)" if facts.platform == "win32" else ""
+            return False, f"torch.compile on cuda needs Triton, which is not installed{where}"
+        if facts.capability is not None and facts.capability < (7, 0):
+            return False, (f"torch.compile's Triton needs a GPU of compute capability 7.0 (Volta) or newer; "
+                           f"{facts.gpu_name or 'this GPU'} is {_shown(facts.capability)}")
+        return True, f"Triton present, compute capability {_shown(facts.capability)}"
+    if kind == "mps":
+        if facts.torch_version < (2, 8):
+            return False, f"torch.compile on mps needs torch 2.8 or newer; this is torch {_shown(facts.torch_version)}"
+        return True, "torch 2.8+ compiles for mps (Metal kernels)"
+    return True, "inductor compiles C++ for the CPU"
+
+
+def compile_decision(requested: bool, facts: DeviceFacts) -> tuple[bool, str | None]:
+    """(compile?, a note to print once or None): a compile the device cannot do becomes eager."""
+    if not requested:
+        return False, None
+    possible, reason = can_compile(facts)
+    return (True, None) if possible else (False, f"note: {reason}: training without torch.compile")
+
+
+def compile_evaluation(compiled: bool, facts: DeviceFacts) -> bool:
+    """Evaluate with the compiled model where it pays: on cuda, the one extra compile (eval mode,
+    no dropout) is repaid by 2 x eval_iters batches at compiled speed; on a CPU or Mac it is not."""
+    return compiled and facts.device_type == "cuda"
+
+
+# ==============================================================================================
+# Precision: autocast dtype, loss scaling, TF32
+
+
+class DtypeChoice(NamedTuple):
+    dtype: str  # "float32" (no autocast), "bfloat16" or "float16" (autocast to it)
+    use_grad_scaler: bool  # float16 needs loss scaling, or small gradients flush to zero
+    scaler_device: str  # torch.amp.GradScaler(scaler_device): its default "cuda" switches itself off elsewhere
+    autocast_device_type: str
+    reason: str
+
+
+def choose_dtype(requested: str, facts: DeviceFacts) -> DtypeChoice:
+    """The precision to train in; a combination this device or torch cannot do is a UserError."""
+    kind = facts.device_type
+    if requested == "float32":
+        return _choice("float32", facts, "float32 as asked")
+    if kind == "cuda":
+        return _cuda_dtype(requested, facts)
+    if kind == "mps":
+        return _mps_dtype(requested, facts)
+    return _cpu_dtype(requested, facts)
+
+
+def _choice(dtype: str, facts: DeviceFacts, reason: str) -> DtypeChoice:
+    scaled = dtype == "float16"
+    return DtypeChoice(dtype, scaled, facts.device_type, facts.device_type, reason)
+
+
+def _cuda_dtype(requested: str, facts: DeviceFacts) -> DtypeChoice:
+    gpu = f"{facts.gpu_name or 'this GPU'} (compute capability {_shown(facts.capability)})"
+    if requested == "auto":
+        if facts.hardware_bf16:
+            return _choice("bfloat16", facts, f"{gpu} computes bfloat16 in hardware")
+        if _fast_float16(facts.capability):
+            return _choice("float16", facts, f"{gpu} has no bfloat16 hardware: float16 with loss scaling")
+        return _choice("float32", facts, f"{gpu} computes float16 at a small fraction of float32 speed")
+    if requested == "bfloat16" and not facts.hardware_bf16:
+        raise UserError(f"--dtype=bfloat16: {gpu} has no bfloat16 hardware, so PyTorch would emulate it, slowly. "
+                        "Use --dtype=float16 (with loss scaling) or --dtype=float32.")
+    return _choice(requested, facts, f"{requested} as asked")
+
+
+def _fast_float16(capability: tuple[int, int] | None) -> bool:
+    # Tensor cores from Volta (7.0) on; the P100 (6.0) also has double-rate float16. GTX 10xx and
+    # P40 (6.1) run float16 at 1/64 of float32 speed, so autocast there would be a slowdown.
+    return capability is not None and (capability >= (7, 0) or capability == (6, 0))
+
+
+def _mps_dtype(requested: str, facts: DeviceFacts) -> DtypeChoice:
+    torch_v, macos_v = _shown(facts.torch_version), _shown(facts.macos_version)
+    if requested == "auto":  # mixed precision on mps is unmeasured here and version-dependent: stay exact
+        return _choice("float32", facts, "float32: the safe default on mps (ask for --dtype=bfloat16 or float16)")
+    if facts.torch_version < (2, 5):  # autocast for mps arrived in torch 2.5 (pytorch#99272)
+        raise UserError(f"--dtype={requested} on mps needs autocast for mps, which torch {torch_v} lacks "
+                        "(it arrived in torch 2.5). Use --dtype=float32 or upgrade torch.")
+    if requested == "bfloat16":
+        # bfloat16 autocast on mps: torch 2.6 (pytorch#139390), and only on macOS 14 (Sonoma) or newer
+        if facts.torch_version < (2, 6) or facts.macos_version is None or facts.macos_version < (14, 0):
+            raise UserError(f"--dtype=bfloat16 on mps needs torch 2.6+ and macOS 14+; this is torch {torch_v} "
+                            f"on macOS {macos_v}. Use --dtype=float32, or upgrade.")
+        return _choice("bfloat16", facts, "bfloat16 as asked (torch 2.6+, macOS 14+)")
+    if facts.torch_version < (2, 8):  # GradScaler works on mps from torch 2.8 (pytorch#142397, #150255)
+        better = "--dtype=bfloat16" if facts.torch_version >= (2, 6) and (facts.macos_version or (0, 0)) >= (14, 0) \
+            else "--dtype=float32"
+        raise UserError(f"--dtype=float16 on mps needs loss scaling, which torch {torch_v} cannot do on mps "
+                        f"(it can from torch 2.8). Use {better}, or upgrade torch.")
+    return _choice("float16", facts, "float16 with loss scaling on mps (torch 2.8+)")
+
+
+def _cpu_dtype(requested: str, facts: DeviceFacts) -> DtypeChoice:
+    if requested == "auto":
+        return _choice("float32", facts, "float32: most CPUs have no fast bfloat16 or float16 matmul")
+    # Both are documented CPU autocast dtypes (float16 since torch 2.3, with torch.amp.GradScaler("cpu"));
+    # they pay only on CPUs with AMX/AVX512-BF16 (bfloat16) or AMX-FP16 (float16).
+    return _choice(requested, facts, f"{requested} autocast on the CPU as asked; fast only on CPUs with AMX or AVX512 for it")
+
+
+def use_tf32(dtype: str, facts: DeviceFacts) -> bool:
+    """TF32 matmuls only beside mixed precision on an Ampere+ GPU: --dtype=float32 means true float32."""
+    return facts.device_type == "cuda" and dtype != "float32" and (facts.capability or (0, 0)) >= (8, 0)
+
+
+def autocast_context(choice: DtypeChoice):
+    """torch.autocast for the choice, or nothing for float32."""
+    if choice.dtype == "float32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=choice.autocast_device_type, dtype=getattr(torch, choice.dtype))
+
+
+def grad_scaler(choice: DtypeChoice) -> torch.amp.GradScaler:
+    """A GradScaler on the run's own device (its default, cuda, would switch itself off on mps or cpu)."""
+    return torch.amp.GradScaler(choice.scaler_device, enabled=choice.use_grad_scaler)
+
+
+def set_tf32(enabled: bool) -> None:
+    """Set both switches: cudnn's is on by default, so float32 must turn it off to be float32."""
+    torch.backends.cuda.matmul.allow_tf32 = enabled
+    torch.backends.cudnn.allow_tf32 = enabled
+
+
+def matmul_peak_dtype(choice: DtypeChoice) -> str:
+    """The dtype to measure the matmul peak in for MFU: the one the training matmuls run in."""
+    return choice.dtype
+
+
+# ==============================================================================================
+# Processes and serving
+
+
+def check_device_index(device: str, facts: DeviceFacts) -> None:
+    """cuda:N must name one of this machine's GPUs (config.choose_device applies the same check)."""
+    config.check_cuda_index(device, facts.cuda_device_count)
+
+
+class DistributedSetup(NamedTuple):
+    backend: str  # "nccl" on cuda, "gloo" on the CPU
+    device: str  # this process's device: cuda:LOCAL_RANK on cuda
+    device_id: torch.device | None  # for init_process_group: binds the process group to its GPU
+
+
+def distributed_setup(device: str, local_rank: int, facts: DeviceFacts) -> DistributedSetup:
+    """What torchrun's process LOCAL_RANK trains on and through which backend."""
+    kind = device.split(":")[0]
+    if kind == "mps":
+        raise UserError("torchrun with mps: PyTorch has no distributed backend for mps. Add --device=cpu to "
+                        "train several processes on the CPU (gloo), or train in one process without torchrun.")
+    if kind == "cuda":
+        if local_rank >= facts.cuda_device_count:
+            raise UserError(f"torchrun started {local_rank + 1}+ processes on this machine but it has "
+                            f"{facts.cuda_device_count} GPU(s): lower --nproc_per_node.")
+        # device_id binds NCCL to this GPU at once (no "device used by this process is unknown" warning)
+        return DistributedSetup("nccl", f"cuda:{local_rank}", torch.device("cuda", local_rank))
+    return DistributedSetup("gloo", device, None)
+
+
+def serve_concurrency(device: str, requested: int) -> tuple[int, str | None]:
+    """Generations the server runs at once, and a note when it is not what was asked."""
+    if device.split(":")[0] == "mps" and requested > 1:
+        # two threads running mps kernels at once can kill the process inside Metal (pytorch#197805)
+        return 1, f"note: on mps generations run one at a time (--concurrency={requested} lowered to 1)"
+    return requested, None
+
+
+# ==============================================================================================
+# Resuming on another device: settings chosen for the device are chosen again
+
+
+# The fields a run chooses for the machine: the device and precision, compiling, how many batches
+# an evaluation averages (200 on a GPU, 20 on a CPU) and how the batch is split into micro-batches.
+# The model's shape and the recipe (schedule, regularisation, the batch per optimizer step,
+# evaluation interval, seed, data) are kept: they decide what is learned, not how fast.
+DEVICE_DEPENDENT_FIELDS = ("device", "dtype", "compile", "eval_iters", "batch_size", "gradient_accumulation_steps")
+# Presets that stand for a kind of device; others (tiny, quick...) are recipes chosen on purpose.
+DEVICE_PRESETS = ("gpu", "cpu")
+
+
+def should_adapt(saved_preset: str | None, preset_for_device: str, preset_given: bool) -> bool:
+    """Re-choose device settings when the checkpoint was trained with another device's preset."""
+    return not preset_given and saved_preset in DEVICE_PRESETS and saved_preset != preset_for_device
+
+
+def adapt_to_device(saved: dict, device_settings: dict, explicitly_given: set[str],
+                    device: str) -> tuple[dict, list[str]]:
+    """`saved`'s train settings with the device-dependent ones taken from `device_settings` (the
+    full TrainConfig of the preset for this device), except those given on the command line.
+    The batch per step is kept: only its split into micro-batches changes. Returns the new
+    settings and one line per change."""
+    adapted = dict(saved)
+    for name in ("device", "dtype", "compile", "eval_iters"):
+        if name not in explicitly_given:
+            adapted[name] = device_settings[name]
+    if not explicitly_given & {"batch_size", "gradient_accumulation_steps"}:
+        adapted["batch_size"], adapted["gradient_accumulation_steps"] = split_batch(
+            saved["batch_size"], saved["gradient_accumulation_steps"], device_settings["batch_size"])
+    changes = [f"{name}: {saved[name]!r} -> {adapted[name]!r} (chosen for {device})"
+               for name in DEVICE_DEPENDENT_FIELDS if adapted[name] != saved[name]]
+    return adapted, changes
+
+
+def split_batch(batch_size: int, accumulation: int, device_batch: int) -> tuple[int, int]:
+    """(micro-batch, accumulation steps) with the same sequences per step, the micro-batch as large
+    as the device's preset allows. Drawn from the same generator, 64 x 1 and 16 x 4 are the same
+    windows. A split that would need tiny micro-batches (a prime batch) is kept as it was."""
+    per_step = batch_size * accumulation
+    micro = max(d for d in range(1, min(per_step, device_batch) + 1) if per_step % d == 0)
+    if micro < min(per_step, device_batch) // 2:
+        return batch_size, accumulation
+    return micro, per_step // micro
+
+
+# ==============================================================================================
+# Command line: the facts and decisions of this machine, and the flash-attention check
+
+
+@dataclass
+class CheckConfig:
+    device: str = "auto"  # the device to report on ("auto", "cpu", "cuda:1", "mps")
+    flash: bool = False  # also check that attention can use the flash kernel for the preset's shapes
+
+
+def describe(facts: DeviceFacts) -> list[str]:
+    """The facts and every decision taken from them, one line each."""
+    gpu = (f", {facts.gpu_name}, compute capability {_shown(facts.capability)}, bfloat16 in hardware: "
+           f"{facts.hardware_bf16}, {facts.cuda_device_count} GPU(s)") if facts.device_type == "cuda" else ""
+    mac = f", macOS {_shown(facts.macos_version)}" if facts.macos_version else ""
+    lines = [f"device {facts.device}{gpu}; triton: {facts.triton}; torch {_shown(facts.torch_version)} "
+             f"on {facts.platform}{mac}; mps available: {facts.mps_available}"]
+    compiles, why = can_compile(facts)
+    lines.append(f"  torch.compile: {'yes' if compiles else 'no'} ({why})")
+    for requested in ("auto", "bfloat16", "float16", "float32"):
+        lines.append(f"  --dtype={requested}: {_dtype_line(requested, facts)}")
+    auto = _dtype_or_none("auto", facts)
+    tf32 = auto is not None and use_tf32(auto.dtype, facts)
+    lines.append(f"  TF32 matmuls: {'on' if tf32 else 'off'} with --dtype=auto; off with --dtype=float32")
+    lines.append(f"  preset when none is named: {config.default_preset(facts.device)}")
+    lines.append(f"  torchrun: {_torchrun_line(facts)}")
+    lines.append(f"  serve.py --concurrency=2 runs {serve_concurrency(facts.device, 2)[0]} generation(s) at once")
+    return lines
+
+
+def _dtype_or_none(requested: str, facts: DeviceFacts) -> DtypeChoice | None:
+    try:
+        return choose_dtype(requested, facts)
+    except UserError:
+        return None
+
+
+def _dtype_line(requested: str, facts: DeviceFacts) -> str:
+    try:
+        choice = choose_dtype(requested, facts)
+    except UserError as err:
+        return f"refused: {err}"
+    scaler = f', GradScaler("{choice.scaler_device}")' if choice.use_grad_scaler else ""
+    return f"{choice.dtype}{scaler}: {choice.reason}"
+
+
+def _torchrun_line(facts: DeviceFacts) -> str:
+    try:
+        setup = distributed_setup(facts.device, 0, facts)
+    except UserError as err:
+        return f"refused: {err}"
+    bound = ", device_id=cuda:LOCAL_RANK" if setup.device_id is not None else ""
+    return f"backend {setup.backend}{bound}"
+
+
+def flash_attention_check(device: str, model_cfg, batch_size: int, dtype: str) -> tuple[bool, str]:
+    """Run the model's attention call (causal, its dropout, forward and backward) on random tensors
+    of its shapes, allowing only the flash kernel: whether it runs, or torch's reasons why not."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    B, T, C, H = batch_size, model_cfg.block_size, model_cfg.n_embd, model_cfg.n_head
+    qkv = torch.randn(B, T, 3 * C, device=device, dtype=getattr(torch, dtype), requires_grad=True)
+    q, k, v = (t.view(B, T, H, C // H).transpose(1, 2) for t in qkv.split(C, dim=2))  # as the model does
+    with warnings.catch_warnings(record=True) as caught, sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+        warnings.simplefilter("always")
+        try:
+            out = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=model_cfg.dropout)
+            out.sum().backward()
+        except RuntimeError as err:
+            return False, _sdpa_reasons([str(w.message) for w in caught]) or str(err).splitlines()[0]
+    return True, f"flash attention runs for batch {B}, {H} heads x {C // H}, context {T}, {dtype}, dropout {model_cfg.dropout}"
+
+
+def _sdpa_reasons(messages: list[str]) -> str:
+    """torch's warnings on why a kernel was not used, without their C++ source locations."""
+    lines = (re.sub(r"\s*\(Triggered internally at [^)]*\)\.?", "", m).strip() for m in messages)
+    return "; ".join(line for line in lines if line and not line.endswith("because:"))
+
+
+def main(argv: list[str]) -> None:
+    args = config.parse_args(argv, [CheckConfig])
+    if args.help:
+        print(config.help_text([CheckConfig], "usage: python devices.py [--device=auto] [--flash] [--preset=gpu]",
+                               show_presets=False))
+        return
+    options = config.apply(CheckConfig(), args.overrides)
+    device = config.choose_device(options.device)
+    facts = probe(device)
+    print("\n".join(describe(facts)))
+    if options.flash:
+        preset = args.preset or config.default_preset(device)
+        model_cfg = config.apply(config.GPTConfig(), config.preset_values(preset))
+        train_cfg = config.apply(config.TrainConfig(), config.preset_values(preset))
+        dtype = choose_dtype("auto", facts).dtype
+        works, detail = flash_attention_check(device, model_cfg, train_cfg.batch_size, dtype)
+        print(f"  flash attention ({preset} preset): {'yes' if works else 'no'}: {detail}")
+
+
+if __name__ == "__main__":
+    config.run_cli(main)
