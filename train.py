@@ -29,6 +29,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+import devices
 import loss_curves
 from checkpoint import load_checkpoint, load_weights, save_checkpoint
 from config import (GPTConfig, TrainConfig, UserError, apply, choose_device, default_preset, help_text,
@@ -110,19 +111,13 @@ def start_processes(requested_device: str) -> tuple[Processes, str]:
     device = choose_device(requested_device)
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     world_size = int(os.environ["WORLD_SIZE"])
-    if device.startswith("mps"):
-        raise UserError("torchrun with --device=mps: PyTorch has no distributed backend for mps; train in one process.")
-    if device.startswith("cuda"):
-        if local_rank >= torch.cuda.device_count():
-            raise UserError(f"torchrun started {local_rank + 1}+ processes on this machine but it has "
-                            f"{torch.cuda.device_count()} GPU(s): lower --nproc_per_node.")
-        device = f"cuda:{local_rank}"
-        torch.cuda.set_device(device)
-    backend = "nccl" if device.startswith("cuda") else "gloo"
-    dist.init_process_group(backend=backend)
+    setup = devices.distributed_setup(device, local_rank, devices.probe(device))  # mps: refused, with the fix
+    if setup.device.startswith("cuda"):
+        torch.cuda.set_device(setup.device)
+    dist.init_process_group(backend=setup.backend, device_id=setup.device_id)
     if rank != 0:  # one progress bar and one report, not world_size of them
         sys.stdout = open(os.devnull, "w")
-    return Processes(rank, local_rank, world_size, backend), device
+    return Processes(rank, local_rank, world_size, setup.backend), setup.device
 
 
 # ==============================================================================================
@@ -153,9 +148,11 @@ def _train(args, build_model, kind, state, init_state, processes, device, conver
     resume_path, init_path = args.overrides.get("resume", ""), args.overrides.get("init_from", "")
     preset = (args.preset or (state or init_state or {}).get("preset")
               or ("bigram" if kind == "bigram" else default_preset(device)))
-    model_cfg, cfg = _settings(args.overrides, preset, state, init_state, kind)
-    model_cfg.validate()  # refuse a bad shape before any download or file read
+    model_cfg, cfg = _settings(args.overrides, preset, state, init_state, kind, device, args.preset is not None)
+    model_cfg.validate()  # refuse a bad shape or precision before any download or file read
     cfg.validate()
+    facts = devices.probe(device)
+    precision = devices.choose_dtype(cfg.dtype, facts)
     # The first process of each machine downloads or prepares the data, the others then read it
     # (machines may not share a filesystem; where they do, writes are atomic, so repeats are harmless).
     if processes.local_rank != 0:
@@ -174,12 +171,15 @@ def _train(args, build_model, kind, state, init_state, processes, device, conver
         init_state = switch_attention(init_state, model_cfg, build_model, convert_weights)
         load_weights_extending_vocab(model, init_state["model"], init_path)
     changed = {k: v for k, v in args.overrides.items() if k not in ("resume",)}
-    return run(model, model_cfg, cfg, dataset, device, kind, preset, changed, state, processes)
+    return run(model, model_cfg, cfg, dataset, device, kind, preset, changed, state, processes, facts, precision)
 
 
-def _settings(overrides: dict, preset: str, state: dict | None, init_state: dict | None, kind: str):
+def _settings(overrides: dict, preset: str, state: dict | None, init_state: dict | None, kind: str,
+              device: str = "cpu", preset_given: bool = False):
     """Defaults, then preset, then the resumed checkpoint's settings, then the command line.
-    Starting from trained weights (--init_from) takes the model's shape from that checkpoint."""
+    Starting from trained weights (--init_from) takes the model's shape from that checkpoint.
+    A checkpoint trained with another device's preset gets this device's settings for what
+    depends on the device (compile, precision, evaluation batches, the batch's split): devices.py."""
     model_cfg = apply(GPTConfig(), preset_values(preset))
     cfg = apply(TrainConfig(), preset_values(preset))
     source = state or init_state
@@ -196,6 +196,13 @@ def _settings(overrides: dict, preset: str, state: dict | None, init_state: dict
     if state is not None:
         cfg = apply(TrainConfig(), state["train_config"])
         cfg = dataclasses.replace(cfg, out="")  # a resumed run writes a new file unless --out says where
+    here = default_preset(device)
+    if source is not None and devices.should_adapt(source.get("preset"), here, preset_given):
+        settings, changes = devices.adapt_to_device(
+            dataclasses.asdict(cfg), dataclasses.asdict(apply(TrainConfig(), preset_values(here))), set(overrides), device)
+        cfg = TrainConfig(**settings)
+        for line in changes:
+            print(f"on {device}: {line}")
     return apply(model_cfg, overrides), apply(cfg, overrides)
 
 
@@ -289,20 +296,6 @@ def load_weights_extending_vocab(model, weights: dict, path: str) -> None:
 
 # ==============================================================================================
 # Pieces of the loop
-
-
-def autocast_context(device: str, dtype: str):
-    """Mixed precision where it pays: bfloat16 on cuda by default; float32 elsewhere unless asked."""
-    device_type = device.split(":")[0]
-    if dtype == "auto":
-        dtype = "bfloat16" if device_type == "cuda" and torch.cuda.is_bf16_supported() else \
-            "float16" if device_type == "cuda" else "float32"
-    if device_type == "cuda":  # TF32 matmuls: float32 range, much faster on Ampere and later
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    if dtype == "float32":
-        return contextlib.nullcontext(), dtype
-    return torch.autocast(device_type=device_type, dtype=getattr(torch, dtype)), dtype
 
 
 def keep_freed_memory_in_process() -> None:
@@ -486,11 +479,12 @@ def _agree_on(path: str, processes: Processes) -> str:
 class Run:
     model: torch.nn.Module  # the plain module: what is saved, evaluated and sampled
     step_model: torch.nn.Module  # what takes the steps: the model, maybe compiled, maybe in DDP
+    eval_model: torch.nn.Module  # what evaluates: the compiled model on cuda, else the plain one
     model_cfg: GPTConfig
     cfg: TrainConfig
     dataset: TextDataset
     device: str
-    dtype: str
+    precision: devices.DtypeChoice  # dtype, loss scaling and why (devices.choose_dtype)
     autocast: object  # a context manager: autocast to dtype, or nothing for float32
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
@@ -500,6 +494,7 @@ class Run:
     preset: str
     changed: dict  # the options given on the command line, for notes.txt
     out: str  # the checkpoint path
+    compiled: bool = False  # torch.compile in use (asked for, and possible on this device)
     iter_num: int = 0
     start_iter: int = 0  # where this invocation started (above 0 when resuming)
     best_val: float = float("inf")
@@ -514,22 +509,28 @@ class Run:
     started: float = field(default_factory=time.time)
 
     @classmethod
-    def start(cls, model, model_cfg, cfg, dataset, device, kind, preset, changed, state, processes) -> "Run":
+    def start(cls, model, model_cfg, cfg, dataset, device, kind, preset, changed, state, processes,
+              facts: devices.DeviceFacts, precision: devices.DtypeChoice) -> "Run":
         """Move the model to its device and build what trains it; with a checkpoint, put the
         optimizer, the iteration, the random streams and the loss curve back where they were."""
-        autocast, dtype = autocast_context(device, cfg.dtype)
+        devices.set_tf32(devices.use_tf32(precision.dtype, facts))  # --dtype=float32 stays float32
         if device == "cpu":
             keep_freed_memory_in_process()
         model.to(device)
         optimizer = configure_optimizer(model, cfg, device)
-        scaler = torch.amp.GradScaler(enabled=(dtype == "float16"))
         batches = seeded_generator(cfg.seed)
         out = _agree_on(cfg.out or default_checkpoint_path(preset if kind == "gpt" else kind), processes)
-        step_model = torch.compile(model) if cfg.compile else model  # checkpoints save `model`, never this
+        use_compile, compile_note = devices.compile_decision(cfg.compile, facts)
+        if compile_note and processes.is_main:
+            print(compile_note)  # once, e.g. a GPU too old for Triton: training without torch.compile
+        step_model = torch.compile(model) if use_compile else model  # checkpoints save `model`, never this
+        # evaluation on the compiled module where that pays (cuda): one extra compile for eval mode
+        eval_model = step_model if use_compile and devices.compile_evaluation(True, facts) else model
         if processes.distributed:  # gradients are averaged across processes during backward
             step_model = DistributedDataParallel(step_model, device_ids=[processes.local_rank] if device.startswith("cuda") else None)
-        r = cls(model, step_model, model_cfg, cfg, dataset, device, dtype, autocast, optimizer, scaler, batches,
-                processes, kind, preset, changed, out)
+        r = cls(model, step_model, eval_model, model_cfg, cfg, dataset, device, precision,
+                devices.autocast_context(precision), optimizer, devices.grad_scaler(precision), batches,
+                processes, kind, preset, changed, out, compiled=use_compile)
         if state:
             r.restore(state)
         if processes.distributed:  # the same batch stream everywhere (each takes its slice), its own dropout
@@ -550,6 +551,10 @@ class Run:
         self.batches.set_state(rng["batches"])
         if "cuda" in rng and self.device.startswith("cuda"):
             torch.cuda.set_rng_state(rng["cuda"], self.device)
+
+    @property
+    def dtype(self) -> str:
+        return self.precision.dtype
 
     @property
     def tokens_per_iter(self) -> int:
@@ -577,7 +582,7 @@ class Run:
 
     def evaluate(self, write=print) -> None:
         t0 = time.time()
-        self.losses = estimate_loss(self.model, self.dataset, self.cfg, self.model_cfg.block_size, self.device,
+        self.losses = estimate_loss(self.eval_model, self.dataset, self.cfg, self.model_cfg.block_size, self.device,
                                     self.autocast, self.processes)
         seconds = time.time() - t0
         self.eval_seconds += seconds
@@ -644,9 +649,12 @@ class Run:
 
 
 def run(model, model_cfg: GPTConfig, cfg: TrainConfig, dataset: TextDataset, device: str, kind: str,
-        preset: str, changed: dict, state: dict | None = None, processes: Processes | None = None) -> TrainResult:
+        preset: str, changed: dict, state: dict | None = None, processes: Processes | None = None,
+        facts: devices.DeviceFacts | None = None, precision: devices.DtypeChoice | None = None) -> TrainResult:
     processes = processes or Processes()
-    r = Run.start(model, model_cfg, cfg, dataset, device, kind, preset, changed, state, processes)
+    facts = facts or devices.probe(device)
+    precision = precision or devices.choose_dtype(cfg.dtype, facts)
+    r = Run.start(model, model_cfg, cfg, dataset, device, kind, preset, changed, state, processes, facts, precision)
     if processes.is_main:
         print_startup(r)
     bar = tqdm(total=cfg.max_iters, initial=r.iter_num, unit="it", dynamic_ncols=True,
@@ -713,7 +721,7 @@ def report(r: Run, result: TrainResult) -> None:
           f"{100 * r.eval_seconds / max(wall, 1e-9):.0f}% of the run")
     if r.cfg.save_interval and Path(best_path(r.out)).exists():
         print(f"best val loss {result.best_val_loss:.4f}: kept apart in {best_path(r.out)}")
-    if r.cfg.compile and r.iter_num > r.start_iter:
+    if r.compiled and r.iter_num > r.start_iter:
         print(f"compiling (the first step) took {r.first_step_seconds:.1f}s; tokens/s below leaves it out")
     draw_curve(r)
     write_sample(r.model, r.dataset, r.cfg, r.device, r.out)
@@ -763,7 +771,7 @@ def append_notes(r: Run, result: TrainResult) -> None:
     if not r.cfg.notes:
         return
     settings = " ".join(f"{k}={v}" for k, v in r.changed.items()) or "(preset defaults)"
-    compiled = f" (+{r.first_step_seconds:.1f}s compiling)" if r.cfg.compile else ""
+    compiled = f" (+{r.first_step_seconds:.1f}s compiling)" if r.compiled else ""
     line = (f"{datetime.now():%Y-%m-%d %H:%M} | {result.checkpoint} | params={result.params} | "
             f"preset={r.preset} {settings} | iters={result.iters} train_loss={result.train_loss:.4f} "
             f"val_loss={result.val_loss:.4f} best_val_loss={result.best_val_loss:.4f} | "
@@ -781,7 +789,7 @@ def print_startup(r: Run) -> None:
     attention = {"heads": "per-Head (lecture)", "fast": "fused"}.get(getattr(m, "attention", ""), "")
     shape = (f"{m.n_layer} layers, {m.n_head} heads, {m.n_embd} wide, context {m.block_size}, "
              f"{attention} attention, {m.position} positions, {m.activation}, dropout {m.dropout}")
-    print(f"device: {r.device}, dtype: {r.dtype}, preset: {r.preset}")
+    print(f"device: {r.device}, dtype: {r.dtype} ({r.precision.reason}), preset: {r.preset}")
     if processes.distributed:
         print(f"processes: {processes.world_size} (torchrun, {processes.backend}); this is rank 0 of them")
     print(f"model: {type(r.model).__name__} with {_num_params(r.model):,} parameters"

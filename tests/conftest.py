@@ -15,14 +15,44 @@ torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-# The corpus is never committed: tests read the shared copy beside the checkout (or $TINYSHAKESPEARE).
-SHAKESPEARE = Path(os.environ.get("TINYSHAKESPEARE", ROOT.parent / "shared/data/tinyshakespeare/input.txt"))
+CORPUS = Path("data/tinyshakespeare/input.txt")
+
+
+def find_shakespeare() -> Path | None:
+    """The corpus is never committed. Tests read, in this order: $TINYSHAKESPEARE; the copy a
+    training run downloads into this checkout; shared/data/... beside this checkout, beside the
+    main checkout of this repository (a git worktree elsewhere shares the main one's .git), or
+    beside the local repository this one was cloned from."""
+    if os.environ.get("TINYSHAKESPEARE"):
+        return Path(os.environ["TINYSHAKESPEARE"])
+    candidates = [ROOT / CORPUS]
+    for top in [ROOT, _git_path("rev-parse", "--path-format=absolute", "--git-common-dir", parent=True),
+                _git_path("remote", "get-url", "origin")]:
+        if top is not None:
+            candidates += [folder / "shared" / CORPUS for folder in [top.parent, *top.parent.parents][:3]]
+    return next((path for path in candidates if path.is_file()), None)
+
+
+def _git_path(*command: str, parent: bool = False) -> Path | None:
+    """A local path that git reports (None without git, or for a remote URL)."""
+    try:
+        answer = subprocess.run(["git", *command], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    path = Path(answer) if answer and "://" not in answer else None
+    if path is None or not path.exists():
+        return None
+    return path.resolve().parent if parent else path.resolve()
+
+
+SHAKESPEARE = find_shakespeare()
 
 
 @pytest.fixture(scope="session")
 def shakespeare_path() -> Path:
-    if not SHAKESPEARE.is_file():
-        pytest.fail(f"tiny-shakespeare not found at {SHAKESPEARE}; set TINYSHAKESPEARE=PATH")
+    if SHAKESPEARE is None or not SHAKESPEARE.is_file():
+        pytest.fail("tiny-shakespeare not found: run `python gpt_final_version.py` once (it downloads it into "
+                    f"{CORPUS}), or set TINYSHAKESPEARE=PATH to a copy")
     return SHAKESPEARE
 
 

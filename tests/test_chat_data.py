@@ -451,6 +451,7 @@ def test_a_folder_is_read_file_by_file_and_strangers_are_skipped(tmp_path):
     assert again.pairs == 3
 
 
+@pytest.mark.slow
 def test_unreadable_file_is_one_clean_error(tmp_path):
     binary = tmp_path / "photo.bin"
     binary.write_bytes(bytes(range(256)) * 8)
@@ -461,6 +462,7 @@ def test_unreadable_file_is_one_clean_error(tmp_path):
     assert "WhatsApp" in result.stderr and "first line" in result.stderr
 
 
+@pytest.mark.slow
 def test_a_huge_line_and_an_empty_file_from_the_command_line(tmp_path):
     """A 4 MB message (a pasted log, say) is read like any other; an empty export is a clear error."""
     huge = "ha" * 2_000_000
@@ -487,6 +489,7 @@ PATHOLOGICAL = {"hahaha": "ha" * 500_000, "digits then a letter": "1" * 1_000_00
                 "omitted words": "image " * 200_000 + "x", "tapback": 'Loved "' + "x" * 1_000_000}
 
 
+@pytest.mark.slow
 def test_no_cleaning_rule_takes_quadratic_time_on_a_huge_message():
     """Each 1 MB text is cleaned in well under a second by linear patterns; a pattern that rescans
     the run from every position takes hours on some of them, and this subprocess would time out."""

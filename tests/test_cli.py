@@ -4,6 +4,8 @@ import pytest
 
 from conftest import ROOT, assert_clean_error, run_command, tiny_run_args
 
+pytestmark = pytest.mark.slow  # real processes: the whole module is in the slow tier
+
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, shakespeare_path):

@@ -38,6 +38,8 @@ def test_a_value_of_the_wrong_type_is_refused(arg, expected):
 def test_unknown_preset_and_stray_argument():
     with pytest.raises(UserError, match=r"unknown preset 'cpuu' \(did you mean --preset=cpu\?\)"):
         parse_args(["--preset=cpuu"], SECTIONS)
+    with pytest.raises(UserError, match=r"unknown preset 'gpux' \(did you mean --preset=gpu\?\)"):
+        parse_args(["--preset=gpux"], SECTIONS)
     with pytest.raises(UserError, match="unexpected argument 'n_layer=3'"):
         parse_args(["n_layer=3"], SECTIONS)
 

@@ -12,6 +12,8 @@ import pytest
 from checkpoint import load_checkpoint
 from conftest import ROOT, run_command, tiny_run_args
 
+pytestmark = pytest.mark.slow  # real processes: the whole module is in the slow tier
+
 
 def start_training(corpus: Path, out: Path, save_delay: float) -> subprocess.Popen:
     args = tiny_run_args(corpus, out, max_iters=100_000, save_interval=10, eval_interval=10, eval_iters=2)

@@ -12,6 +12,8 @@ from checkpoint import load_checkpoint
 from conftest import ROOT, tiny_run_args
 from model_handler import ModelHandler
 
+pytestmark = pytest.mark.slow  # real processes: the whole module is in the slow tier
+
 
 def torchrun(nproc: int, *args) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",

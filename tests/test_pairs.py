@@ -91,6 +91,7 @@ def test_markers_written_in_a_pair_cannot_fake_a_turn(tmp_path):
     assert read_pairs(str(path)) == [("a b", "c ")]
 
 
+@pytest.mark.slow
 def test_fine_tuning_extends_the_vocabulary_and_keeps_trained_rows(tmp_path, small_corpus):
     base = tmp_path / "base.pt"
     result = run_command("gpt_final_version.py", *tiny_run_args(small_corpus, base, max_iters=20))
@@ -113,6 +114,7 @@ def test_fine_tuning_extends_the_vocabulary_and_keeps_trained_rows(tmp_path, sma
         assert new["model"][name].shape[0] == len(new["vocab"])
 
 
+@pytest.mark.slow
 def test_resuming_a_pairs_run_with_new_characters_points_to_init_from(tmp_path):
     pairs = write_pairs(tmp_path / "me.jsonl", PAIRS)
     out = tmp_path / "me.pt"

@@ -90,6 +90,7 @@ def test_bad_sources_are_clear_errors(tmp_path):
     assert not list(tmp_path.glob("*.bin")) and not list(tmp_path.glob("*.tmp"))
 
 
+@pytest.mark.slow
 def test_training_through_the_memory_map_from_the_command_line(tmp_path, corpus_file):
     out = tmp_path / "m.pt"
     result = run_command("gpt_final_version.py", *tiny_run_args(corpus_file, out, max_iters=10), "--memmap=true")

@@ -16,6 +16,8 @@ import pytest
 
 from conftest import ROOT, run_command, tiny_run_args
 
+pytestmark = pytest.mark.slow  # real processes: the whole module is in the slow tier
+
 PAIRS = [("are you coming tonight?", "yes!! bringing cake"), ("what time?", "around 10"),
          ("lunch tomorrow?", "sure, 1pm"), ("how was porto", "sunny and loud"), ("call me later", "ok")] * 6
 SECRET = "my pin is 4242"  # text that must never reach the server's log
