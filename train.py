@@ -580,6 +580,30 @@ class Run:
         interval = self.cfg.log_interval or max(1, self.cfg.max_iters // CURVE_ROWS)
         return self.iter_num % interval == 0 and self.iter_num > self.start_iter
 
+    def periodic_save_due(self) -> bool:
+        every = self.cfg.save_interval
+        return bool(every) and self.iter_num % every == 0 and self.iter_num < self.cfg.max_iters
+
+    def step(self) -> tuple[float, float]:
+        """One optimizer step at the scheduled learning rate; returns the loss and the rate."""
+        lr = learning_rate_at(self.iter_num, self.cfg)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        t0 = time.time()
+        loss = train_step(self.step_model, self.optimizer, self.scaler, self.dataset, self.cfg, self.model_cfg,
+                          self.device, self.autocast, self.batches, self.processes)
+        self.iter_num += 1
+        if not math.isfinite(loss):
+            raise UserError(
+                f"the loss became {loss} at iteration {self.iter_num}; nothing was saved from this run. "
+                f"Lower --learning_rate (now {self.cfg.learning_rate:g}) or --grad_clip, or use --dtype=float32.")
+        if self.iter_num == self.start_iter + 1:  # compiling and warming up happen in the first step
+            self.first_step_seconds = time.time() - t0
+        else:
+            self.train_seconds += time.time() - t0
+        self.batch_losses.append(loss)
+        return loss, lr
+
     def evaluate(self, write=print) -> None:
         t0 = time.time()
         self.losses = estimate_loss(self.eval_model, self.dataset, self.cfg, self.model_cfg.block_size, self.device,
@@ -670,27 +694,14 @@ def run(model, model_cfg: GPTConfig, cfg: TrainConfig, dataset: TextDataset, dev
                     r.add_curve_row(r.losses["val"] if evaluated else None)
                 if processes.any(bool(stop.requested)):  # every process stops at the same step
                     break
-                lr = learning_rate_at(r.iter_num, cfg)
-                for group in r.optimizer.param_groups:
-                    group["lr"] = lr
-                t0 = time.time()
-                loss = train_step(r.step_model, r.optimizer, r.scaler, dataset, cfg, model_cfg, device, r.autocast,
-                                  r.batches, processes)
-                r.iter_num += 1
-                if not math.isfinite(loss):
-                    raise UserError(
-                        f"the loss became {loss} at iteration {r.iter_num}; nothing was saved from this run. "
-                        f"Lower --learning_rate (now {cfg.learning_rate:g}) or --grad_clip, or use --dtype=float32.")
-                if r.iter_num == r.start_iter + 1:
-                    r.first_step_seconds = time.time() - t0
-                else:
-                    r.train_seconds += time.time() - t0
-                r.batch_losses.append(loss)
+                loss, lr = r.step()
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{r.tokens_per_s:,.0f}")
-                if cfg.save_interval and r.iter_num % cfg.save_interval == 0 and r.iter_num < cfg.max_iters:
+                if r.periodic_save_due():
                     r.save()
-        except KeyboardInterrupt:  # Ctrl-C where no signal handler could be installed
+        except KeyboardInterrupt:  # Ctrl-C where no handler could be installed (else: the second one)
+            if stop.requested:
+                raise
             stop.requested = "SIGINT"
         bar.close()
         if stop.requested:  # save first: a scheduler's SIGKILL may follow SIGTERM within seconds
