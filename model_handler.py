@@ -24,6 +24,7 @@ import torch
 
 import gpt_final_version
 import loss_curves
+from atomic_write import write_text_atomically
 from bigram import BigramLanguageModel
 from checkpoint import load_checkpoint, load_weights, save_checkpoint
 from config import GPTConfig, SampleConfig, UserError, apply, choose_device, help_text, parse_args, run_cli
@@ -246,8 +247,7 @@ def main(argv=None):
     text = separator.join(samples)
     print(text)
     if options.out:
-        Path(options.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(options.out).write_text(text + "\n", encoding="utf-8")
+        write_text_atomically(options.out, text + "\n")
         print(f"(written to {options.out})")
     return samples
 

@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 import devices
 import loss_curves
+from atomic_write import write_text_atomically
 from checkpoint import load_checkpoint, load_weights, save_checkpoint
 from config import (GPTConfig, TrainConfig, UserError, apply, choose_device, default_preset, help_text,
                     parse_args, preset_values)
@@ -773,8 +774,7 @@ def write_sample(model, dataset, cfg, device, checkpoint_path) -> None:
     print(f"--- sample ({cfg.sample_chars} characters at most) ---\n{text}\n---")
     if cfg.samples_dir:
         path = Path(cfg.samples_dir) / (Path(checkpoint_path).stem + ".txt")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
+        write_text_atomically(path, text)
         print(f"sample written to {path}")
 
 
