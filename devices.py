@@ -190,7 +190,7 @@ def _fast_float16(capability: tuple[int, int] | None) -> bool:
 def _mps_dtype(requested: str, facts: DeviceFacts) -> DtypeChoice:
     torch_v, macos_v = _shown(facts.torch_version), _shown(facts.macos_version)
     if requested == "auto":  # mixed precision on mps is unmeasured here and version-dependent: stay exact
-        return _choice("float32", facts, "float32: the safe default on mps (ask for --dtype=bfloat16 or float16)")
+        return _choice("float32", facts, "the safe default on mps (ask for --dtype=bfloat16 or float16)")
     if facts.torch_version < (2, 5):  # autocast for mps arrived in torch 2.5 (pytorch#99272)
         raise UserError(f"--dtype={requested} on mps needs autocast for mps, which torch {torch_v} lacks "
                         "(it arrived in torch 2.5). Use --dtype=float32 or upgrade torch.")
@@ -210,7 +210,7 @@ def _mps_dtype(requested: str, facts: DeviceFacts) -> DtypeChoice:
 
 def _cpu_dtype(requested: str, facts: DeviceFacts) -> DtypeChoice:
     if requested == "auto":
-        return _choice("float32", facts, "float32: most CPUs have no fast bfloat16 or float16 matmul")
+        return _choice("float32", facts, "most CPUs have no fast bfloat16 or float16 matmul")
     # Both are documented CPU autocast dtypes (float16 since torch 2.3, with torch.amp.GradScaler("cpu"));
     # they pay only on CPUs with AMX/AVX512-BF16 (bfloat16) or AMX-FP16 (float16).
     return _choice(requested, facts, f"{requested} autocast on the CPU as asked; fast only on CPUs with AMX or AVX512 for it")
