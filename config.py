@@ -68,6 +68,7 @@ class GPTConfig:
 class TrainConfig:
     batch_size: int = 64  # sequences per step (per process under torchrun)
     max_iters: int = 5000  # optimizer steps in total; with --resume, the step to stop at
+    max_minutes: float = 0.0  # instead of max_iters: train for this wall-clock time (schedule laid over it, final evaluation and save inside it); 0: off
     learning_rate: float = 1e-3  # peak rate; small models tolerate 1e-3 with warm-up and clipping
     min_lr: float = 1e-4  # the cosine schedule ends here, a tenth of the peak
     warmup_iters: int = 100  # linear warm-up steps; keeps Adam's first noisy steps small
@@ -105,6 +106,8 @@ class TrainConfig:
                 raise UserError(f"{name} must not be negative, got {getattr(self, name)}.")
         if self.learning_rate <= 0:
             raise UserError(f"learning_rate must be positive, got {self.learning_rate}.")
+        if self.max_minutes < 0:
+            raise UserError(f"max_minutes must not be negative, got {self.max_minutes}.")
         _check_choice("dtype", self.dtype, ("auto", "float32", "bfloat16", "float16"))
 
 

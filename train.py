@@ -43,6 +43,7 @@ from corpus import (END_MARK, INPUT_MARK, OUTPUT_MARK, CharVocab, TextDataset, e
 RESUMABLE_MODEL_FIELDS = {"dropout", "attention"}
 MEMMAP_ABOVE_BYTES = 256 << 20  # a text this large is read through a memory map even without --memmap
 CURVE_ROWS = 100  # rows of NAME.csv in a run whose --log_interval is 0 (automatic)
+END_OF_RUN_SECONDS = 5.0  # a timed run keeps this for its sample and picture, beyond evaluation and save
 
 
 @dataclass
@@ -85,12 +86,16 @@ class Processes:
             return value
         return self._all_reduce(value, dist.ReduceOp.SUM) / self.world_size
 
-    def any(self, flag: bool) -> bool:
-        """True on every process if it is true on any: all stop at the same step, or none does
-        (a process that stopped alone would leave the others waiting forever in an all-reduce)."""
+    def agree(self, values: list[float]) -> list[float]:
+        """The largest of each value over all processes, on every process: flags (stop now?) and
+        clocks (how long has the run taken?) then lead every process to the same decision."""
         if not self.distributed:
-            return flag
-        return self._all_reduce(float(flag), dist.ReduceOp.MAX) > 0
+            return values
+        tensor = torch.tensor(values, dtype=torch.float64)
+        if self.backend == "nccl":
+            tensor = tensor.cuda()
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+        return tensor.tolist()
 
     def wait_for_all(self) -> None:
         if self.distributed:
@@ -355,14 +360,18 @@ def _regrouped(saved: dict, new_groups) -> list[dict]:
             dict(saved["param_groups"][1], params=list(range(first, first + len(new_groups[1]))))]
 
 
-def learning_rate_at(it: int, cfg: TrainConfig) -> float:
-    """Linear warm-up to learning_rate, then cosine decay to min_lr at lr_decay_iters (or max_iters)."""
-    decay_iters = cfg.lr_decay_iters or cfg.max_iters
+def learning_rate_at(it: int, cfg: TrainConfig, time_fraction: float | None = None) -> float:
+    """Linear warm-up to learning_rate, then cosine decay to min_lr at lr_decay_iters (or max_iters).
+    A run with a time budget (--max_minutes) decays over the fraction of its time used instead."""
     if it < cfg.warmup_iters:
         return cfg.learning_rate * (it + 1) / (cfg.warmup_iters + 1)
-    if it >= decay_iters:
+    if time_fraction is not None:
+        progress = time_fraction
+    else:
+        decay_iters = cfg.lr_decay_iters or cfg.max_iters
+        progress = (it - cfg.warmup_iters) / max(1, decay_iters - cfg.warmup_iters)
+    if progress >= 1:
         return cfg.min_lr
-    progress = (it - cfg.warmup_iters) / max(1, decay_iters - cfg.warmup_iters)
     return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (cfg.learning_rate - cfg.min_lr)
 
 
@@ -507,6 +516,8 @@ class Run:
     first_step_seconds: float = 0.0
     eval_seconds: float = 0.0
     earlier_seconds: float = 0.0  # wall time of the runs this one resumes
+    last_eval_seconds: float = 0.0  # how long the end of a timed run must keep for its evaluation...
+    last_save_seconds: float = 1.0  # ...and its save
     started: float = field(default_factory=time.time)
 
     @classmethod
@@ -572,22 +583,58 @@ class Run:
         return self.tokens_per_iter * timed_steps / self.train_seconds
 
     # ------------------------------------------------------------------------------------------
+    # A run with a time budget (--max_minutes): its clock, and what the end of the run needs
+
+    @property
+    def budget_seconds(self) -> float:
+        return 60.0 * self.cfg.max_minutes
+
+    def elapsed(self) -> float:
+        """Wall time of this run, the runs it resumes included."""
+        return self.earlier_seconds + time.time() - self.started
+
+    def reserve_seconds(self) -> float:
+        """Time to keep for the final evaluation, save, sample and picture. Before any evaluation,
+        estimated from the steps: one evaluation batch costs about a third of a training step."""
+        steps = self.iter_num - self.start_iter - 1
+        step = self.train_seconds / steps if steps > 0 else self.first_step_seconds
+        evaluation = self.last_eval_seconds or 2 * self.cfg.eval_iters * step / 3
+        return evaluation + self.last_save_seconds + END_OF_RUN_SECONDS
+
+    def out_of_time(self, elapsed: float) -> bool:
+        return bool(self.budget_seconds) and elapsed + self.reserve_seconds() >= self.budget_seconds
+
+    def time_fraction(self, elapsed: float) -> float | None:
+        """How far through its training time a timed run is (the schedule follows it); None untimed."""
+        if not self.budget_seconds:
+            return None
+        return min(1.0, elapsed / max(1e-9, self.budget_seconds - self.reserve_seconds()))
+
+    def steps_done(self) -> bool:
+        return not self.budget_seconds and self.iter_num >= self.cfg.max_iters
+
+    # ------------------------------------------------------------------------------------------
     # What the loop asks of it
 
     def evaluation_due(self) -> bool:
         return self.iter_num % self.cfg.eval_interval == 0 and self.iter_num > self.start_iter
 
     def curve_row_due(self) -> bool:
+        if self.iter_num == self.start_iter:
+            return False
+        if self.budget_seconds and not self.cfg.log_interval:  # steps unknown: a row every 1% of the time
+            since = self.curve[-1]["seconds"] if self.curve else self.earlier_seconds
+            return self.elapsed() - since >= self.budget_seconds / CURVE_ROWS
         interval = self.cfg.log_interval or max(1, self.cfg.max_iters // CURVE_ROWS)
-        return self.iter_num % interval == 0 and self.iter_num > self.start_iter
+        return self.iter_num % interval == 0
 
     def periodic_save_due(self) -> bool:
         every = self.cfg.save_interval
-        return bool(every) and self.iter_num % every == 0 and self.iter_num < self.cfg.max_iters
+        return bool(every) and self.iter_num % every == 0 and (self.budget_seconds or self.iter_num < self.cfg.max_iters)
 
-    def step(self) -> tuple[float, float]:
+    def step(self, elapsed: float) -> tuple[float, float]:
         """One optimizer step at the scheduled learning rate; returns the loss and the rate."""
-        lr = learning_rate_at(self.iter_num, self.cfg)
+        lr = learning_rate_at(self.iter_num, self.cfg, self.time_fraction(elapsed))
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         t0 = time.time()
@@ -609,7 +656,7 @@ class Run:
         t0 = time.time()
         self.losses = estimate_loss(self.eval_model, self.dataset, self.cfg, self.model_cfg.block_size, self.device,
                                     self.autocast, self.processes)
-        seconds = time.time() - t0
+        seconds = self.last_eval_seconds = time.time() - t0
         self.eval_seconds += seconds
         self.history.append((self.iter_num, self.losses["train"], self.losses["val"]))
         write(f"step {self.iter_num}: train loss {self.losses['train']:.4f}, val loss {self.losses['val']:.4f} "
@@ -637,13 +684,15 @@ class Run:
         return {
             "step": self.iter_num, "tokens": previous["tokens"] + steps * self.tokens_per_iter,
             "train_loss": sum(self.batch_losses) / len(self.batch_losses) if self.batch_losses else None,
-            "val_loss": val_loss, "learning_rate": learning_rate_at(max(self.iter_num - 1, 0), self.cfg),
+            "val_loss": val_loss, "learning_rate": self.optimizer.param_groups[0]["lr"],
             "tokens_per_s": self.tokens_per_s if steps else 0.0,
             "seconds": self.earlier_seconds + time.time() - self.started}
 
     def save(self, path: str | None = None, best_val: float | None = None) -> None:
         if self.processes.is_main:  # one writer; the others hold the same weights
+            t0 = time.time()
             save_checkpoint(self.checkpoint_state(best_val), path or self.out)
+            self.last_save_seconds = time.time() - t0
 
     def checkpoint_state(self, best_val: float | None = None) -> dict:
         rng = {"torch": torch.get_rng_state(), "batches": self.batches.get_state()}
@@ -682,20 +731,25 @@ def run(model, model_cfg: GPTConfig, cfg: TrainConfig, dataset: TextDataset, dev
     r = Run.start(model, model_cfg, cfg, dataset, device, kind, preset, changed, state, processes, facts, precision)
     if processes.is_main:
         print_startup(r)
-    bar = tqdm(total=cfg.max_iters, initial=r.iter_num, unit="it", dynamic_ncols=True,
+    bar = tqdm(total=None if cfg.max_minutes else cfg.max_iters, initial=r.iter_num, unit="it", dynamic_ncols=True,
                disable=None if cfg.progress and processes.is_main else True)
     with StopSignals() as stop:
         try:
-            while r.iter_num < cfg.max_iters:
+            while not r.steps_done():
                 evaluated = r.evaluation_due()
                 if evaluated:
                     r.evaluate(bar.write)
                     r.keep_if_best()
                 if evaluated or r.curve_row_due():
                     r.add_curve_row(r.losses["val"] if evaluated else None)
-                if processes.any(bool(stop.requested)):  # every process stops at the same step
+                # every process takes the same decision at the same step, on the slowest clock
+                signalled, time_up, elapsed = processes.agree([bool(stop.requested), r.out_of_time(r.elapsed()),
+                                                               r.elapsed()])
+                if signalled:
+                    stop.requested = stop.requested or "SIGTERM"  # (it reached another process)
+                if signalled or time_up:
                     break
-                loss, lr = r.step()
+                loss, lr = r.step(elapsed)
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{r.tokens_per_s:,.0f}")
                 if r.periodic_save_due():
@@ -733,6 +787,9 @@ def report(r: Run, result: TrainResult) -> None:
           f"{100 * r.eval_seconds / max(wall, 1e-9):.0f}% of the run")
     if r.cfg.save_interval and Path(best_path(r.out)).exists():
         print(f"best val loss {result.best_val_loss:.4f}: kept apart in {best_path(r.out)}")
+    if r.budget_seconds:
+        print(f"time budget {r.cfg.max_minutes:g} min: {r.iter_num - r.start_iter} steps in this run, "
+              f"{r.elapsed():.0f} s of {r.budget_seconds:.0f} s used so far")
     if r.compiled and r.iter_num > r.start_iter:
         print(f"compiling (the first step) took {r.first_step_seconds:.1f}s; tokens/s below leaves it out")
     draw_curve(r)
@@ -818,4 +875,6 @@ def print_startup(r: Run) -> None:
     if cfg.init_from:
         print(f"starting from the weights of {cfg.init_from}")
     resumed = f", resuming at iteration {r.iter_num}" if r.iter_num else ""
-    print(f"training to iteration {cfg.max_iters}{resumed}; checkpoint: {r.out}")
+    goal = (f"for {cfg.max_minutes:g} minutes of wall-clock time (max_iters is not used)" if cfg.max_minutes
+            else f"to iteration {cfg.max_iters}")
+    print(f"training {goal}{resumed}; checkpoint: {r.out}")

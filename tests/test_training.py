@@ -3,6 +3,7 @@ import math
 import os
 import re
 import signal
+import time
 
 import pytest
 import torch
@@ -224,3 +225,26 @@ def test_a_format_0_checkpoint_is_upgraded_on_load(tmp_path, capsys):
     assert upgraded["format_version"] == 1 and upgraded["model_kind"] == "gpt"
     assert upgraded["best_val_loss"] == float("inf")
     assert "upgraded" in capsys.readouterr().out
+
+
+def test_a_timed_run_lays_the_schedule_over_its_minutes():
+    cfg = TrainConfig(learning_rate=1e-3, min_lr=1e-4, warmup_iters=10, max_iters=50, max_minutes=5)
+    assert train.learning_rate_at(5, cfg, time_fraction=0.9) < 1e-3  # warm-up is counted in steps
+    assert train.learning_rate_at(500, cfg, time_fraction=0.0) == pytest.approx(1e-3)  # past max_iters: unused
+    assert train.learning_rate_at(500, cfg, time_fraction=0.5) == pytest.approx(5.5e-4)
+    assert train.learning_rate_at(500, cfg, time_fraction=1.0) == pytest.approx(1e-4)
+
+
+@pytest.mark.slow
+def test_max_minutes_trains_for_the_budget_with_evaluation_and_save_inside_it(small_corpus, tmp_path, capsys):
+    budget = 12.0  # seconds; margins are wide because shared machines are noisy
+    started = time.time()
+    result = gpt_final_version.main(tiny_run_args(small_corpus, tmp_path / "timed.pt", max_minutes=budget / 60,
+                                                  max_iters=5, eval_interval=100, eval_iters=5))
+    wall = time.time() - started
+    assert budget * 0.5 < wall < budget + 6, wall
+    assert result.iters > 5  # max_iters is not what ends a timed run
+    printed = capsys.readouterr().out
+    assert "for 0.2 minutes of wall-clock time" in printed and f"{result.iters} steps in this run" in printed
+    curve = load_checkpoint(str(tmp_path / "timed.pt"))["curve"]
+    assert curve[-1]["learning_rate"] < 1e-4 + 0.25 * (3e-3 - 1e-4)  # decayed over the time (tiny: 3e-3 -> 1e-4)
