@@ -437,8 +437,9 @@ class StopSignals:
     A second Ctrl-C stops at once, without saving. Outside the main thread (where Python allows
     no handlers) nothing is installed and Ctrl-C raises KeyboardInterrupt as usual."""
 
-    def __init__(self):
+    def __init__(self, announce: bool = True):
         self.requested = ""  # the name of the first signal received
+        self.announce = announce  # say so when one arrives (rank 0 only under torchrun)
         self._previous = {}
 
     def __enter__(self):
@@ -454,6 +455,9 @@ class StopSignals:
     def _on_signal(self, signum, frame):
         if self.requested and signum == signal.SIGINT:
             raise KeyboardInterrupt  # asked twice: the user wants out now
+        if not self.requested and self.announce:  # said at once: a long step may take a while to finish
+            print(f"\n{signal.Signals(signum).name}: stopping after the step in progress, then saving "
+                  "(Ctrl-C again stops at once, without saving)", file=sys.stderr, flush=True)
         self.requested = self.requested or signal.Signals(signum).name
 
 
@@ -733,7 +737,7 @@ def run(model, model_cfg: GPTConfig, cfg: TrainConfig, dataset: TextDataset, dev
         print_startup(r)
     bar = tqdm(total=None if cfg.max_minutes else cfg.max_iters, initial=r.iter_num, unit="it", dynamic_ncols=True,
                disable=None if cfg.progress and processes.is_main else True)
-    with StopSignals() as stop:
+    with StopSignals(announce=processes.is_main) as stop:
         try:
             while not r.steps_done():
                 evaluated = r.evaluation_due()
