@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import chat.whatsapp  # noqa: E402
 import chat_data  # noqa: E402
 from chat_data import (ChatDataConfig, Cleaner, Conversation, Message, build_pairs, decode,  # noqa: E402
                        fact_pairs, main, parse_export, read_export, reply_pairs, select_conversations)
@@ -108,7 +109,7 @@ def test_whatsapp_year_first_and_dotted_dates():
 
 
 def test_whatsapp_day_or_month_first_is_decided_from_the_whole_file():
-    order = chat_data._date_order
+    order = chat.whatsapp.date_order
     assert order([("31", "12", "23")], False) == "dmy"
     assert order([("12", "31", "23")], True) == "mdy"
     assert order([("2024", "01", "02")], False) == "ymd"

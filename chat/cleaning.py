@@ -1,0 +1,94 @@
+"""Cleaning: each rule counts the messages it changed or dropped."""
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+from .model import INVISIBLE
+from .options import ChatDataConfig
+
+
+_MEDIA = re.compile(
+    r"<Media omitted>|<attached: [^>\n]*>|<This message was edited>|\ufffc"
+    r"|^(?:.*\s)?(?:image|video|audio|sticker|GIF|document|Contact card|media) omitted$"
+    r"|^(?:This message was deleted|You deleted this message|null|Waiting for this message\. This may take a while)\.?$"
+    r"|^.+ sent (?:an attachment|a photo|a video|a sticker|a GIF|a voice message|\d+ photos)\.$"
+    r"|^(?=\S*/Attachments/\S)\S+$", re.IGNORECASE | re.MULTILINE)  # (linear on a huge line)
+_TAPBACK = "(?:Loved|Liked|Disliked|Laughed at|Emphasized|Emphasised|Questioned)"
+_REACTION = re.compile(
+    _TAPBACK + r" (?:[“\"].*[”\"]|an? (?:image|photo|video|movie|attachment|audio message|sticker|GIF|message))"
+    r"|(?:Reacted|Removed) .{1,20} (?:to|from) [“\"].*[”\"]"
+    r"|(?i:.{0,60}\breacted\b.{0,20}\bto (?:your|a|their|his|her) message\.?)"
+    r"|Liked a message", re.DOTALL)
+_LINK = re.compile(r"(?:https?://|www\.)\S*[^\s.,!?;:)\]'\"”’>]", re.IGNORECASE)
+# The look-behinds let a match start only where a run starts, and the phone pattern is bounded:
+# without them a 4 MB message of "hahaha..." took minutes (every position rescanned the run).
+_EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+_PHONE = re.compile(r"(?<![\w+])\+?\(?\d[\d \t().-]{5,40}\d(?!\w)")
+_NOT_PHONE = re.compile(r"\d{4}-\d{1,2}-\d{1,2}|\d{1,2}[./-]\d{1,2}[./-]\d{2,4}|\d{1,3}(?:[.,]\d{3})+|\d+[.,]\d+")
+_EMOJI = re.compile("[\U0001F000-\U0001FAFF\u2600-\u27BF\u2B00-\u2BFF\u2300-\u23FF\uFE0E\uFE0F\u200D\u20E3"
+                    "\U000E0020-\U000E007F]")
+_REPEATS = re.compile(r"(\D)\1{3,}")  # not digits: 1000000 is a number, not an exclamation
+RULES = ("before --since", "outside --top_contacts", "control/invisible characters removed", "reactions dropped",
+         "media placeholders removed", "links replaced", "e-mails/phones scrubbed", "emoji removed",
+         "lowercased", "repeats squeezed", "messages empty after cleaning", "pairs empty after cleaning",
+         "replies outside --reply_window")
+
+
+class Cleaner:
+    """Applies the cleaning options to one text at a time and counts what each rule did."""
+
+    def __init__(self, config: ChatDataConfig, counts: Counter):
+        self.config = config
+        self.counts = counts
+
+    def clean(self, text: str) -> str:
+        """The text as it will be learned, or "" when a rule drops it whole."""
+        config = self.config
+        text = str(text).replace("\r\n", "\n").replace("\r", "\n").replace("\u2028", "\n").replace("\u2029", "\n")
+        text = self._rule("control/invisible characters removed", INVISIBLE.sub("", text), text)
+        if config.drop_reactions and _REACTION.fullmatch(text.strip()):
+            self.counts["reactions dropped"] += 1
+            return ""
+        if config.drop_media:
+            text = self._remove("media placeholders removed", _MEDIA, text)
+        if config.replace_links:
+            text = self._rule("links replaced", _LINK.sub("link", text), text)
+        if config.scrub_private:
+            text = self._rule("e-mails/phones scrubbed", _PHONE.sub(_phone, _EMAIL.sub("email", text)), text)
+        if config.drop_emoji:
+            text = self._remove("emoji removed", _EMOJI, text)
+        if config.lowercase:
+            text = self._rule("lowercased", text.lower(), text)
+        if config.squeeze_repeats:
+            text = self._rule("repeats squeezed", _REPEATS.sub(r"\1\1\1", text), text)
+        text = text.strip()
+        if not text:
+            self.counts["messages empty after cleaning"] += 1
+        return text
+
+    def _rule(self, name: str, new: str, old: str) -> str:
+        if new != old:
+            self.counts[name] += 1
+        return new
+
+    def _remove(self, name: str, pattern: re.Pattern, text: str) -> str:
+        if not pattern.search(text):
+            return text
+        self.counts[name] += 1
+        return _tidy_spaces(pattern.sub("", text))
+
+
+def _tidy_spaces(text: str) -> str:
+    """Removing a word from the middle of a line leaves two spaces, or a space at a line's end."""
+    return re.sub(r"[ \t]*\n[ \t]*", "\n", re.sub(r"[ \t]{2,}", " ", text)).strip()
+
+
+def _phone(match: re.Match) -> str:
+    candidate = match.group()
+    digits = sum(char.isdigit() for char in candidate)
+    if not 7 <= digits <= 15 or _NOT_PHONE.fullmatch(candidate):
+        return candidate  # a date, an amount, a decimal
+    if candidate[0] != "+" and digits < 9 and not re.search(r"[ ().-]", candidate):
+        return candidate  # a plain number such as 1000000
+    return "phone"
