@@ -91,11 +91,12 @@ def build_pairs(paths: list[Path], config: ChatDataConfig) -> tuple[list[tuple[s
                         f"{_top(speakers)}")
     cleaner = Cleaner(config, report.counts)
     window = timedelta(minutes=config.reply_window)
+    silence = timedelta(hours=config.silence_hours)
     pairs = []
     for conversation in select_conversations(merge_conversations(conversations), config, report):
         report.conversations_used += 1
         cleaned = [dataclasses.replace(m, text=cleaner.clean(m.text)) for m in conversation.messages]
-        pairs += reply_pairs([m for m in cleaned if m.text], is_me, window, report.counts)
+        pairs += reply_pairs([m for m in cleaned if m.text], is_me, window, report.counts, silence)
     pairs = _clean_pairs(pairs + given_pairs, cleaner, report.counts)
     report.pairs = len(pairs)
     if config.facts:

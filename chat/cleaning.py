@@ -32,7 +32,7 @@ _REPEATS = re.compile(r"(\D)\1{3,}")  # not digits: 1000000 is a number, not an 
 RULES = ("before --since", "outside --top_contacts", "control/invisible characters removed", "reactions dropped",
          "media placeholders removed", "links replaced", "e-mails/phones scrubbed", "emoji removed",
          "lowercased", "repeats squeezed", "messages empty after cleaning", "pairs empty after cleaning",
-         "replies outside --reply_window")
+         "replies outside --reply_window", "turns ended by --silence_hours")
 
 
 class Cleaner:

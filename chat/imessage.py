@@ -17,23 +17,33 @@ _MONTHS = {name: number for number, name in enumerate(
 
 
 def read_imessage_csv(text: str, name: str, config: ChatDataConfig) -> Imported:
+    """Rows name the other person in Sender and Sender ID (theirs) or To (mine), as a name on some rows
+    and a handle on others: a name and a handle seen on one row are one person, so a direct chat stays
+    one conversation whatever mix the columns hold."""
     result = Imported("imessage-csv")
-    conversations: dict[str, Conversation] = {}
-    _, rows = csv_rows(text, result)
-    for row in rows:
+    rows, people = [], _People()
+    _, records = csv_rows(text, result)
+    for record in records:
         try:
-            other, group, message = _imessage_row(row)
+            rows.append(_imessage_row(record))
         except MALFORMED:
             result.malformed += 1
             continue
-        if other not in conversations:
-            conversations[other] = Conversation(f"imessage:{other}", other, [], group)
-        conversations[other].messages.append(message)
+        people.same(*rows[-1][0])
+    conversations: dict[str, Conversation] = {}
+    for spellings, group, message in rows:
+        key = people.find(spellings[0])
+        if key not in conversations:
+            conversations[key] = Conversation(f"imessage:{key}", people.display(key), [], group)
+        if not group and message.sender != "Me":  # one name for them, whichever column named them
+            message.sender = people.display(key)
+        conversations[key].messages.append(message)
     result.conversations.extend(conversations.values())
     return result
 
 
-def _imessage_row(row: dict) -> tuple[str, bool, Message]:
+def _imessage_row(row: dict) -> tuple[list[str], bool, Message]:
+    """Who the chat is with (every spelling this row gives), whether it is a group, and the message."""
     mine = _truthy(row["Sent by Me"])
     group = _truthy(row["Group Chat"])
     sender = "Me" if mine else clean_name(row["Sender"] or row["Sender ID"])
@@ -41,13 +51,49 @@ def _imessage_row(row: dict) -> tuple[str, bool, Message]:
         raise ValueError("no sender")
     aliases = tuple(clean_name(value) for value in (row["Sender"], row["Sender ID"], "Me" if mine else "") if value)
     if group:
-        other = row["Group Chat Name"] or row["To"]
+        spellings = [row["Group Chat Name"] or row["To"]]
     else:
-        other = row["To"] if mine else (row["Sender ID"] or row["Sender"])
+        spellings = [row["To"]] if mine else [row["Sender ID"], row["Sender"]]
+    spellings = [clean_name(value) for value in spellings if clean_name(value)] or ["?"]
     moment = parse_time_text(row["Timestamp"]) or parse_time_text(row["Readable Time"])
     if moment is None:
         raise ValueError("no readable time")  # rows come newest first: without a time it cannot be placed
-    return clean_name(other) or "?", group, Message(sender, row["Message"], moment, aliases)
+    return spellings, group, Message(sender, row["Message"], moment, aliases)
+
+
+class _People:
+    """Spellings of one person (a name, a phone number, an e-mail) joined whenever a row shows them together."""
+
+    def __init__(self):
+        self.parent: dict[str, str] = {}  # casefolded spelling -> another of the same person (a root: itself)
+        self.spelled: dict[str, str] = {}  # casefolded -> as first written
+        self.names: dict[str, str] = {}  # root -> the name to show (filled once every row is joined)
+
+    def find(self, spelling: str) -> str:
+        key = spelling.casefold()
+        self.parent.setdefault(key, key)
+        while self.parent[key] != key:
+            self.parent[key] = self.parent[self.parent[key]]
+            key = self.parent[key]
+        return key
+
+    def same(self, first: str, *others: str) -> None:
+        for spelling in (first, *others):
+            self.spelled.setdefault(spelling.casefold(), spelling)
+            self.parent[self.find(spelling)] = self.find(first)
+
+    def display(self, key: str) -> str:
+        """A name rather than a handle where the person has one."""
+        if not self.names:
+            for spelling, written in self.spelled.items():
+                root, shown = self.find(spelling), self.names.get(self.find(spelling))
+                if shown is None or (_is_handle(shown), shown) > (_is_handle(written), written):
+                    self.names[root] = written
+        return self.names.get(key, key)
+
+
+def _is_handle(spelling: str) -> bool:
+    return "@" in spelling or sum(char.isdigit() for char in spelling) >= 5
 
 
 def _truthy(value) -> bool:

@@ -19,6 +19,7 @@ class ChatDataConfig:
     me: str = ""  # your name as the exports spell it (display name, user name, or "Me"); any case; several: "Ana Silva,Me"
     out: str = "data/chat/pairs.jsonl"  # where the pairs go, one JSON object a line (written atomically)
     reply_window: float = 30.0  # minutes from their last message to my first that still make a reply
+    silence_hours: float = 3.0  # this long without a word ends a turn: a message weeks later is not part of the last reply
     group_chats: bool = False  # also learn from group chats (more than two people speaking)
     since: str = ""  # keep only messages on or after this date, YYYY-MM-DD; empty keeps all
     top_contacts: int = 0  # keep only the N conversations with the most messages; 0 keeps all
@@ -37,6 +38,8 @@ class ChatDataConfig:
     def validate(self) -> None:
         if self.reply_window < 0:
             raise UserError(f"reply_window must not be negative, got {self.reply_window}.")
+        if self.silence_hours <= 0:
+            raise UserError(f"silence_hours must be positive, got {self.silence_hours}.")
         if self.top_contacts < 0:
             raise UserError(f"top_contacts must not be negative, got {self.top_contacts}.")
         if self.facts_repeat < 1:

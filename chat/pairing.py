@@ -19,13 +19,19 @@ class Turn:
     last: datetime | None
 
 
-def turns_of(messages: list[Message], is_me) -> list[Turn]:
-    """Consecutive messages of one person become one turn."""
+def turns_of(messages: list[Message], is_me, silence: timedelta | None = None,
+             counts: Counter | None = None) -> list[Turn]:
+    """Consecutive messages of one person become one turn, unless `silence` or more passed between
+    them: "ok thanks" and a message sent weeks later are two turns, not one reply."""
     turns, previous_speaker = [], None
     for message in messages:
         mine = is_me(message)
         speaker = "\x00me" if mine else message.sender
-        if turns and speaker == previous_speaker:
+        if turns and speaker == previous_speaker and _silent_for(turns[-1], message, silence):
+            if counts is not None:
+                counts["turns ended by --silence_hours"] += 1
+            turns.append(Turn(mine, [message.text], message.time, message.time))
+        elif turns and speaker == previous_speaker:
             turns[-1].texts.append(message.text)
             turns[-1].last = message.time or turns[-1].last
         else:
@@ -34,9 +40,14 @@ def turns_of(messages: list[Message], is_me) -> list[Turn]:
     return turns
 
 
-def reply_pairs(messages: list[Message], is_me, window: timedelta, counts: Counter) -> list[tuple[str, str]]:
+def _silent_for(turn: Turn, message: Message, silence: timedelta | None) -> bool:
+    return bool(silence is not None and turn.last and message.time and message.time - turn.last >= silence)
+
+
+def reply_pairs(messages: list[Message], is_me, window: timedelta, counts: Counter,
+                silence: timedelta | None = None) -> list[tuple[str, str]]:
     pairs = []
-    turns = turns_of(messages, is_me)
+    turns = turns_of(messages, is_me, silence, counts)
     for theirs, mine in zip(turns, turns[1:]):
         if not mine.mine or theirs.mine:
             continue

@@ -170,6 +170,16 @@ def test_imessage_csv_newest_first_with_tapback():
     assert pairs_from("imessage.csv", me="Me") == [("Hey | Dinner tomorrow at 8?", "Sounds good")]
 
 
+def test_imessage_csv_names_and_handles_are_one_person():
+    """Their rows name Carla in Sender or only by handle; mine name her in To, by name or handle."""
+    imported = read_fixture("imessage_mixed.csv")
+    (conversation,) = imported.conversations
+    assert conversation.title == "Carla Mendes" and not conversation.is_group()
+    assert Counter(m.sender for m in conversation.messages) == {"Me": 2, "Carla Mendes": 2}
+    assert pairs_from("imessage_mixed.csv", me="Me") == [("Concert tonight?", "Sure! What time?"),
+                                                         ("Bring the tickets", "See you there")]
+
+
 def test_imessage_exporter_text():
     assert read_fixture("imessage_export.txt").format == "imessage-text"
     assert pairs_from("imessage_export.txt", me="Me") == [
@@ -329,6 +339,28 @@ def test_reply_window_edges():
     pairs, counts = shaped([Message("Bruno", "a", at(0)), Message("Ana", "b", at(31))])
     assert pairs == [] and counts["replies outside --reply_window"] == 1
     assert len(pairs_from("whatsapp_android.txt", reply_window=300)) == 3
+
+
+def test_a_long_silence_ends_a_turn():
+    weeks = 7 * 7 * 24 * 60
+    messages = [Message("Bruno", "thanks for the help", at(0)), Message("Ana", "ok thanks", at(2)),
+                Message("Ana", "are you around this weekend?", at(weeks)), Message("Bruno", "yes!", at(weeks + 5)),
+                Message("Ana", "great", at(weeks + 6))]
+    counts = Counter()
+    pairs = reply_pairs(messages, chat_data.me_matcher("ana"), timedelta(minutes=30), counts, timedelta(hours=3))
+    assert pairs == [("thanks for the help", "ok thanks"), ("yes!", "great")]
+    assert counts["turns ended by --silence_hours"] == 1
+    assert shaped(messages)[0] == [("thanks for the help", "ok thanks | are you around this weekend?"), ("yes!", "great")]
+
+
+def test_silence_hours_from_the_command_line_options(tmp_path):
+    chat = tmp_path / "chat.txt"
+    chat.write_text("1/5/24, 9:00 - Bruno: hi\n1/5/24, 9:01 - Ana Silva: hello\n1/5/24, 11:01 - Ana Silva: still there?\n",
+                    encoding="utf-8")
+    assert build_pairs([chat], make_config())[0] == [("hi", "hello | still there?")]
+    assert build_pairs([chat], make_config(silence_hours=1))[0] == [("hi", "hello")]
+    with pytest.raises(UserError, match="silence_hours"):
+        main([str(chat), "--me=Ana Silva", "--silence_hours=0"])
 
 
 def test_my_own_messages_never_become_an_input():
