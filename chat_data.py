@@ -93,7 +93,7 @@ def build_pairs(paths: list[Path], config: ChatDataConfig) -> tuple[list[tuple[s
     window = timedelta(minutes=config.reply_window)
     silence = timedelta(hours=config.silence_hours)
     pairs = []
-    for conversation in select_conversations(merge_conversations(conversations), config, report):
+    for conversation in select_conversations(merge_conversations(conversations, report.counts), config, report):
         report.conversations_used += 1
         cleaned = [dataclasses.replace(m, text=cleaner.clean(m.text)) for m in conversation.messages]
         pairs += reply_pairs([m for m in cleaned if m.text], is_me, window, report.counts, silence)

@@ -29,7 +29,7 @@ _NOT_PHONE = re.compile(r"\d{4}-\d{1,2}-\d{1,2}|\d{1,2}[./-]\d{1,2}[./-]\d{2,4}|
 _EMOJI = re.compile("[\U0001F000-\U0001FAFF\u2600-\u27BF\u2B00-\u2BFF\u2300-\u23FF\uFE0E\uFE0F\u200D\u20E3"
                     "\U000E0020-\U000E007F]")
 _REPEATS = re.compile(r"(\D)\1{3,}")  # not digits: 1000000 is a number, not an exclamation
-RULES = ("before --since", "outside --top_contacts", "control/invisible characters removed", "reactions dropped",
+RULES = ("duplicate messages dropped", "before --since", "outside --top_contacts", "control/invisible characters removed", "reactions dropped",
          "media placeholders removed", "links replaced", "e-mails/phones scrubbed", "emoji removed",
          "lowercased", "repeats squeezed", "messages empty after cleaning", "pairs empty after cleaning",
          "replies outside --reply_window", "turns ended by --silence_hours")

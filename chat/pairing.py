@@ -80,20 +80,57 @@ def select_conversations(conversations: list[Conversation], config: ChatDataConf
     return chosen
 
 
-def merge_conversations(conversations: list[Conversation]) -> list[Conversation]:
-    """One chat split over several files becomes one, in time order (Messenger and iMessage list newest first)."""
-    merged: dict[str, Conversation] = {}
+def merge_conversations(conversations: list[Conversation], counts: Counter | None = None) -> list[Conversation]:
+    """One chat split over several files becomes one, in time order (Messenger and iMessage list newest first).
+    The same chat exported twice (a January export and a June one that repeats it, two copies of a folder)
+    is one chat too: files that share a message (time, sender, text) are merged, and each message is kept
+    as many times as the file that holds it most often holds it, so a repeat inside one file stays."""
+    groups: list[_Merged] = []
+    by_key: dict[str, _Merged] = {}
+    by_message: dict[tuple, _Merged] = {}
     for conversation in conversations:
-        if conversation.key in merged:
-            merged[conversation.key].messages.extend(conversation.messages)
-        else:
-            merged[conversation.key] = dataclasses.replace(conversation, messages=list(conversation.messages))
-    for conversation in merged.values():
-        if all(message.time for message in conversation.messages):
-            conversation.messages.sort(key=lambda message: message.time)
-        elif _newest_first(conversation.messages):
-            conversation.messages.reverse()
-    return list(merged.values())
+        prints = [_fingerprint(message) for message in conversation.messages]
+        group = by_key.get(conversation.key) or next((by_message[p] for p in prints if p in by_message), None)
+        if group is None:
+            group = _Merged(dataclasses.replace(conversation, messages=[]))
+            groups.append(group)
+        by_key[conversation.key] = group
+        dropped = group.add(conversation.messages, prints)
+        if counts is not None:
+            counts["duplicate messages dropped"] += dropped
+        by_message.update((p, group) for p in prints if p)
+    for group in groups:
+        messages = group.conversation.messages
+        if all(message.time for message in messages):
+            messages.sort(key=lambda message: message.time)
+        elif _newest_first(messages):
+            messages.reverse()
+    return [group.conversation for group in groups]
+
+
+def _fingerprint(message: Message) -> tuple | None:
+    return (message.time, message.sender, message.text) if message.time else None  # untimed: never a duplicate
+
+
+class _Merged:
+    """A conversation gathered from files, and how many times each timed message is already in it."""
+
+    def __init__(self, conversation: Conversation):
+        self.conversation = conversation
+        self.kept: Counter = Counter()
+
+    def add(self, messages: list[Message], prints: list[tuple | None]) -> int:
+        """Adds one file's messages; returns how many were already there (dropped)."""
+        in_this_file, dropped = Counter(), 0
+        for message, print_ in zip(messages, prints):
+            if print_:
+                in_this_file[print_] += 1
+                if in_this_file[print_] <= self.kept[print_]:
+                    dropped += 1
+                    continue
+                self.kept[print_] += 1
+            self.conversation.messages.append(message)
+        return dropped
 
 
 def _newest_first(messages: list[Message]) -> bool:

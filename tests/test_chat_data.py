@@ -355,7 +355,7 @@ def test_a_long_silence_ends_a_turn():
 
 def test_silence_hours_from_the_command_line_options(tmp_path):
     chat = tmp_path / "chat.txt"
-    chat.write_text("1/5/24, 9:00 - Bruno: hi\n1/5/24, 9:01 - Ana Silva: hello\n1/5/24, 11:01 - Ana Silva: still there?\n",
+    chat.write_text("15/1/24, 9:00 - Bruno: hi\n15/1/24, 9:01 - Ana Silva: hello\n15/1/24, 11:01 - Ana Silva: still there?\n",
                     encoding="utf-8")
     assert build_pairs([chat], make_config())[0] == [("hi", "hello | still there?")]
     assert build_pairs([chat], make_config(silence_hours=1))[0] == [("hi", "hello")]
@@ -373,6 +373,20 @@ def test_one_chat_split_over_files_is_merged_and_sorted():
     second = Conversation("m:1", "Bruno", [Message("Bruno", "question", at(0))])
     (merged,) = chat_data.merge_conversations([first, second])
     assert [m.text for m in merged.messages] == ["question", "reply"]
+
+
+def test_the_same_chat_exported_twice_gives_each_pair_once(tmp_path):
+    january = ("15/1/24, 9:00 - Bruno: hi\n15/1/24, 9:01 - Ana Silva: hello\n"
+               "15/1/24, 9:02 - Bruno: ok\n15/1/24, 9:02 - Bruno: ok\n15/1/24, 9:03 - Ana Silva: ok!\n")
+    june = january + "20/6/24, 9:00 - Bruno: summer?\n20/6/24, 9:05 - Ana Silva: yes\n"
+    (tmp_path / "January.txt").write_text(january, encoding="utf-8")
+    (tmp_path / "June.txt").write_text(june, encoding="utf-8")
+    pairs, report = build_pairs([tmp_path / "January.txt", tmp_path / "June.txt"], make_config())
+    assert pairs == [("hi", "hello"), ("ok | ok", "ok!"), ("summer?", "yes")]  # "ok" twice in one file stays twice
+    assert report.counts["duplicate messages dropped"] == 5 and report.conversations_used == 1
+    copies = [FIXTURES / "telegram_account.json", tmp_path / "copy.json"]
+    copies[1].write_bytes(copies[0].read_bytes())
+    assert build_pairs(copies, make_config())[0] == pairs_from("telegram_account.json")
 
 
 def test_select_conversations_counts_groups():
