@@ -83,6 +83,7 @@ def build_pairs(paths: list[Path], config: ChatDataConfig) -> tuple[list[tuple[s
             report.files.append(FileReport(str(path), "skipped", note=reason))
             continue
         report.files.append(file_report(path, imported, undecodable, is_me, config.me))
+        report.app_texts.update(imported.counts)
         conversations += imported.conversations
         given_pairs += imported.pairs
     speakers = Counter(m.sender for c in conversations for m in c.messages)

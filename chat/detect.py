@@ -15,7 +15,7 @@ from .meta import read_messenger
 from .model import MALFORMED, Imported
 from .options import KNOWN_FORMATS, ChatDataConfig
 from .telegram import read_telegram
-from .whatsapp import read_whatsapp, whatsapp_header
+from .whatsapp import looks_like_whatsapp, read_whatsapp, whatsapp_header
 
 
 TEXT_READERS = {"whatsapp": read_whatsapp, "imessage-csv": read_imessage_csv, "imessage-text": read_imessage_text,
@@ -54,7 +54,7 @@ def detect_format(text: str, name: str, config: ChatDataConfig) -> str:
     first = next((line for line in lines if line.strip()), "")
     if any(whatsapp_header(line) for line in lines[:50]):
         return "whatsapp"
-    if first.lstrip().startswith(("{", "[")):
+    if first.lstrip().startswith(("{", "[")) and not looks_like_whatsapp([first]):
         return "jsonl" if _is_pair_line(first) else "json"
     header = csv_cells(first)
     if {"Sent by Me", "Sender ID", "Message"} <= header:
@@ -65,6 +65,9 @@ def detect_format(text: str, name: str, config: ChatDataConfig) -> str:
         return "imessage-text"
     if config.columns:
         return "csv"
+    if looks_like_whatsapp(lines):
+        raise UserError(f"{name}: looks like a WhatsApp export, but no line's date and time could be read "
+                        f"(its first line is {first[:80]!r}); the header formats known are listed in the README.")
     hint = (" It looks like a CSV: say which column is what with --columns=sender=COL,text=COL,time=COL."
             if len(header) > 1 else "")
     raise UserError(f"{name}: not a chat export this tool knows ({KNOWN_FORMATS}). "

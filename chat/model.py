@@ -12,6 +12,10 @@ MEDIA_PLACEHOLDER = "<Media omitted>"  # what importers write for a message that
 # A record that breaks one of these while being read is malformed: counted, skipped, never fatal.
 MALFORMED = (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError, OSError,
              RecursionError, csv.Error)
+# The apps' own texts that importers recognise, each counted in the report (lines recognised).
+APP_TEXT_RULES = ("system lines (no sender)", "marked as the app's own (U+200E)", "media placeholders (any language)",
+                  "attached-file lines", "deleted notices", "edit markers", "encryption notices", "group events",
+                  "call records", "group notices", "reply notices", "server notices")
 # \x01 \x02 \x03 are the trainer's markers, so no control character may reach the output; neither may
 # the invisible bidi marks iOS inserts, nor lone surrogates (from JSON escapes) that cannot be written.
 INVISIBLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069\ufeff\ud800-\udfff]")
@@ -45,6 +49,8 @@ class Imported:
     conversations: list[Conversation] = field(default_factory=list)
     pairs: list[tuple[str, str]] = field(default_factory=list)  # ready-made pairs (JSONL)
     malformed: int = 0  # lines or records that could not be read and were skipped
+    counts: Counter = field(default_factory=Counter)  # the app's own texts recognised, by rule
+    note: str = ""  # something the user may want to know about how the file was read
 
 
 def clean_name(name: str) -> str:

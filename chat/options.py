@@ -33,6 +33,7 @@ class ChatDataConfig:
     facts: str = ""  # facts.json about you ({"name": "Ana", "hometown": "Porto"}) made into Q/A pairs
     facts_repeat: int = 10  # each fact pair is written this many times so that a small model learns it
     columns: str = ""  # for any other CSV, which column is what: sender=Author,text=Content,time=Date
+    date_order: str = "auto"  # WhatsApp dates where day and month could be either way: auto (from the file), dmy, mdy or ymd
     format: str = "auto"  # auto (from the content) or whatsapp, telegram, messenger, discord-json, csv...
 
     def validate(self) -> None:
@@ -46,6 +47,8 @@ class ChatDataConfig:
             raise UserError(f"facts_repeat must be at least 1, got {self.facts_repeat}.")
         if self.format != "auto" and self.format not in FORMATS:
             raise UserError(f"--format={self.format!r} is not one of auto, {', '.join(FORMATS)}.")
+        if self.date_order not in ("auto", "dmy", "mdy", "ymd"):
+            raise UserError(f"--date_order={self.date_order!r} is not one of auto, dmy, mdy, ymd.")
         self.since_date()
         if self.columns or self.format == "csv":
             self.column_map()

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .cleaning import RULES
-from .model import Imported
+from .model import APP_TEXT_RULES, Imported
 
 
 @dataclass
@@ -28,6 +28,7 @@ class Report:
     out: str
     files: list[FileReport] = field(default_factory=list)
     counts: Counter = field(default_factory=Counter)  # RULES -> messages (or pairs) affected
+    app_texts: Counter = field(default_factory=Counter)  # APP_TEXT_RULES -> lines the importers recognised
     conversations_used: int = 0
     group_chats_skipped: int = 0
     pairs: int = 0  # from conversations and JSONL
@@ -46,6 +47,8 @@ class Report:
                          + (f", {file.undecodable} undecodable bytes replaced" if file.undecodable else ""))
             if file.note:
                 lines.append(f"    {file.note}")
+        lines.append("the apps' own texts (lines recognised; placeholders are then removed by the cleaning below):")
+        lines += [f"  {rule:38s} {self.app_texts[rule]}" for rule in APP_TEXT_RULES if self.app_texts[rule]]
         lines.append("cleaning (messages affected):")
         lines += [f"  {rule:38s} {self.counts[rule]}" for rule in RULES]
         lines.append(f"conversations: {self.conversations_used} used, {self.group_chats_skipped} skipped as group chats"
@@ -60,7 +63,8 @@ def file_report(path: Path, imported: Imported, undecodable: int, is_me, me: str
     speakers = Counter(m.sender for m in messages).most_common(5)
     report = FileReport(str(path), imported.format, len(messages) or len(imported.pairs), len(imported.conversations),
                         imported.malformed, undecodable, any(map(is_me, messages)), speakers)
+    report.note = imported.note
     if messages and not report.me_found:
         shown = ", ".join(f"{name} ({count})" for name, count in speakers)
-        report.note = f"--me={me!r} matches nobody here; top speakers: {shown}"
+        report.note = "; ".join(filter(None, [report.note, f"--me={me!r} matches nobody here; top speakers: {shown}"]))
     return report

@@ -119,6 +119,74 @@ def test_whatsapp_day_or_month_first_is_decided_from_the_whole_file():
     assert order([("1", "2", "24")], True) == "mdy" and order([("1", "2", "24")], False) == "dmy"  # a tie: the clock
 
 
+@pytest.mark.parametrize("name, when, second", [
+    ("whatsapp_fi.txt", datetime(2018, 6, 13, 21, 25, 15), datetime(2018, 6, 13, 21, 26, 2)),  # "klo", dotted time
+    ("whatsapp_colon.txt", datetime(2018, 6, 13, 21, 25, 15), datetime(2018, 6, 13, 21, 27)),  # "...: Name: text"
+    ("whatsapp_hr.txt", datetime(2018, 6, 13, 21, 25, 15), datetime(2018, 6, 13, 21, 26, 15)),  # "13. 6. 2018. "
+    ("whatsapp_ymd_dot.txt", datetime(2022, 12, 14, 13, 34), datetime(2022, 12, 14, 13, 35))])  # "13:34. - "
+def test_whatsapp_headers_of_other_locales(name, when, second):
+    imported = read_fixture(name)
+    assert imported.format == "whatsapp"
+    assert [m.time for m in messages_of(name)] == [when, second]
+    assert len(pairs_from(name)) == 1
+
+
+def test_a_header_that_does_not_parse_is_malformed_never_text():
+    imported = read_fixture("whatsapp_ymd_dot.txt")  # "2022/12/14, 13:3?. - ..." on the last line
+    assert imported.malformed == 1 and "broken" not in messages_of("whatsapp_ymd_dot.txt")[-1].text
+    german = read_fixture("whatsapp_android_de.txt")  # ends with a timestamp cut off: "14.03.25, 09:1"
+    assert german.malformed == 1 and messages_of("whatsapp_android_de.txt")[-1].text == "Tschüss"
+
+
+def test_text_that_looks_like_whatsapp_is_refused_as_whatsapp():
+    with pytest.raises(UserError, match="looks like a WhatsApp export") as caught:
+        parse_export("[2023-12-31, 21:41:05,120] Bruno: hi\n[2023-12-31, 21:42:00,000] Ana: ok\n", "x.txt", make_config())
+    assert "--columns" not in str(caught.value) and "JSON" not in str(caught.value)
+
+
+def test_day_month_order_left_open_by_the_file_gets_a_note_and_an_option():
+    assert "--date_order=mdy" in read_fixture("whatsapp_ios_pt.txt").note  # 02/04/2025 could be 4 February
+    assert messages_of("whatsapp_ios_pt.txt")[0].time == datetime(2025, 4, 2, 10, 1)
+    assert messages_of("whatsapp_ios_pt.txt", date_order="mdy")[0].time == datetime(2025, 2, 4, 10, 1)
+    assert read_fixture("whatsapp_ios_pt.txt", date_order="dmy").note == ""
+    assert read_fixture("whatsapp_android_de.txt").note == ""  # 14.03: day first, nothing to ask
+    with pytest.raises(UserError, match="date_order"):
+        make_config(date_order="dym").validate()
+
+
+def test_whatsapp_android_in_german_drops_the_apps_own_texts():
+    imported = read_fixture("whatsapp_android_de.txt")
+    assert dict(imported.counts) == {"system lines (no sender)": 2, "media placeholders (any language)": 1,
+                                     "edit markers": 1, "attached-file lines": 1, "deleted notices": 2}
+    assert Counter(m.sender for m in messages_of("whatsapp_android_de.txt")) == {"Jonas Weber": 5, "Ana Silva": 4}
+    assert pairs_from("whatsapp_android_de.txt") == [("Guten Morgen! Kommst du heute?", "Ja, um zehn"),
+                                                     ("Schau mal", "Schön!"), ("Bis dann", "Tschüss")]
+
+
+def test_whatsapp_ios_marks_its_own_texts_in_any_language():
+    imported = read_fixture("whatsapp_ios_pt.txt")
+    assert dict(imported.counts) == {"encryption notices": 1, "media placeholders (any language)": 1,
+                                     "edit markers": 1, "deleted notices": 2, "marked as the app's own (U+200E)": 1}
+    assert "Pominięto obraz" not in [m.text for m in messages_of("whatsapp_ios_pt.txt")]  # Polish, on no list
+    assert pairs_from("whatsapp_ios_pt.txt") == [("Bom dia, Ana!", "Bom dia! Que foto linda"),
+                                                 ("Almoçamos amanhã?", "Combinado")]
+
+
+@pytest.mark.parametrize("line, kept", [
+    ("1/2/24, 10:00 - Bruno: Papa heeft Mam toegevoegd", False), ("1/2/24, 10:00 - Bruno: <Mídia oculta>", False),
+    ("1/2/24, 10:00 - Bruno: Bild weggelassen", False), ("1/2/24, 10:00 - Bruno: Se eliminó este mensaje", False),
+    ("1/2/24, 10:00 - Bruno: Arthur hat das Gruppenbild geändert.", False),
+    ("1/2/24, 10:00 - Bruno: I <3 you", True), ("1/2/24, 10:00 - Bruno: Mensagem apagada? não!", True)])
+def test_whatsapp_app_texts_in_other_languages(line, kept):
+    cleaned = [m for m in messages_of_text(line + "\n1/2/24, 10:01 - Ana Silva: ok\n") if m.sender == "Bruno"]
+    text = Cleaner(make_config(), Counter()).clean(cleaned[0].text) if cleaned else ""
+    assert bool(text) == kept
+
+
+def messages_of_text(text: str) -> list[Message]:
+    return [m for c in parse_export(text, "chat.txt", make_config()).conversations for m in c.messages]
+
+
 def test_group_chats_are_skipped_unless_asked():
     with pytest.raises(UserError, match="group chat"):
         pairs_from("whatsapp_group.txt")
