@@ -6,12 +6,21 @@ from datetime import datetime
 from pathlib import Path
 
 from .csv_format import csv_rows
-from .model import MALFORMED, Conversation, Imported, Message, clean_name
+from .model import MALFORMED, MEDIA_PLACEHOLDER, Conversation, Imported, Message, clean_name
 from .options import ChatDataConfig
 from .times import parse_time_text
 
 
 IMESSAGE_DATE = re.compile(r"([A-Z][a-z]{2}) (\d{1,2}), (\d{4})\s+(\d{1,2}):(\d{2}):(\d{2})\s*([AP]M)\b")
+# imessage-exporter's own lines: notes about a message, not its words.
+_DELETED = "This message was deleted from the conversation!"
+_REPLY_NOTICE = "This message responded to an earlier message."
+_NOTE_LINES = {_REPLY_NOTICE} | {f"Sent with {effect}" for effect in (
+    "Confetti", "Echo", "Fireworks", "Balloons", "Heart", "Lasers", "Shooting Star", "Sparkles", "Spotlight", "Slam",
+    "Loud", "Gentle", "Invisible Ink")}
+_UNSENT = re.compile(r"(?:You|They|Me|.{1,60}) (?:deleted|unsent) a message\.")
+_APP_LINE = re.compile(r"^(?:Attachment missing!|(?:\w+ )?Sticker from .{1,60}: \S.*|Sticker from .{1,60} not found!)$")
+_EVENT_LINE = re.compile(IMESSAGE_DATE.pattern + r"\s+(?!\()\S.*")
 _MONTHS = {name: number for number, name in enumerate(
     ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), start=1)}
 
@@ -114,15 +123,21 @@ def read_imessage_text(text: str, name: str, config: ChatDataConfig) -> Imported
         previous_blank = not line.strip()
     messages = []
     for block in blocks:
+        if not any(line.strip() for line in block[1:]) and _EVENT_LINE.match(block[0]):
+            result.counts["group notices"] += 1  # "... Me renamed the conversation to Trip"
+            continue
         try:
-            messages.append(_imessage_block(block))
+            message = _imessage_block(block, result.counts)
         except MALFORMED:
             result.malformed += 1
+            continue
+        if message:
+            messages.append(message)
     result.conversations.append(Conversation(f"imessage-text:{name}", Path(name).stem, messages))
     return result
 
 
-def _imessage_block(block: list[str]) -> Message:
+def _imessage_block(block: list[str], counts) -> Message | None:
     month, day, year, hour, minute, second, half = IMESSAGE_DATE.match(block[0]).groups()
     moment = datetime(int(year), _MONTHS[month], int(day), int(hour) % 12 + (12 if half == "PM" else 0),
                       int(minute), int(second))
@@ -130,6 +145,13 @@ def _imessage_block(block: list[str]) -> Message:
     if not sender:
         raise ValueError("no sender line")
     body = block[2:]
-    if "Tapbacks:" in body:  # the reactions listed under a message are not its words
-        body = body[:body.index("Tapbacks:")]
+    for marker in ("Tapbacks:", "Reactions:"):  # the reactions listed under a message are not its words
+        if marker in body:
+            body = body[:body.index(marker)]
+    if _DELETED in body or any(_UNSENT.fullmatch(line.strip()) for line in body):
+        counts["deleted notices"] += 1
+        return None
+    if _REPLY_NOTICE in body:
+        counts["reply notices"] += 1
+    body = [_APP_LINE.sub(MEDIA_PLACEHOLDER, line) for line in body if line.strip() not in _NOTE_LINES]
     return Message(sender, "\n".join(body).strip(), moment, ("Me",) if sender == "Me" else ())

@@ -24,7 +24,7 @@ class ChatDataConfig:
     since: str = ""  # keep only messages on or after this date, YYYY-MM-DD; empty keeps all
     top_contacts: int = 0  # keep only the N conversations with the most messages; 0 keeps all
     lowercase: bool = False  # lowercase all text: fewer distinct characters for a small model
-    drop_media: bool = True  # remove placeholders such as <Media omitted>, "image omitted", deleted messages
+    drop_media: bool = True  # remove the apps' own texts: <Media omitted>, "image omitted", deleted messages, call records, group notices
     replace_links: bool = True  # replace http(s):// and www. links with the word "link"
     squeeze_repeats: bool = True  # cut a character (not a digit) repeated more than 3 times to 3 ("oooooh" -> "oooh")
     drop_reactions: bool = True  # drop reactions and tapbacks ('Loved "..."', "reacted 😂 to your message")

@@ -254,6 +254,16 @@ def test_imessage_exporter_text():
         ("Are we still on for Saturday? | Let me know", "Yes! Can't wait\nSee you at noon")]
 
 
+def test_imessage_exporter_notes_are_not_words():
+    imported = read_fixture("imessage_export_notes.txt")
+    assert imported.malformed == 0
+    assert dict(imported.counts) == {"deleted notices": 1, "group notices": 1, "reply notices": 1}
+    assert "Yes!\nattachments/7/IMG_0042.jpeg" in [m.text for m in messages_of("imessage_export_notes.txt")]
+    pairs, report = build_pairs([FIXTURES / "imessage_export_notes.txt"], make_config(me="Me"))
+    assert pairs == [("Movie tonight?", "Yes!"), ("Which cinema?", "The one downtown")]
+    assert report.counts["call records dropped"] == 1 and report.app_texts["reply notices"] == 1
+
+
 def test_discord_json_nickname_time_zones_and_system_messages():
     imported = read_fixture("discord.json")
     assert imported.format == "discord-json" and imported.malformed == 1  # the message without an author
@@ -339,6 +349,39 @@ def test_drop_reactions(reaction):
     text, counts = clean(reaction)
     assert text == "" and counts["reactions dropped"] == 1
     assert clean(reaction, drop_reactions=False)[0] == reaction
+
+
+@pytest.mark.parametrize("reaction", ["Reaccionó 😂 a tu mensaje", "Bruno reagiu com ❤️ à sua mensagem",
+                                      "Hat mit 👍 auf deine Nachricht reagiert", "A réagi 😮 à votre message",
+                                      "Ha reagito con ❤ al tuo messaggio", "Heeft gereageerd met 👍 op je bericht",
+                                      "Le gustó un mensaje", "Curtiu uma mensagem"])
+def test_drop_reactions_in_other_languages(reaction):
+    text, counts = clean(reaction)
+    assert text == "" and counts["reactions dropped"] == 1
+
+
+@pytest.mark.parametrize("notice, rule", [
+    ("Voice call, 3 min", "call records dropped"), ("Video call, No answer", "call records dropped"),
+    ("Missed voice call", "call records dropped"), ("Bruno started a video chat.", "call records dropped"),
+    ("Started a call that lasted 5 minutes.", "call records dropped"),
+    ("You changed the group photo.", "group/server notices dropped"),
+    ("Carla named the group Porto 2024.", "group/server notices dropped"),
+    ("You set the nickname for Bruno Costa to Bru.", "group/server notices dropped"),
+    ("Bruno created a poll: Dinner where?", "group/server notices dropped"),
+    ('Carla voted for "Pizza" in the poll.', "group/server notices dropped"),
+    ("Joined the server.", "group/server notices dropped"), ("Pinned a message.", "group/server notices dropped"),
+    ("Bruno unsent a message.", "media placeholders removed"),
+    ("attachments/12/IMG_0001.jpeg", "media placeholders removed")])
+def test_english_system_texts_are_dropped(notice, rule):
+    text, counts = clean(notice)
+    assert text == "" and counts[rule] == 1
+    assert clean(notice, drop_media=False)[0] == notice
+
+
+@pytest.mark.parametrize("words", ["I missed your call, sorry", "the video call was fun", "we named the group chat after you",
+                                   "see attachments/ folder"])
+def test_system_text_rules_leave_words_alone(words):
+    assert clean(words)[0] == words
 
 
 @pytest.mark.parametrize("words", ['I loved "Dune"', "Loved it", "he reacted badly"])
