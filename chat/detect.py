@@ -80,7 +80,7 @@ def detect_json_format(data, name: str) -> str:
     if isinstance(data, dict):
         if isinstance(data.get("chats"), dict):
             return "telegram"
-        if "messages" in data and "participants" in data:
+        if "messages" in data and ("participants" in data or _looks_like_meta(data["messages"])):
             return "messenger"
         if "messages" in data and ("guild" in data or "channel" in data):
             return "discord-json"
@@ -98,3 +98,10 @@ def _is_pair_line(line: str) -> bool:
     except (ValueError, RecursionError):
         return False
     return isinstance(record, dict) and "input" in record
+
+
+def _looks_like_meta(messages) -> bool:
+    """Messenger and Instagram messages carry sender_name and timestamp_ms, even where the file has
+    no "participants" (Telegram's carry "from" and "date")."""
+    first = next((m for m in messages if isinstance(m, dict)), None) if isinstance(messages, list) else None
+    return bool(first) and "sender_name" in first and "timestamp_ms" in first

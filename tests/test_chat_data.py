@@ -667,12 +667,31 @@ def test_unknown_text_and_truncated_json_say_what_they_saw(tmp_path):
 
 
 def test_bad_bytes_are_replaced_and_counted(tmp_path):
-    raw = (FIXTURES / "whatsapp_android.txt").read_bytes().replace(b"Bringing", b"Bring\xffing")
+    raw = (FIXTURES / "whatsapp_ios.txt").read_bytes().replace(b"Olha", b"Ol\xffha")  # UTF-8 elsewhere
     path = tmp_path / "chat.txt"
     path.write_bytes(raw)
     _, undecodable = read_export(path, make_config())
     assert undecodable == 1
+    path.write_bytes((FIXTURES / "whatsapp_android.txt").read_bytes().replace(b"Bringing", b"Bring\xffing"))
+    assert read_export(path, make_config())[1] == 0  # no UTF-8 beyond ASCII anywhere: read as Windows-1252
+    assert "Bring\u00ffing cake" in [m.text for m in read_export(path, make_config())[0].conversations[0].messages]
     assert decode("a,b\n".encode("utf-16")) == ("a,b\n", 0)
+
+
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be", "utf-16", "cp1252"])
+def test_exports_in_other_encodings(tmp_path, encoding):
+    chat = tmp_path / "chat.txt"
+    chat.write_bytes("14/03/2025, 09:00 - Bruno: Um café?\n14/03/2025, 09:01 - Ana Silva: Sí, à tarde – “ok”\n".encode(encoding))
+    imported, undecodable = read_export(chat, make_config())
+    assert imported.format == "whatsapp" and undecodable == 0
+    assert build_pairs([chat], make_config())[0] == [("Um café?", "Sí, à tarde – “ok”")]
+
+
+def test_messenger_without_participants_is_not_taken_for_telegram():
+    data = json.loads((FIXTURES / "messenger_message_1.json").read_text(encoding="utf-8"))
+    del data["participants"]
+    imported = parse_export(json.dumps(data), "message_1.json", make_config())
+    assert imported.format == "messenger" and imported.malformed == 1
 
 
 # ----------------------------------------------------------------------------------------------
