@@ -34,6 +34,7 @@ from chat.model import MALFORMED, MEDIA_PLACEHOLDER, Conversation, Imported, Mes
 from chat.options import FORMATS, KNOWN_FORMATS, ChatDataConfig
 from chat.pairing import merge_conversations, reply_pairs, select_conversations, turns_of
 from chat.report import FileReport, Report, file_report
+from chat.sources import Source, find_sources, read_source
 from chat.telegram import read_telegram
 from chat.times import parse_time_text
 from chat.whatsapp import read_whatsapp
@@ -44,23 +45,9 @@ __all__ = ["RULES", "Cleaner", "JSON_READERS", "TEXT_READERS", "detect_format", 
            "read_messenger", "MALFORMED", "MEDIA_PLACEHOLDER", "Conversation", "Imported", "Message", "clean_name",
            "me_matcher", "FORMATS", "KNOWN_FORMATS", "ChatDataConfig", "merge_conversations", "reply_pairs",
            "select_conversations", "turns_of", "FileReport", "Report", "file_report", "read_telegram", "parse_time_text",
-           "read_whatsapp", "build_pairs", "write_pairs", "main"]
+           "read_whatsapp", "Source", "find_sources", "read_source", "build_pairs", "write_pairs", "main"]
 
 USAGE = 'usage: python chat_data.py EXPORT... --me="Your Name" [--out=data/chat/pairs.jsonl] [--name=value ...]'
-
-
-def expand_paths(paths: list[Path]) -> list[tuple[Path, bool]]:
-    """Files to read, each with whether it was found inside a folder (unknown files there are skipped)."""
-    found = []
-    for path in paths:
-        if path.is_dir():
-            found += [(file, True) for file in sorted(path.rglob("*"))
-                      if file.is_file() and file.suffix.lower() in (".txt", ".json", ".csv", ".jsonl")]
-        elif path.is_file():
-            found.append((path, False))
-        else:
-            raise UserError(f"{path}: no such file or folder.")
-    return found
 
 
 def build_pairs(paths: list[Path], config: ChatDataConfig) -> tuple[list[tuple[str, str]], Report]:
@@ -69,20 +56,21 @@ def build_pairs(paths: list[Path], config: ChatDataConfig) -> tuple[list[tuple[s
     is_me = me_matcher(config.me)
     conversations, given_pairs = [], []
     out = Path(config.out).resolve()
-    for path, in_folder in expand_paths(paths):
-        if path.resolve() == out:
-            if in_folder:
+    sources, report.skipped = find_sources(paths)
+    for source in sources:
+        if not source.member and source.path.resolve() == out:
+            if source.in_folder:
                 continue  # last run's output, inside a folder being read
             raise UserError(f"--out={config.out} is one of the inputs; it would be overwritten. Choose another --out.")
         try:
-            imported, undecodable = read_export(path, config)
+            imported, undecodable = read_source(source, config)
         except UserError as err:
-            if not in_folder:
+            if not source.in_folder:
                 raise
-            reason = str(err).removeprefix(f"{path}: ").split(" (")[0]  # without the list of formats
-            report.files.append(FileReport(str(path), "skipped", note=reason))
+            reason = str(err).removeprefix(f"{source.name}: ").split(" (")[0]  # without the list of formats
+            report.files.append(FileReport(source.name, "skipped", note=reason))
             continue
-        report.files.append(file_report(path, imported, undecodable, is_me, config.me))
+        report.files.append(file_report(source.name, imported, undecodable, is_me, config.me))
         report.app_texts.update(imported.counts)
         conversations += imported.conversations
         given_pairs += imported.pairs

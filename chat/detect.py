@@ -15,11 +15,13 @@ from .meta import read_messenger
 from .model import MALFORMED, Imported
 from .options import KNOWN_FORMATS, ChatDataConfig
 from .telegram import read_telegram
+from .telegram_html import looks_like_telegram_html, read_telegram_html
 from .whatsapp import looks_like_whatsapp, read_whatsapp, whatsapp_header
 
 
 TEXT_READERS = {"whatsapp": read_whatsapp, "imessage-csv": read_imessage_csv, "imessage-text": read_imessage_text,
-                "discord-csv": read_discord_csv, "csv": read_csv_columns, "jsonl": read_jsonl}
+                "discord-csv": read_discord_csv, "csv": read_csv_columns, "jsonl": read_jsonl,
+                "telegram-html": read_telegram_html}
 JSON_READERS = {"telegram": read_telegram, "messenger": read_messenger, "instagram": read_messenger,
                 "discord-json": read_discord_json, "jsonl": read_json_pairs}
 
@@ -54,6 +56,8 @@ def detect_format(text: str, name: str, config: ChatDataConfig) -> str:
     first = next((line for line in lines if line.strip()), "")
     if any(whatsapp_header(line) for line in lines[:50]):
         return "whatsapp"
+    if looks_like_telegram_html(text):
+        return "telegram-html"
     if first.lstrip().startswith(("{", "[")) and not looks_like_whatsapp([first]):
         return "jsonl" if _is_pair_line(first) else "json"
     header = csv_cells(first)

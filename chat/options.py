@@ -7,9 +7,9 @@ from datetime import date
 from config import UserError
 
 
-FORMATS = ("whatsapp", "telegram", "messenger", "instagram", "imessage-csv", "imessage-text",
+FORMATS = ("whatsapp", "telegram", "telegram-html", "messenger", "instagram", "imessage-csv", "imessage-text",
            "discord-json", "discord-csv", "csv", "jsonl")
-KNOWN_FORMATS = ("WhatsApp .txt (Android or iOS), Telegram result.json, Messenger/Instagram message_N.json, "
+KNOWN_FORMATS = ("WhatsApp .txt or .zip (Android or iOS), Telegram result.json or messages.html, Messenger/Instagram message_N.json, "
                  "iMessage CSV or imessage-exporter .txt, Discord JSON or CSV, CSV with --columns, "
                  "JSONL of input/output pairs")
 

@@ -9,6 +9,7 @@ from datetime import datetime, time, timedelta
 from .model import Conversation, Message
 from .options import ChatDataConfig
 from .report import Report
+from .telegram_html import JOINED
 
 
 @dataclass
@@ -105,7 +106,21 @@ def merge_conversations(conversations: list[Conversation], counts: Counter | Non
             messages.sort(key=lambda message: message.time)
         elif _newest_first(messages):
             messages.reverse()
+        group.conversation.messages = _with_joined_senders(messages)
     return [group.conversation for group in groups]
+
+
+def _with_joined_senders(messages: list[Message]) -> list[Message]:
+    """Telegram's HTML leaves out the sender of a follow-up ("joined"); it is the previous message's,
+    which may be in the previous file. One with nothing before it is dropped."""
+    kept = []
+    for message in messages:
+        if message.sender == JOINED:
+            if not kept:
+                continue
+            message = dataclasses.replace(message, sender=kept[-1].sender, aliases=kept[-1].aliases)
+        kept.append(message)
+    return kept
 
 
 def _fingerprint(message: Message) -> tuple | None:

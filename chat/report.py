@@ -29,6 +29,7 @@ class Report:
     files: list[FileReport] = field(default_factory=list)
     counts: Counter = field(default_factory=Counter)  # RULES -> messages (or pairs) affected
     app_texts: Counter = field(default_factory=Counter)  # APP_TEXT_RULES -> lines the importers recognised
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # files in folders and archives left alone, and why
     conversations_used: int = 0
     group_chats_skipped: int = 0
     pairs: int = 0  # from conversations and JSONL
@@ -47,6 +48,7 @@ class Report:
                          + (f", {file.undecodable} undecodable bytes replaced" if file.undecodable else ""))
             if file.note:
                 lines.append(f"    {file.note}")
+        lines += self._skipped_lines()
         lines.append("the apps' own texts (lines recognised; placeholders are then removed by the cleaning below):")
         lines += [f"  {rule:38s} {self.app_texts[rule]}" for rule in APP_TEXT_RULES if self.app_texts[rule]]
         lines.append("cleaning (messages affected):")
@@ -57,10 +59,21 @@ class Report:
         lines.append(f"vocabulary: {self.vocabulary} distinct characters")
         return "\n".join(lines)
 
+    def _skipped_lines(self) -> list[str]:
+        """Files left alone, by reason: a photo folder of 500 files is one line, with a few names."""
+        by_reason: dict[str, list[str]] = {}
+        for path, reason in self.skipped:
+            by_reason.setdefault(reason, []).append(Path(path).name)
+        lines = []
+        for reason, names in by_reason.items():
+            shown = ", ".join(names[:3]) + (f", ... ({len(names) - 3} more)" if len(names) > 3 else "")
+            lines.append(f"  skipped {len(names)} file(s), {reason}: {shown}")
+        return lines
 
-def file_report(path: Path, imported: Imported, undecodable: int, is_me, me: str) -> FileReport:
+
+def file_report(path: str, imported: Imported, undecodable: int, is_me, me: str) -> FileReport:
     messages = [m for c in imported.conversations for m in c.messages]
-    speakers = Counter(m.sender for m in messages).most_common(5)
+    speakers = Counter(m.sender for m in messages if not m.sender.startswith("\x00")).most_common(5)
     report = FileReport(str(path), imported.format, len(messages) or len(imported.pairs), len(imported.conversations),
                         imported.malformed, undecodable, any(map(is_me, messages)), speakers)
     report.note = imported.note

@@ -3,6 +3,7 @@ and that no input (arbitrary bytes, broken JSON) raises anything but a one-line 
 import json
 import subprocess
 import sys
+import zipfile
 from collections import Counter
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -607,6 +608,50 @@ def test_a_folder_is_read_file_by_file_and_strangers_are_skipped(tmp_path):
     assert [file.format for file in report.files] == ["whatsapp", "skipped"] and report.pairs == 3
     again = main([str(folder), "--me=Ana Silva", f"--out={folder / 'pairs.jsonl'}"])  # its own output is not read
     assert again.pairs == 3
+
+
+def test_whatsapp_zip_as_ios_shares_it_and_a_folder_lists_what_it_skipped(tmp_path, capsys):
+    archive = tmp_path / "WhatsApp Chat - Bruno.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.writestr("_chat.txt", (FIXTURES / "whatsapp_ios.txt").read_bytes())
+        zipped.writestr("00000012-PHOTO-2023-12-31-21-46-00.jpg", b"\xff\xd8 not really a photo")
+    report = main([str(archive), "--me=Ana Silva", f"--out={tmp_path / 'pairs.jsonl'}"])
+    assert report.pairs == 3 and [file.format for file in report.files] == ["whatsapp"]
+    assert report.skipped == [(f"{archive}/00000012-PHOTO-2023-12-31-21-46-00.jpg", "media or attachment")]
+    assert "skipped 1 file(s), media or attachment: 00000012-PHOTO" in capsys.readouterr().out
+    android = tmp_path / "android"
+    android.mkdir()
+    (android / "WhatsApp Chat with Bruno.txt").write_bytes((FIXTURES / "whatsapp_android.txt").read_bytes())
+    for name in ("IMG-20231231-WA0001.jpg", "PTT-20231231-WA0002.opus", "notes.pdf", "x.bin"):
+        (android / name).write_bytes(b"\x00")
+    report = main([str(android), "--me=Ana Silva", f"--out={tmp_path / 'pairs.jsonl'}"])
+    assert report.pairs == 2 and sorted(reason for _, reason in report.skipped) == [
+        "media or attachment", "media or attachment", "media or attachment", "not a chat format (.bin)"]
+
+
+def test_a_zip_that_is_not_one_or_holds_no_chat_is_one_clear_error(tmp_path):
+    broken = tmp_path / "chat.zip"
+    broken.write_bytes(b"PK not really")
+    with pytest.raises(UserError, match="not a readable .zip"):
+        main([str(broken), "--me=Ana Silva", f"--out={tmp_path / 'pairs.jsonl'}"])
+    with zipfile.ZipFile(broken, "w") as zipped:
+        zipped.writestr("photo.jpg", b"\xff")
+    with pytest.raises(UserError, match="holds no chat export"):
+        main([str(broken), "--me=Ana Silva", f"--out={tmp_path / 'pairs.jsonl'}"])
+
+
+def test_telegram_html_export_over_two_pages():
+    folder = FIXTURES / "telegram_html"
+    imported, _ = read_export(folder / "messages.html", make_config())
+    assert imported.format == "telegram-html" and imported.counts["service lines"] == 2
+    assert [(m.sender, m.text) for m in imported.conversations[0].messages] == [
+        ("Bruno Costa", "Are you coming to the concert?\nIt starts at 9 & ends late"), ("Bruno Costa", "<Media omitted>"),
+        ("Ana Silva", "Yes! See you there"), ("Bruno Costa", "Doors open at 8")]  # the joined photo is Bruno's
+    assert imported.conversations[0].title == "Bruno Costa"
+    pairs, report = build_pairs([folder], make_config())
+    assert pairs == [("Are you coming to the concert?\nIt starts at 9 & ends late", "Yes! See you there"),
+                     ("Doors open at 8 | Bring the tickets", "Got them here")]  # messages2.html starts "joined"
+    assert report.conversations_used == 1
 
 
 @pytest.mark.slow
