@@ -18,10 +18,10 @@ _MEDIA = re.compile(
     r"|^.{1,60} (?:unsent|deleted) a message\.?$",
     re.IGNORECASE | re.MULTILINE)  # (linear on a huge line)
 # Calls and notices the apps write as if they were messages (iOS, Messenger, Instagram, DiscordChatExporter CSV).
-_CALL = re.compile(
+CALL_RECORD = re.compile(
     r"(?:Missed |Silenced |Cancelled )?(?:Group )?(?:Voice|Video|Audio|WhatsApp) call"
     r"(?:[,.] ?(?:\d+ (?:sec|secs|min|mins|hr|hrs|hour|hours|seconds|minutes)|No answer|Tap to call back|Declined|"
-    r"Unanswered|Missed|Cancelled|Busy|Answered on other device)\.?)*"
+    r"Unanswered|Missed|Cancelled|Busy|Ended|Answered on other device)\.?)*"
     r"|.{1,60} (?:started a (?:call|video chat|voice call|video call)|missed your call|joined the (?:call|video chat))\.?"
     r"|(?:The (?:call|video chat) ended|You missed a call from .{1,60})\.?"
     r"|Started a call(?: that lasted \d+ (?:seconds?|minutes?|hours?))?\.?", re.IGNORECASE)
@@ -81,7 +81,7 @@ class Cleaner:
         if config.drop_reactions and _REACTION.fullmatch(text.strip()):
             self.counts["reactions dropped"] += 1
             return ""
-        if config.drop_media and _CALL.fullmatch(text.strip()):
+        if config.drop_media and CALL_RECORD.fullmatch(text.strip()):
             self.counts["call records dropped"] += 1
             return ""
         if config.drop_media and _GROUP_NOTICE.fullmatch(text.strip()):

@@ -6,6 +6,7 @@ import re
 from datetime import date, datetime
 from pathlib import Path
 
+from .cleaning import CALL_RECORD
 from .model import INVISIBLE, MALFORMED, MEDIA_PLACEHOLDER, Conversation, Imported, Message, clean_name
 from .options import ChatDataConfig
 
@@ -17,7 +18,7 @@ _TIME = r"(\d{1,2})[:.](\d{2})(?:[:.](\d{2}))?\.?(?:\s*([AaPp])\.?\s?[Mm]\.?)?"
 _HEADER = re.compile(r"\[?" + _DATE + r",?\s+(?:klo\s+|kl\.\s+|um\s+|à\s+|at\s+)?" + _TIME
                      + r"(?:\]\s?|\s*[-–]\s|:\s|\s|$)(.*)", re.DOTALL)
 # Starts like a header (a date, then a time): if the whole line is not one, it is malformed, never text.
-_HEADER_LIKE = re.compile(r"\[?\d{1,4}[./-]\s?\d{1,2}[./-]\s?\d{2,4}\.?,?\s+\S{0,3}\s*\d{1,2}[:.]\d{0,2}(?:[:.]\d{0,2})?"
+_HEADER_LIKE = re.compile(r"\[?\d{1,4}[./-]\s?\d{1,2}[./-]\s?\d{2,4}\.?,?\s+(?:[^\W\d_]{1,4}\.?\s+)?\d{1,2}[:.]\d{0,2}(?:[:.]\d{0,2})?"
                           r"(?![\d,;\t])")  # not a CSV row that starts with a time
 _CUT_OFF = re.compile(r"\[?\d{1,4}[./-][\d\s./,:\-–\[\]APMapm]*")  # a header cut short at the end of the file
 
@@ -140,8 +141,14 @@ def _app_texts(body: str, marked: bool, near_top: bool, counts) -> str | None:
     if _DELETED.fullmatch(plain.rstrip(".")):
         counts["deleted notices"] += 1
         return "This message was deleted"
-    if ((marked or near_top) and len(plain) > 50 and _ENCRYPTION.search(plain)) or _NOTICE.match(plain):
+    if (marked or near_top) and len(plain) > 50 and _ENCRYPTION.search(plain):
         counts["encryption notices"] += 1
+        return None
+    if not tail and CALL_RECORD.fullmatch(plain):
+        counts["call records"] += 1
+        return None
+    if _NOTICE.match(plain):
+        counts["group events"] += 1
         return None
     if plain.startswith("<attached:"):
         return INVISIBLE.sub("", body)  # the cleaner's media rule removes it, and keeps a caption
