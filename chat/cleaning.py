@@ -15,7 +15,9 @@ _MEDIA = re.compile(
     r"|^.+ sent (?:an attachment|a photo|a video|a sticker|a GIF|a voice message|\d+ photos)\.$"
     r"|^(?=\S*/Attachments/\S)\S+$"
     r"|^(?=[\w.-]*/)[\w./-]+\.(?:jpe?g|heic|png|gif|mov|mp4|m4a|caf|pdf|webp|vcf|opus|mp3|aac|amr)$"  # a relative path
-    r"|^.{1,60} (?:unsent|deleted) a message\.?$",
+    r"|^.{1,60} (?:unsent|deleted) a message\.?$"
+    r"|^.{1,60} (?:csatolt fájlt küldött|hat einen Anhang gesendet|envió un archivo adjunto|enviou um anexo"
+    r"|a envoyé une pièce jointe|ha inviato un allegato|heeft een bijlage verzonden)\.$",
     re.IGNORECASE | re.MULTILINE)  # (linear on a huge line)
 # Calls and notices the apps write as if they were messages (iOS, Messenger, Instagram, DiscordChatExporter CSV).
 CALL_RECORD = re.compile(
@@ -44,7 +46,7 @@ _REACTION = re.compile(
     r"|(?i:.{0,60}\breacted\b.{0,20}\bto (?:your|a|their|his|her) message\.?)"
     r"|Liked a message"
     r"|(?i:.{0,60}\b(?:reaccionó|reaccionaste)\b.{0,20}\ba (?:tu|su|un) mensaje\.?)"  # the same in other languages
-    r"|(?i:.{0,60}\b(?:reagiu|reagiste|reagiu com)\b.{0,20}\b(?:à|a) (?:sua|tua|uma) mensagem\.?)"
+    r"|(?i:.{0,60}\b(?:reagiu|reagiste|reagi)\b.{0,20}\b(?:(?:à|a) )?(?:sua|tua|uma) mensagem\.?)"
     r"|(?i:.{0,60}\b(?:hat|hast)\b.{0,20}\bauf (?:deine|eine|seine|ihre) Nachricht reagiert\.?)"
     r"|(?i:.{0,60}\b(?:a réagi|avez réagi|as réagi)\b.{0,20}\bà (?:votre|ton|un|son) message\.?)"
     r"|(?i:.{0,60}\b(?:ha reagito|hai reagito)\b.{0,20}\bal (?:tuo|suo|un) messaggio\.?)"

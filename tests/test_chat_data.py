@@ -355,7 +355,8 @@ def test_drop_reactions(reaction):
 @pytest.mark.parametrize("reaction", ["Reaccionó 😂 a tu mensaje", "Bruno reagiu com ❤️ à sua mensagem",
                                       "Hat mit 👍 auf deine Nachricht reagiert", "A réagi 😮 à votre message",
                                       "Ha reagito con ❤ al tuo messaggio", "Heeft gereageerd met 👍 op je bericht",
-                                      "Le gustó un mensaje", "Curtiu uma mensagem"])
+                                      "Le gustó un mensaje", "Curtiu uma mensagem",
+                                      "Reagiu com emoji sua mensagem"])  # as a real Messenger export writes it
 def test_drop_reactions_in_other_languages(reaction):
     text, counts = clean(reaction)
     assert text == "" and counts["reactions dropped"] == 1
@@ -372,6 +373,7 @@ def test_drop_reactions_in_other_languages(reaction):
     ('Carla voted for "Pizza" in the poll.', "group/server notices dropped"),
     ("Joined the server.", "group/server notices dropped"), ("Pinned a message.", "group/server notices dropped"),
     ("Bruno unsent a message.", "media placeholders removed"),
+    ("Sándor csatolt fájlt küldött.", "media placeholders removed"),  # Hungarian Messenger: "sent an attachment"
     ("attachments/12/IMG_0001.jpeg", "media placeholders removed")])
 def test_english_system_texts_are_dropped(notice, rule):
     text, counts = clean(notice)
