@@ -5,11 +5,12 @@
     python chat_data.py export.csv --me=ana --columns=sender=Author,text=Content,time=Date
     python chat_data.py --help        # every option with its default
 
-Formats are recognised from the content, not the file name: WhatsApp (Android and iOS .txt),
-Telegram Desktop result.json (one chat or the whole account), Facebook Messenger / Instagram
-message_N.json, iMessage (CSV, or the .txt of imessage-exporter), Discord (DiscordChatExporter JSON
-or CSV), any other CSV through --columns, and JSONL of {"input", "output"} pairs written by hand.
-A folder is read file by file. Everything happens on this machine: nothing is sent anywhere.
+Formats are recognised from the content, not the file name: WhatsApp (Android and iOS .txt, or the
+.zip as shared), Telegram Desktop (HTML messages*.html, or result.json of one chat or the whole
+account), Facebook Messenger / Instagram message_N.json, iMessage (CSV, or the .txt of
+imessage-exporter), Discord (DiscordChatExporter JSON or CSV), any other CSV through --columns, and
+JSONL of {"input", "output"} pairs written by hand. A folder or .zip is read file by file, and what
+it holds besides chats is listed. Everything happens on this machine: nothing is sent anywhere.
 
 This file is the command line: it reads the files, pairs and cleans, reports and writes. The work
 is done by the `chat/` package (one module per app family, the cleaning rules, pairing, the report);

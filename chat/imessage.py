@@ -59,10 +59,11 @@ def _imessage_row(row: dict) -> tuple[list[str], bool, Message]:
     if not sender:
         raise ValueError("no sender")
     aliases = tuple(clean_name(value) for value in (row["Sender"], row["Sender ID"], "Me" if mine else "") if value)
+    to = row.get("To") or row.get("Contact Identifier") or ""  # the exporter's two versions name it differently
     if group:
-        spellings = [row["Group Chat Name"] or row["To"]]
+        spellings = [row["Group Chat Name"] or to]
     else:
-        spellings = [row["To"]] if mine else [row["Sender ID"], row["Sender"]]
+        spellings = [to] if mine else [row["Sender ID"], row["Sender"]]
     spellings = [clean_name(value) for value in spellings if clean_name(value)] or ["?"]
     moment = parse_time_text(row["Timestamp"]) or parse_time_text(row["Readable Time"])
     if moment is None:

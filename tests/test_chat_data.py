@@ -249,6 +249,13 @@ def test_imessage_csv_names_and_handles_are_one_person():
                                                          ("Bring the tickets", "See you there")]
 
 
+def test_imessage_csv_with_contact_identifier_instead_of_to(tmp_path):
+    csv_file = tmp_path / "messages.csv"
+    csv_file.write_text((FIXTURES / "imessage_mixed.csv").read_text(encoding="utf-8").replace(",To\n", ",Contact Identifier\n"),
+                        encoding="utf-8")
+    assert build_pairs([csv_file], make_config(me="Me"))[0] == pairs_from("imessage_mixed.csv", me="Me")
+
+
 def test_imessage_exporter_text():
     assert read_fixture("imessage_export.txt").format == "imessage-text"
     assert pairs_from("imessage_export.txt", me="Me") == [
