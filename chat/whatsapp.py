@@ -15,7 +15,9 @@ from .options import ChatDataConfig
 # time (":" or "." between, maybe seconds, maybe "p. m."), then " - " (Android), "] " (iOS), ": " or a space.
 _DATE = r"(\d{1,4})[./-]\s?(\d{1,2})[./-]\s?(\d{1,4})\.?"
 _TIME = r"(\d{1,2})[:.](\d{2})(?:[:.](\d{2}))?\.?(?:\s*([AaPp])\.?\s?[Mm]\.?)?"
-_HEADER = re.compile(r"\[?" + _DATE + r",?\s+(?:klo\s+|kl\.\s+|um\s+|à\s+|at\s+)?" + _TIME
+_HALF_BEFORE = {"오전": "a", "上午": "a", "午前": "a", "오후": "p", "下午": "p", "午後": "p"}  # ko, zh, ja: before the time
+_HEADER = re.compile(r"\[?" + _DATE + r",?\s+(?:klo\s+|kl\.\s+|um\s+|à\s+|at\s+)?"
+                     + r"(?:(" + "|".join(_HALF_BEFORE) + r")\s?)?" + _TIME
                      + r"(?:\]\s?|\s*[-–]\s|:\s|\s|$)(.*)", re.DOTALL)
 # Starts like a header (a date, then a time): if the whole line is not one, it is malformed, never text.
 _HEADER_LIKE = re.compile(r"\[?\d{1,4}[./-]\s?\d{1,2}[./-]\s?\d{2,4}\.?,?\s+(?:[^\W\d_]{1,4}\.?\s+)?\d{1,2}[:.]\d{0,2}(?:[:.]\d{0,2})?"
@@ -59,42 +61,26 @@ _EVENT = re.compile(  # group events, where a line has a sender and no U+200E (w
     r"|adicionou .{1,60}|saiu do grupo|entrou usando .*|(?:mudou|alterou) (?:o assunto|a imagem|a foto|a descrição).*"
     r"|a ajouté .{1,60}|est parti|a quitté le groupe|a changé (?:le sujet|l’image|l'image|la photo|la description).*"
     r"|ha aggiunto .{1,60}|è uscito|ha abbandonato il gruppo|ha cambiato (?:l'oggetto|l’oggetto|l’immagine|l'immagine|la descrizione).*)\.?")
-_WA_EVENT = re.compile(r"\b(?:added|removed|left|joined|changed|created|deleted this group|pinned|turned on|turned off)\b")
 
 
 def whatsapp_header(line: str):
-    line = line.replace("\u202f", " ").replace("\xa0", " ").lstrip("\u200e\u200f\ufeff")
-    return _HEADER.match(line)
+    return _HEADER.match(_unmarked(line))
+
+
+def _unmarked(line: str) -> str:
+    """Without iOS's leading marks, and with the narrow and no-break spaces of some clocks as spaces."""
+    return line.replace("\u202f", " ").replace("\xa0", " ").lstrip("\u200e\u200f\ufeff")
 
 
 def looks_like_whatsapp(lines: list[str]) -> bool:
     """Starts like WhatsApp somewhere near the top even if no header could be read: say so, not "CSV"."""
-    return any(_HEADER_LIKE.match(line.lstrip("\u200e\u200f\ufeff")) for line in lines[:50])
+    return any(_HEADER_LIKE.match(_unmarked(line)) for line in lines[:50])
 
 
 def read_whatsapp(text: str, name: str, config: ChatDataConfig) -> Imported:
     result = Imported("whatsapp")
-    entries = []  # (stamp groups, rest of the header line, continuation lines, marked with U+200E)
-    lines = text.splitlines()
-    last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
-    for index, line in enumerate(lines):
-        match = whatsapp_header(line)
-        bare = line.replace("\u202f", " ").replace("\xa0", " ").lstrip("\u200e\u200f\ufeff")
-        if match:
-            entries.append((match.groups()[:7], match.group(8), [], line.startswith("\u200e")))
-        elif _HEADER_LIKE.match(bare) or (index == last and _CUT_OFF.fullmatch(bare.strip())):
-            result.malformed += 1  # a header that does not parse, or one cut off: never glued to a message
-        elif entries:
-            entries[-1][2].append(line)  # a multi-line message goes on
-        elif line.strip():
-            result.malformed += 1  # text before the first message
-    triples = [stamp[:3] for stamp, _, _, _ in entries]
-    twelve_hour = any(stamp[6] for stamp, _, _, _ in entries)
-    order = config.date_order if config.date_order != "auto" else date_order(triples, twelve_hour)
-    if config.date_order == "auto" and day_month_ambiguous(triples):
-        other = "mdy" if order == "dmy" else "dmy"
-        result.note = (f"day and month could be either way round here; read as {order} "
-                       f"(--date_order={other} if that is wrong)")
+    entries = _entries(text.splitlines(), result)
+    order = _file_date_order(entries, config, result)
     messages = []
     for position, (stamp, rest, more, marked) in enumerate(entries):
         try:
@@ -107,6 +93,41 @@ def read_whatsapp(text: str, name: str, config: ChatDataConfig) -> Imported:
             messages.append(Message(split[0], split[1], moment))
     result.conversations.append(Conversation(f"whatsapp:{name}", Path(name).stem, messages))
     return result
+
+
+def _entries(lines: list[str], result: Imported) -> list[tuple]:
+    """(stamp groups, rest of the header line, continuation lines, marked with U+200E) per header."""
+    entries = []
+    last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
+    for index, line in enumerate(lines):
+        match = whatsapp_header(line)
+        if match:
+            entries.append((_stamp(match), match.group(9), [], line.startswith("\u200e")))
+        elif _HEADER_LIKE.match(_unmarked(line)) or (index == last and _CUT_OFF.fullmatch(_unmarked(line).strip())):
+            result.malformed += 1  # a header that does not parse, or one cut off: never glued to a message
+        elif entries:
+            entries[-1][2].append(line)  # a multi-line message goes on
+        elif line.strip():
+            result.malformed += 1  # text before the first message
+    return entries
+
+
+def _stamp(match: re.Match) -> tuple:
+    """Day, month and year in the file's order, hour, minute, second, and "a"/"p" (or None)."""
+    first, second, third, half_before, hour, minute, seconds, half = match.groups()[:8]
+    return first, second, third, hour, minute, seconds, half or _HALF_BEFORE.get(half_before)
+
+
+def _file_date_order(entries: list[tuple], config: ChatDataConfig, result: Imported) -> str:
+    """--date_order, or the order the file's dates suggest, with a note when they leave it open."""
+    if config.date_order != "auto":
+        return config.date_order
+    triples = [stamp[:3] for stamp, _, _, _ in entries]
+    order = date_order(triples, any(stamp[6] for stamp, _, _, _ in entries))
+    if day_month_ambiguous(triples):
+        other = "mdy" if order == "dmy" else "dmy"
+        result.note = f"day and month could be either way round here; read as {order} (--date_order={other} if that is wrong)"
+    return order
 
 
 def _whatsapp_sender(rest: str, more: list[str], marked: bool, near_top: bool, counts) -> tuple[str, str] | None:
@@ -155,7 +176,7 @@ def _app_texts(body: str, marked: bool, near_top: bool, counts) -> str | None:
     if marked and not tail:
         counts["marked as the app's own (U+200E)"] += 1
         return None
-    if not tail and (_EVENT.fullmatch(plain) or (marked and _WA_EVENT.search(plain))):
+    if not tail and _EVENT.fullmatch(plain):
         counts["group events"] += 1
         return None
     return INVISIBLE.sub("", body)

@@ -124,7 +124,9 @@ def test_whatsapp_day_or_month_first_is_decided_from_the_whole_file():
     ("whatsapp_fi.txt", datetime(2018, 6, 13, 21, 25, 15), datetime(2018, 6, 13, 21, 26, 2)),  # "klo", dotted time
     ("whatsapp_colon.txt", datetime(2018, 6, 13, 21, 25, 15), datetime(2018, 6, 13, 21, 27)),  # "...: Name: text"
     ("whatsapp_hr.txt", datetime(2018, 6, 13, 21, 25, 15), datetime(2018, 6, 13, 21, 26, 15)),  # "13. 6. 2018. "
-    ("whatsapp_ymd_dot.txt", datetime(2022, 12, 14, 13, 34), datetime(2022, 12, 14, 13, 35))])  # "13:34. - "
+    ("whatsapp_ymd_dot.txt", datetime(2022, 12, 14, 13, 34), datetime(2022, 12, 14, 13, 35)),  # "13:34. - "
+    ("whatsapp_ko.txt", datetime(2024, 1, 2, 21, 41), datetime(2024, 1, 2, 21, 43)),  # "2024. 1. 2. 오후 9:41 - "
+    ("whatsapp_zh.txt", datetime(2024, 1, 2, 21, 41), datetime(2024, 1, 2, 21, 45))])  # "2024/1/2 下午9:41 - "
 def test_whatsapp_headers_of_other_locales(name, when, second):
     imported = read_fixture(name)
     assert imported.format == "whatsapp"
