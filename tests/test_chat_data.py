@@ -3,6 +3,7 @@ and that no input (arbitrary bytes, broken JSON) raises anything but a one-line 
 import json
 import subprocess
 import sys
+import zipfile
 from collections import Counter
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import chat.whatsapp  # noqa: E402
 import chat_data  # noqa: E402
 from chat_data import (ChatDataConfig, Cleaner, Conversation, Message, build_pairs, decode,  # noqa: E402
                        fact_pairs, main, parse_export, read_export, reply_pairs, select_conversations)
@@ -108,7 +110,7 @@ def test_whatsapp_year_first_and_dotted_dates():
 
 
 def test_whatsapp_day_or_month_first_is_decided_from_the_whole_file():
-    order = chat_data._date_order
+    order = chat.whatsapp.date_order
     assert order([("31", "12", "23")], False) == "dmy"
     assert order([("12", "31", "23")], True) == "mdy"
     assert order([("2024", "01", "02")], False) == "ymd"
@@ -116,6 +118,76 @@ def test_whatsapp_day_or_month_first_is_decided_from_the_whole_file():
     assert order([("2", "1", "24"), ("1", "2", "24")], True) == "dmy"  # 2 Jan, 1 Feb (not Feb 1, Jan 2)
     assert order([("1", "2", "24"), ("2", "1", "24")], False) == "mdy"  # Jan 2, Feb 1 (not 1 Feb, 2 Jan)
     assert order([("1", "2", "24")], True) == "mdy" and order([("1", "2", "24")], False) == "dmy"  # a tie: the clock
+
+
+@pytest.mark.parametrize("name, when, second", [
+    ("whatsapp_fi.txt", datetime(2018, 6, 13, 21, 25, 15), datetime(2018, 6, 13, 21, 26, 2)),  # "klo", dotted time
+    ("whatsapp_colon.txt", datetime(2018, 6, 13, 21, 25, 15), datetime(2018, 6, 13, 21, 27)),  # "...: Name: text"
+    ("whatsapp_hr.txt", datetime(2018, 6, 13, 21, 25, 15), datetime(2018, 6, 13, 21, 26, 15)),  # "13. 6. 2018. "
+    ("whatsapp_ymd_dot.txt", datetime(2022, 12, 14, 13, 34), datetime(2022, 12, 14, 13, 35)),  # "13:34. - "
+    ("whatsapp_ko.txt", datetime(2024, 1, 2, 21, 41), datetime(2024, 1, 2, 21, 43)),  # "2024. 1. 2. 오후 9:41 - "
+    ("whatsapp_zh.txt", datetime(2024, 1, 2, 21, 41), datetime(2024, 1, 2, 21, 45))])  # "2024/1/2 下午9:41 - "
+def test_whatsapp_headers_of_other_locales(name, when, second):
+    imported = read_fixture(name)
+    assert imported.format == "whatsapp"
+    assert [m.time for m in messages_of(name)] == [when, second]
+    assert len(pairs_from(name)) == 1
+
+
+def test_a_header_that_does_not_parse_is_malformed_never_text():
+    imported = read_fixture("whatsapp_ymd_dot.txt")  # "2022/12/14, 13:3?. - ..." on the last line
+    assert imported.malformed == 1 and "broken" not in messages_of("whatsapp_ymd_dot.txt")[-1].text
+    german = read_fixture("whatsapp_android_de.txt")  # ends with a timestamp cut off: "14.03.25, 09:1"
+    assert german.malformed == 1 and messages_of("whatsapp_android_de.txt")[-1].text == "Tschüss"
+
+
+def test_text_that_looks_like_whatsapp_is_refused_as_whatsapp():
+    with pytest.raises(UserError, match="looks like a WhatsApp export") as caught:
+        parse_export("[2023-12-31, 21:41:05,120] Bruno: hi\n[2023-12-31, 21:42:00,000] Ana: ok\n", "x.txt", make_config())
+    assert "--columns" not in str(caught.value) and "JSON" not in str(caught.value)
+
+
+def test_day_month_order_left_open_by_the_file_gets_a_note_and_an_option():
+    assert "--date_order=mdy" in read_fixture("whatsapp_ios_pt.txt").note  # 02/04/2025 could be 4 February
+    assert messages_of("whatsapp_ios_pt.txt")[0].time == datetime(2025, 4, 2, 10, 1)
+    assert messages_of("whatsapp_ios_pt.txt", date_order="mdy")[0].time == datetime(2025, 2, 4, 10, 1)
+    assert read_fixture("whatsapp_ios_pt.txt", date_order="dmy").note == ""
+    assert read_fixture("whatsapp_android_de.txt").note == ""  # 14.03: day first, nothing to ask
+    with pytest.raises(UserError, match="date_order"):
+        make_config(date_order="dym").validate()
+
+
+def test_whatsapp_android_in_german_drops_the_apps_own_texts():
+    imported = read_fixture("whatsapp_android_de.txt")
+    assert dict(imported.counts) == {"system lines (no sender)": 2, "media placeholders (any language)": 1,
+                                     "edit markers": 1, "attached-file lines": 1, "deleted notices": 2}
+    assert Counter(m.sender for m in messages_of("whatsapp_android_de.txt")) == {"Jonas Weber": 5, "Ana Silva": 4}
+    assert pairs_from("whatsapp_android_de.txt") == [("Guten Morgen! Kommst du heute?", "Ja, um zehn"),
+                                                     ("Schau mal", "Schön!"), ("Bis dann", "Tschüss")]
+
+
+def test_whatsapp_ios_marks_its_own_texts_in_any_language():
+    imported = read_fixture("whatsapp_ios_pt.txt")
+    assert dict(imported.counts) == {"encryption notices": 1, "media placeholders (any language)": 1,
+                                     "edit markers": 1, "deleted notices": 2, "marked as the app's own (U+200E)": 1}
+    assert "Pominięto obraz" not in [m.text for m in messages_of("whatsapp_ios_pt.txt")]  # Polish, on no list
+    assert pairs_from("whatsapp_ios_pt.txt") == [("Bom dia, Ana!", "Bom dia! Que foto linda"),
+                                                 ("Almoçamos amanhã?", "Combinado")]
+
+
+@pytest.mark.parametrize("line, kept", [
+    ("1/2/24, 10:00 - Bruno: Papa heeft Mam toegevoegd", False), ("1/2/24, 10:00 - Bruno: <Mídia oculta>", False),
+    ("1/2/24, 10:00 - Bruno: Bild weggelassen", False), ("1/2/24, 10:00 - Bruno: Se eliminó este mensaje", False),
+    ("1/2/24, 10:00 - Bruno: Arthur hat das Gruppenbild geändert.", False),
+    ("1/2/24, 10:00 - Bruno: I <3 you", True), ("1/2/24, 10:00 - Bruno: Mensagem apagada? não!", True)])
+def test_whatsapp_app_texts_in_other_languages(line, kept):
+    cleaned = [m for m in messages_of_text(line + "\n1/2/24, 10:01 - Ana Silva: ok\n") if m.sender == "Bruno"]
+    text = Cleaner(make_config(), Counter()).clean(cleaned[0].text) if cleaned else ""
+    assert bool(text) == kept
+
+
+def messages_of_text(text: str) -> list[Message]:
+    return [m for c in parse_export(text, "chat.txt", make_config()).conversations for m in c.messages]
 
 
 def test_group_chats_are_skipped_unless_asked():
@@ -169,10 +241,37 @@ def test_imessage_csv_newest_first_with_tapback():
     assert pairs_from("imessage.csv", me="Me") == [("Hey | Dinner tomorrow at 8?", "Sounds good")]
 
 
+def test_imessage_csv_names_and_handles_are_one_person():
+    """Their rows name Carla in Sender or only by handle; mine name her in To, by name or handle."""
+    imported = read_fixture("imessage_mixed.csv")
+    (conversation,) = imported.conversations
+    assert conversation.title == "Carla Mendes" and not conversation.is_group()
+    assert Counter(m.sender for m in conversation.messages) == {"Me": 2, "Carla Mendes": 2}
+    assert pairs_from("imessage_mixed.csv", me="Me") == [("Concert tonight?", "Sure! What time?"),
+                                                         ("Bring the tickets", "See you there")]
+
+
+def test_imessage_csv_with_contact_identifier_instead_of_to(tmp_path):
+    csv_file = tmp_path / "messages.csv"
+    csv_file.write_text((FIXTURES / "imessage_mixed.csv").read_text(encoding="utf-8").replace(",To\n", ",Contact Identifier\n"),
+                        encoding="utf-8")
+    assert build_pairs([csv_file], make_config(me="Me"))[0] == pairs_from("imessage_mixed.csv", me="Me")
+
+
 def test_imessage_exporter_text():
     assert read_fixture("imessage_export.txt").format == "imessage-text"
     assert pairs_from("imessage_export.txt", me="Me") == [
         ("Are we still on for Saturday? | Let me know", "Yes! Can't wait\nSee you at noon")]
+
+
+def test_imessage_exporter_notes_are_not_words():
+    imported = read_fixture("imessage_export_notes.txt")
+    assert imported.malformed == 0
+    assert dict(imported.counts) == {"deleted notices": 1, "group notices": 1, "reply notices": 1}
+    assert "Yes!\nattachments/7/IMG_0042.jpeg" in [m.text for m in messages_of("imessage_export_notes.txt")]
+    pairs, report = build_pairs([FIXTURES / "imessage_export_notes.txt"], make_config(me="Me"))
+    assert pairs == [("Movie tonight?", "Yes!"), ("Which cinema?", "The one downtown")]
+    assert report.counts["call records dropped"] == 1 and report.app_texts["reply notices"] == 1
 
 
 def test_discord_json_nickname_time_zones_and_system_messages():
@@ -262,6 +361,41 @@ def test_drop_reactions(reaction):
     assert clean(reaction, drop_reactions=False)[0] == reaction
 
 
+@pytest.mark.parametrize("reaction", ["Reaccionó 😂 a tu mensaje", "Bruno reagiu com ❤️ à sua mensagem",
+                                      "Hat mit 👍 auf deine Nachricht reagiert", "A réagi 😮 à votre message",
+                                      "Ha reagito con ❤ al tuo messaggio", "Heeft gereageerd met 👍 op je bericht",
+                                      "Le gustó un mensaje", "Curtiu uma mensagem",
+                                      "Reagiu com emoji sua mensagem"])  # as a real Messenger export writes it
+def test_drop_reactions_in_other_languages(reaction):
+    text, counts = clean(reaction)
+    assert text == "" and counts["reactions dropped"] == 1
+
+
+@pytest.mark.parametrize("notice, rule", [
+    ("Voice call, 3 min", "call records dropped"), ("Video call, No answer", "call records dropped"),
+    ("Missed voice call", "call records dropped"), ("Bruno started a video chat.", "call records dropped"),
+    ("Started a call that lasted 5 minutes.", "call records dropped"),
+    ("You changed the group photo.", "group/server notices dropped"),
+    ("Carla named the group Porto 2024.", "group/server notices dropped"),
+    ("You set the nickname for Bruno Costa to Bru.", "group/server notices dropped"),
+    ("Bruno created a poll: Dinner where?", "group/server notices dropped"),
+    ('Carla voted for "Pizza" in the poll.', "group/server notices dropped"),
+    ("Joined the server.", "group/server notices dropped"), ("Pinned a message.", "group/server notices dropped"),
+    ("Bruno unsent a message.", "media placeholders removed"),
+    ("Sándor csatolt fájlt küldött.", "media placeholders removed"),  # Hungarian Messenger: "sent an attachment"
+    ("attachments/12/IMG_0001.jpeg", "media placeholders removed")])
+def test_english_system_texts_are_dropped(notice, rule):
+    text, counts = clean(notice)
+    assert text == "" and counts[rule] == 1
+    assert clean(notice, drop_media=False)[0] == notice
+
+
+@pytest.mark.parametrize("words", ["I missed your call, sorry", "the video call was fun", "we named the group chat after you",
+                                   "see attachments/ folder"])
+def test_system_text_rules_leave_words_alone(words):
+    assert clean(words)[0] == words
+
+
 @pytest.mark.parametrize("words", ['I loved "Dune"', "Loved it", "he reacted badly"])
 def test_drop_reactions_leaves_words_alone(words):
     assert clean(words)[0] == words
@@ -330,6 +464,28 @@ def test_reply_window_edges():
     assert len(pairs_from("whatsapp_android.txt", reply_window=300)) == 3
 
 
+def test_a_long_silence_ends_a_turn():
+    weeks = 7 * 7 * 24 * 60
+    messages = [Message("Bruno", "thanks for the help", at(0)), Message("Ana", "ok thanks", at(2)),
+                Message("Ana", "are you around this weekend?", at(weeks)), Message("Bruno", "yes!", at(weeks + 5)),
+                Message("Ana", "great", at(weeks + 6))]
+    counts = Counter()
+    pairs = reply_pairs(messages, chat_data.me_matcher("ana"), timedelta(minutes=30), counts, timedelta(hours=3))
+    assert pairs == [("thanks for the help", "ok thanks"), ("yes!", "great")]
+    assert counts["turns ended by --silence_hours"] == 1
+    assert shaped(messages)[0] == [("thanks for the help", "ok thanks | are you around this weekend?"), ("yes!", "great")]
+
+
+def test_silence_hours_from_the_command_line_options(tmp_path):
+    chat = tmp_path / "chat.txt"
+    chat.write_text("15/1/24, 9:00 - Bruno: hi\n15/1/24, 9:01 - Ana Silva: hello\n15/1/24, 11:01 - Ana Silva: still there?\n",
+                    encoding="utf-8")
+    assert build_pairs([chat], make_config())[0] == [("hi", "hello | still there?")]
+    assert build_pairs([chat], make_config(silence_hours=1))[0] == [("hi", "hello")]
+    with pytest.raises(UserError, match="silence_hours"):
+        main([str(chat), "--me=Ana Silva", "--silence_hours=0"])
+
+
 def test_my_own_messages_never_become_an_input():
     pairs, _ = shaped([Message("Ana", "a", at(0)), Message("Bruno", "b", at(1)), Message("Ana", "c", at(2))])
     assert pairs == [("b", "c")]
@@ -340,6 +496,20 @@ def test_one_chat_split_over_files_is_merged_and_sorted():
     second = Conversation("m:1", "Bruno", [Message("Bruno", "question", at(0))])
     (merged,) = chat_data.merge_conversations([first, second])
     assert [m.text for m in merged.messages] == ["question", "reply"]
+
+
+def test_the_same_chat_exported_twice_gives_each_pair_once(tmp_path):
+    january = ("15/1/24, 9:00 - Bruno: hi\n15/1/24, 9:01 - Ana Silva: hello\n"
+               "15/1/24, 9:02 - Bruno: ok\n15/1/24, 9:02 - Bruno: ok\n15/1/24, 9:03 - Ana Silva: ok!\n")
+    june = january + "20/6/24, 9:00 - Bruno: summer?\n20/6/24, 9:05 - Ana Silva: yes\n"
+    (tmp_path / "January.txt").write_text(january, encoding="utf-8")
+    (tmp_path / "June.txt").write_text(june, encoding="utf-8")
+    pairs, report = build_pairs([tmp_path / "January.txt", tmp_path / "June.txt"], make_config())
+    assert pairs == [("hi", "hello"), ("ok | ok", "ok!"), ("summer?", "yes")]  # "ok" twice in one file stays twice
+    assert report.counts["duplicate messages dropped"] == 5 and report.conversations_used == 1
+    copies = [FIXTURES / "telegram_account.json", tmp_path / "copy.json"]
+    copies[1].write_bytes(copies[0].read_bytes())
+    assert build_pairs(copies, make_config())[0] == pairs_from("telegram_account.json")
 
 
 def test_select_conversations_counts_groups():
@@ -451,6 +621,50 @@ def test_a_folder_is_read_file_by_file_and_strangers_are_skipped(tmp_path):
     assert again.pairs == 3
 
 
+def test_whatsapp_zip_as_ios_shares_it_and_a_folder_lists_what_it_skipped(tmp_path, capsys):
+    archive = tmp_path / "WhatsApp Chat - Bruno.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.writestr("_chat.txt", (FIXTURES / "whatsapp_ios.txt").read_bytes())
+        zipped.writestr("00000012-PHOTO-2023-12-31-21-46-00.jpg", b"\xff\xd8 not really a photo")
+    report = main([str(archive), "--me=Ana Silva", f"--out={tmp_path / 'pairs.jsonl'}"])
+    assert report.pairs == 3 and [file.format for file in report.files] == ["whatsapp"]
+    assert report.skipped == [(f"{archive}/00000012-PHOTO-2023-12-31-21-46-00.jpg", "media or attachment")]
+    assert "skipped 1 file(s), media or attachment: 00000012-PHOTO" in capsys.readouterr().out
+    android = tmp_path / "android"
+    android.mkdir()
+    (android / "WhatsApp Chat with Bruno.txt").write_bytes((FIXTURES / "whatsapp_android.txt").read_bytes())
+    for name in ("IMG-20231231-WA0001.jpg", "PTT-20231231-WA0002.opus", "notes.pdf", "x.bin"):
+        (android / name).write_bytes(b"\x00")
+    report = main([str(android), "--me=Ana Silva", f"--out={tmp_path / 'pairs.jsonl'}"])
+    assert report.pairs == 2 and sorted(reason for _, reason in report.skipped) == [
+        "media or attachment", "media or attachment", "media or attachment", "not a chat format (.bin)"]
+
+
+def test_a_zip_that_is_not_one_or_holds_no_chat_is_one_clear_error(tmp_path):
+    broken = tmp_path / "chat.zip"
+    broken.write_bytes(b"PK not really")
+    with pytest.raises(UserError, match="not a readable .zip"):
+        main([str(broken), "--me=Ana Silva", f"--out={tmp_path / 'pairs.jsonl'}"])
+    with zipfile.ZipFile(broken, "w") as zipped:
+        zipped.writestr("photo.jpg", b"\xff")
+    with pytest.raises(UserError, match="holds no chat export"):
+        main([str(broken), "--me=Ana Silva", f"--out={tmp_path / 'pairs.jsonl'}"])
+
+
+def test_telegram_html_export_over_two_pages():
+    folder = FIXTURES / "telegram_html"
+    imported, _ = read_export(folder / "messages.html", make_config())
+    assert imported.format == "telegram-html" and imported.counts["service lines"] == 2
+    assert [(m.sender, m.text) for m in imported.conversations[0].messages] == [
+        ("Bruno Costa", "Are you coming to the concert?\nIt starts at 9 & ends late"), ("Bruno Costa", "<Media omitted>"),
+        ("Ana Silva", "Yes! See you there"), ("Bruno Costa", "Doors open at 8")]  # the joined photo is Bruno's
+    assert imported.conversations[0].title == "Bruno Costa"
+    pairs, report = build_pairs([folder], make_config())
+    assert pairs == [("Are you coming to the concert?\nIt starts at 9 & ends late", "Yes! See you there"),
+                     ("Doors open at 8 | Bring the tickets", "Got them here")]  # messages2.html starts "joined"
+    assert report.conversations_used == 1
+
+
 @pytest.mark.slow
 def test_unreadable_file_is_one_clean_error(tmp_path):
     binary = tmp_path / "photo.bin"
@@ -509,12 +723,31 @@ def test_unknown_text_and_truncated_json_say_what_they_saw(tmp_path):
 
 
 def test_bad_bytes_are_replaced_and_counted(tmp_path):
-    raw = (FIXTURES / "whatsapp_android.txt").read_bytes().replace(b"Bringing", b"Bring\xffing")
+    raw = (FIXTURES / "whatsapp_ios.txt").read_bytes().replace(b"Olha", b"Ol\xffha")  # UTF-8 elsewhere
     path = tmp_path / "chat.txt"
     path.write_bytes(raw)
     _, undecodable = read_export(path, make_config())
     assert undecodable == 1
+    path.write_bytes((FIXTURES / "whatsapp_android.txt").read_bytes().replace(b"Bringing", b"Bring\xffing"))
+    assert read_export(path, make_config())[1] == 0  # no UTF-8 beyond ASCII anywhere: read as Windows-1252
+    assert "Bring\u00ffing cake" in [m.text for m in read_export(path, make_config())[0].conversations[0].messages]
     assert decode("a,b\n".encode("utf-16")) == ("a,b\n", 0)
+
+
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be", "utf-16", "cp1252"])
+def test_exports_in_other_encodings(tmp_path, encoding):
+    chat = tmp_path / "chat.txt"
+    chat.write_bytes("14/03/2025, 09:00 - Bruno: Um café?\n14/03/2025, 09:01 - Ana Silva: Sí, à tarde – “ok”\n".encode(encoding))
+    imported, undecodable = read_export(chat, make_config())
+    assert imported.format == "whatsapp" and undecodable == 0
+    assert build_pairs([chat], make_config())[0] == [("Um café?", "Sí, à tarde – “ok”")]
+
+
+def test_messenger_without_participants_is_not_taken_for_telegram():
+    data = json.loads((FIXTURES / "messenger_message_1.json").read_text(encoding="utf-8"))
+    del data["participants"]
+    imported = parse_export(json.dumps(data), "message_1.json", make_config())
+    assert imported.format == "messenger" and imported.malformed == 1
 
 
 # ----------------------------------------------------------------------------------------------
