@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 import time
+import unicodedata
 from pathlib import Path
 
 import torch
@@ -34,6 +35,29 @@ from gpt_final_version import GPT
 MODEL_KINDS = {"gpt": GPT, "bigram": BigramLanguageModel}
 CHUNK = 64  # characters generated between two looks at the clock (for a deadline)
 STREAM_CHUNK = 8  # when the text is streamed: small pieces, so it appears as it is written
+# Typographic stand-ins that Unicode decomposition does not map to their plain ASCII forms.
+PLAIN_FORMS = {"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "\u2013": "-", "\u2014": "-",
+               "\u2212": "-", "\t": " "}
+
+
+@dataclasses.dataclass
+class FittedText:
+    """Text made of characters a model knows: close ones stand in where they exist, others are left out."""
+    text: str
+    dropped: list[str]  # characters left out, sorted
+    replaced: dict[str, str]  # character given -> the close character the model read instead
+
+
+def close_character(ch: str, known) -> str | None:
+    """A character of `known` that says nearly the same as `ch`: the same letter without its accent
+    (é -> e, full-width Ａ -> A), in the other case when the model saw only one case, or the plain form
+    of a typographic quote or dash. None when there is none: a guess would put words in the user's mouth."""
+    decomposed = unicodedata.normalize("NFKD", ch)
+    base = decomposed[0] if decomposed and all(unicodedata.combining(c) for c in decomposed[1:]) else ""
+    for candidate in (PLAIN_FORMS.get(ch, ""), base, ch.lower(), ch.upper(), base.lower(), base.upper()):
+        if len(candidate) == 1 and candidate != ch and candidate in known:
+            return candidate
+    return None
 
 
 @dataclasses.dataclass
@@ -118,9 +142,22 @@ class ModelHandler:
         self._require_loaded()
         return all(mark in self.vocab.index for mark in MARKERS)
 
-    def unknown_characters(self, text: str) -> list[str]:
+    def fit_to_vocabulary(self, text: str) -> FittedText:
+        """`text` in characters this model knows, never refused: a close character stands in where
+        there is one (café -> cafe), the rest are left out; both are reported. The chat markers are
+        layout, never text, so a message cannot forge a turn with them."""
         self._require_loaded()
-        return sorted(set(text) - self.vocab.index.keys())
+        known = self.vocab.index.keys() - set(MARKERS)
+        out, dropped, replaced = [], set(), {}
+        for ch in text:
+            if ch in known:
+                out.append(ch)
+            elif (close := replaced.get(ch) or close_character(ch, known)) is not None:
+                replaced[ch] = close
+                out.append(close)
+            else:
+                dropped.add(ch)
+        return FittedText("".join(out), sorted(dropped), replaced)
 
     def reply(self, message: str, history=(), max_new_tokens: int = 200, temperature: float = 0.8,
               top_k: int | None = None, seed: int | None = None, deadline: float | None = None,
@@ -138,7 +175,8 @@ class ModelHandler:
                  top_k: int | None = None, seed: int | None = None, deadline: float | None = None,
                  on_text=None) -> Completion:
         """The characters that follow `prompt` (plain text models such as the Shakespeare one)."""
-        return self._sample(prompt or "\n", max_new_tokens, temperature, top_k, seed, deadline, None, on_text)
+        start = "\n" if "\n" in self.vocab.index else self.vocab.chars[0]  # for an empty prompt
+        return self._sample(prompt or start, max_new_tokens, temperature, top_k, seed, deadline, None, on_text)
 
     def _sample(self, context, max_new_tokens, temperature, top_k, seed, deadline, stop, on_text=None) -> Completion:
         """Generate in chunks so a deadline is honoured (and, with `on_text`, each chunk's text is
@@ -176,10 +214,13 @@ class ModelHandler:
             message = line.rstrip("\n")
             if not message.strip():
                 break
-            unknown = self.unknown_characters(message)
-            if unknown:
-                write(f"(left out characters this model never saw: {' '.join(map(repr, unknown))})")
-                message = "".join(ch for ch in message if ch not in unknown)
+            fitted = self.fit_to_vocabulary(message)
+            if fitted.replaced:
+                write("(read as close characters this model knows: "
+                      + " ".join(f"{a!r}->{b!r}" for a, b in fitted.replaced.items()) + ")")
+            if fitted.dropped:
+                write(f"(left out characters this model never saw: {' '.join(map(repr, fitted.dropped))})")
+            message = fitted.text
             sampling = (options.max_new_tokens, options.temperature, options.top_k, generator_seed)
             generator_seed += 1  # the same session replays the same way, yet each answer differs
             if write is print:  # on the terminal the answer appears as it is generated

@@ -139,47 +139,47 @@ class Service:
     def generate_endpoint(self, body: dict) -> dict:
         text = field(body, "text", (str,), required=True)
         sampling = Sampling(body, self.config, "max_new_tokens")
-        completion = self._run(text, [], sampling)
-        return {"response": completion.text, "finish_reason": completion.finish_reason, "model": self.handler.name}
+        prompt = self._prompt(text, [])
+        completion = self._run(prompt, sampling)
+        return {"response": completion.text, "finish_reason": completion.finish_reason,
+                "model": self.handler.name} | prompt.changes()
 
     def chat_endpoint(self, body: dict, stream: "_Stream | None" = None) -> dict:
         """OpenAI's chat completion; with a stream, each piece of the reply is sent as it is made."""
         messages = field(body, "messages", (list,), required=True)
         message, history = conversation(messages)
         sampling = Sampling(body, self.config, "max_tokens")
+        prompt = self._prompt(message, history)
         answer = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
                   "model": self.handler.name}
         if stream is not None:
-            stream.answer = answer
-        completion = self._run(message, history, sampling, stream.send_text if stream is not None else None)
-        prompt_chars = len(message) + sum(len(a) + len(b) for a, b in history)
+            stream.answer, stream.changes = answer, prompt.changes()
+        completion = self._run(prompt, sampling, stream.send_text if stream is not None else None)
         return answer | {
             "choices": [{"index": 0, "message": {"role": "assistant", "content": completion.text},
                          "finish_reason": completion.finish_reason, "logprobs": None}],
             # one token is one character for this model
-            "usage": {"prompt_tokens": prompt_chars, "completion_tokens": len(completion.text),
-                      "total_tokens": prompt_chars + len(completion.text)},
-        }
+            "usage": {"prompt_tokens": prompt.size, "completion_tokens": len(completion.text),
+                      "total_tokens": prompt.size + len(completion.text)},
+        } | prompt.changes()
 
     def models_endpoint(self) -> dict:
         return {"object": "list", "data": [{"id": self.handler.name, "object": "model", "created": 0,
                                             "owned_by": "local"}]}
 
-    def _run(self, message: str, history: list, sampling: Sampling, on_text=None):
+    def _prompt(self, message: str, history: list) -> "Prompt":
         size = len(message) + sum(len(a) + len(b) for a, b in history)
         if size > self.config.max_prompt_chars:
             raise RequestError(400, f"the prompt has {size} characters; the limit is {self.config.max_prompt_chars}")
-        unknown = self.handler.unknown_characters(message + "".join(a + b for a, b in history))
-        if unknown:
-            shown = " ".join(repr(ch) for ch in unknown[:10])
-            raise RequestError(400, f"character(s) {shown} are not in the model's vocabulary of "
-                                    f"{len(self.handler.vocab)} characters; remove or replace them")
+        return Prompt(self.handler, message, history, size)
+
+    def _run(self, prompt: "Prompt", sampling: Sampling, on_text=None):
         with self._slot():
             deadline = time.monotonic() + self.config.timeout
             args = (sampling.max_new_tokens, sampling.temperature, sampling.top_k, sampling.seed, deadline, on_text)
             if self.handler.is_chat_model:
-                return self.handler.reply(message, history, *args)
-            context = "".join(a + b for a, b in history) + message
+                return self.handler.reply(prompt.message, prompt.history, *args)
+            context = "".join(a + b for a, b in prompt.history) + prompt.message
             return self.handler.complete(context, *args)
 
     def _slot(self):
@@ -197,6 +197,34 @@ class Service:
             raise RequestError(503, f"the server is busy (waited {self.config.queue_timeout:g}s); try again shortly",
                                "server_busy")
         return _Release(self.slots)
+
+
+class Prompt:
+    """A request's text in characters the model knows. Nothing well-formed is refused: a character
+    the model never saw is read as a close one (é as e) or left out, and the answer says which, in
+    "dropped_characters" and "replaced_characters" (and in X- headers, for streams and for clients
+    that read only the text)."""
+
+    def __init__(self, handler: ModelHandler, message: str, history: list, size: int):
+        self.size, self.dropped, self.replaced = size, set(), {}
+        self.message = self._fit(handler, message)
+        self.history = [(self._fit(handler, theirs), self._fit(handler, mine)) for theirs, mine in history]
+
+    def _fit(self, handler: ModelHandler, text: str) -> str:
+        fitted = handler.fit_to_vocabulary(text)
+        self.dropped.update(fitted.dropped)
+        self.replaced.update(fitted.replaced)
+        return fitted.text
+
+    def changes(self) -> dict:
+        return {"dropped_characters": sorted(self.dropped), "replaced_characters": dict(sorted(self.replaced.items()))}
+
+
+def change_headers(answer: dict) -> list[tuple[str, str]]:
+    """The characters left out or replaced, as headers: JSON in ASCII (a header cannot hold emoji)."""
+    return [(name, json.dumps(answer[key])) for name, key in (("X-Dropped-Characters", "dropped_characters"),
+                                                               ("X-Replaced-Characters", "replaced_characters"))
+            if answer.get(key)]
 
 
 class _Release:
@@ -343,6 +371,8 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Retry-After", "1")
         if status == 401:
             self.send_header("WWW-Authenticate", "Bearer")
+        for name, value in change_headers(payload):
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(data)
 
@@ -365,7 +395,7 @@ class _Stream:
     The body has no length, so the connection closes after it."""
 
     def __init__(self, request: "Handler"):
-        self.request, self.answer = request, {}
+        self.request, self.answer, self.changes = request, {}, {}
 
     def send_text(self, text: str) -> None:
         if not self.request.streaming:
@@ -388,8 +418,11 @@ class _Stream:
         request.send_header("Content-Type", "text/event-stream; charset=utf-8")
         request.send_header("Cache-Control", "no-cache")
         request.send_header("Connection", "close")
+        for name, value in change_headers(self.changes):
+            request.send_header(name, value)
         request.end_headers()
-        self._event({"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]})
+        self._event({"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}
+                    | self.changes)
 
     def _event(self, fields: dict) -> None:
         chunk = {k: self.answer[k] for k in ("id", "created", "model")} | {"object": "chat.completion.chunk"} | fields

@@ -126,7 +126,6 @@ def test_the_official_openai_client_talks_to_it(server):
     ("/generate", {"text": "hi", "max_new_tokens": 101}, 400, "between 1 and 100"),
     ("/generate", {"text": "hi", "temperature": -1}, 400, "temperature must be between"),
     ("/generate", {"text": "hi", "top_k": -2}, 400, "top_k must not be negative"),
-    ("/generate", {"text": "hi ☃"}, 400, "'☃' are not in the model's vocabulary"),
     ("/generate", {"text": "a" * 600}, 400, "the limit is 500"),
     ("/generate", [1, 2], 400, "must be a JSON object, got list"),
     ("/v1/chat/completions", {"messages": "hi"}, 400, "'messages' must be a list"),
@@ -138,6 +137,45 @@ def test_the_official_openai_client_talks_to_it(server):
 ])
 def test_bad_requests_get_a_json_error(server, path, body, status, fragment):
     assert_error(*server.post(path, body), status, fragment)
+
+
+def test_the_issue_curl_gets_an_answer(server):
+    """curl -X POST localhost:8000/generate -H "Content-Type: application/json" -d '{"text": "hello, how are you?"}'"""
+    status, body = server.post("/generate", None, raw=b'{"text": "hello, how are you?"}')
+    assert status == 200 and isinstance(body["response"], str) and body["finish_reason"] in ("stop", "length")
+
+
+def test_characters_the_model_never_saw_are_replaced_or_left_out_and_reported(server):
+    """The chat model saw only lower case, some punctuation and the digits 0-4: an upper-case or
+    accented letter is read as its plain lower-case form, an emoji or a snowman is left out."""
+    text = "Hello, Caké 9 😀 ☃ how was porto?"
+    status, body = server.post("/generate", {"text": text, "max_new_tokens": 10, "seed": 1})
+    assert status == 200 and isinstance(body["response"], str)
+    assert body["dropped_characters"] == ["9", "☃", "😀"]
+    assert body["replaced_characters"] == {"C": "c", "H": "h", "é": "e"}
+    read_as = server.post("/generate", {"text": "hello, cake   how was porto?", "max_new_tokens": 10, "seed": 1})[1]
+    assert read_as["response"] == body["response"] and read_as["dropped_characters"] == []  # what the model read
+    status, chat = server.post("/v1/chat/completions", {"messages": [
+        {"role": "user", "content": "lunch ✨"}, {"role": "assistant", "content": "Sure"},
+        {"role": "user", "content": "what time? \x01\x03"}], "max_tokens": 10})
+    assert status == 200 and chat["dropped_characters"] == ["\x01", "\x03", "✨"]  # markers are never text
+    assert chat["replaced_characters"] == {"S": "s"}
+
+
+def test_a_text_model_reads_what_it_can_and_the_stream_says_what_it_left_out(text_server):
+    status, body = text_server.post("/generate", {"text": "hello 5 🙂", "max_new_tokens": 20})
+    assert status == 200 and len(body["response"]) == 20 and body["dropped_characters"] == ["5", "🙂"]
+    connection = http.client.HTTPConnection("127.0.0.1", text_server.port, timeout=60)
+    connection.request("POST", "/v1/chat/completions", json.dumps(
+        {"messages": [{"role": "user", "content": "ROMEO: 2 roses 🌹, ma’am"}], "max_tokens": 9, "stream": True}),
+        {"Content-Type": "application/json"})
+    response = connection.getresponse()
+    assert response.status == 200
+    assert json.loads(response.getheader("X-Dropped-Characters")) == ["2", "🌹"]
+    assert json.loads(response.getheader("X-Replaced-Characters")) == {"’": "'"}
+    first = json.loads(response.read().decode().split("\n\n")[0][len("data: "):])
+    assert first["dropped_characters"] == ["2", "🌹"] and first["replaced_characters"] == {"’": "'"}
+    connection.close()
 
 
 def test_malformed_and_oversized_bodies(server):
