@@ -174,13 +174,18 @@ class Service:
         return Prompt(self.handler, message, history, size)
 
     def _run(self, prompt: "Prompt", sampling: Sampling, on_text=None):
+        """Generate in a free slot; with `on_text`, each piece of text goes out as it is made."""
         with self._slot():
             deadline = time.monotonic() + self.config.timeout
-            args = (sampling.max_new_tokens, sampling.temperature, sampling.top_k, sampling.seed, deadline, on_text)
+            args = (sampling.max_new_tokens, sampling.temperature, sampling.top_k, sampling.seed, deadline)
             if self.handler.is_chat_model:
-                return self.handler.reply(prompt.message, prompt.history, *args)
-            context = "".join(a + b for a, b in prompt.history) + prompt.message
-            return self.handler.complete(context, *args)
+                stream = self.handler.reply_stream(prompt.message, prompt.history, *args)
+            else:
+                stream = self.handler.complete_stream("".join(a + b for a, b in prompt.history) + prompt.message, *args)
+            for piece in stream:
+                if on_text is not None:
+                    on_text(piece)
+            return stream.completion()
 
     def _slot(self):
         """Wait (up to queue_timeout) for a free generation slot, or refuse with 503."""

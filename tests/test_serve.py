@@ -274,14 +274,14 @@ def test_chat_refuses_a_model_not_trained_on_pairs():
 
 def test_a_generation_past_the_timeout_returns_what_it_has():
     """The Shakespeare model never stops by itself; with a 1 ms budget it returns after its first
-    chunk of 64 characters, marked "length", and a request without the limit gets all 300."""
+    few characters (the clock is read after each), marked "length"; without the limit it gets all 300."""
     running = Server(ROOT / "models/shakespeare_char.pt", "--timeout=0.001")
     try:
         status, body = running.post("/generate", {"text": "ROMEO:", "max_new_tokens": 300, "seed": 1})
     finally:
         running.stop()
     assert status == 200 and body["finish_reason"] == "length"
-    assert 0 < len(body["response"]) <= 64
+    assert 0 < len(body["response"]) < 100
     unhurried = Server(ROOT / "models/shakespeare_char.pt")
     try:
         status, body = unhurried.post("/generate", {"text": "ROMEO:", "max_new_tokens": 300, "seed": 1})
@@ -315,7 +315,7 @@ def test_streaming_sends_the_reply_in_pieces_as_it_is_made(text_server):
     deltas = [e["choices"][0]["delta"] for e in events]
     assert deltas[0] == {"role": "assistant", "content": ""} and deltas[-1] == {}
     pieces = [d["content"] for d in deltas[1:-1]]
-    assert len(pieces) == 100 // 8 + 1 and all(pieces)  # 8 characters at a time, as generated
+    assert len(pieces) == 100 and all(pieces)  # each character as soon as it is sampled
     assert events[-1]["choices"][0]["finish_reason"] == "length"
     assert {e["object"] for e in events} == {"chat.completion.chunk"} and len({e["id"] for e in events}) == 1
     status, whole = text_server.post("/v1/chat/completions", request)
