@@ -6,7 +6,7 @@
     curl -s localhost:8000/v1/chat/completions -H 'Content-Type: application/json' \\
          -d '{"model": "me", "messages": [{"role": "user", "content": "hi!"}]}'
 
-Endpoints: POST /generate {"text", "max_new_tokens"?, "temperature"?, "top_k"?, "seed"?} ->
+Endpoints: GET / (a chat page for the browser, chat_page.html); POST /generate {"text", "max_new_tokens"?, "temperature"?, "top_k"?, "seed"?} ->
 {"response", "finish_reason"}; POST /v1/chat/completions ("stream": true sends the reply as it is made);
 GET /v1/models; GET /health. A model trained on chat pairs answers the last message as you would;
 a plain text model (Shakespeare) continues the text it is given.
@@ -29,6 +29,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 from config import UserError, apply, help_text, parse_args, run_cli
 from devices import serve_concurrency
@@ -36,6 +37,7 @@ from model_handler import ModelHandler
 
 USAGE = "usage: python serve.py CHECKPOINT [--host=127.0.0.1] [--port=8000] [--name=value ...]"
 API_KEY_ENV = "GPT_SERVE_API_KEY"
+CHAT_PAGE = Path(__file__).with_name("chat_page.html")
 
 
 # ==============================================================================================
@@ -131,6 +133,7 @@ class Service:
         self.waiting = 0
         self.lock = threading.Lock()
         self.stats = {"served": 0, "refused_busy": 0, "rejected": 0}
+        self.page = CHAT_PAGE.read_bytes()  # read once: the page a browser gets at GET /
 
     def count(self, key: str) -> None:
         with self.lock:
@@ -297,11 +300,14 @@ class Handler(BaseHTTPRequestHandler):
         self._respond(lambda: self._route_post())
 
     def _route_get(self):
+        if self.path.split("?")[0] == "/":  # the page holds no secret; it asks for the key and sends it itself
+            return Page(self.service.page)
         self._authorise()
         if self.path.split("?")[0] in ("/v1/models", "/models"):
             return self.service.models_endpoint()
         if self.path.split("?")[0] == "/health":
-            return {"status": "ok", "model": self.service.handler.name, **self.service.stats}
+            kind = "chat" if self.service.handler.is_chat_model else "text"
+            return {"status": "ok", "model": self.service.handler.name, "kind": kind, **self.service.stats}
         raise RequestError(404, f"no such endpoint: GET {self.path}")
 
     def _route_post(self):
@@ -361,6 +367,8 @@ class Handler(BaseHTTPRequestHandler):
                                              "code": 500}}
         if isinstance(answer, _Stream):
             answer = answer.answer
+        elif isinstance(answer, Page):
+            self._send_page(answer.html)
         elif self.streaming:  # an error after the stream began: its status is already sent
             self.close_connection = True
         else:
@@ -381,6 +389,18 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def _send_page(self, html: bytes):
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(html)))
+        # nothing but this server: no script or style from elsewhere can run in the page
+        self.send_header("Content-Security-Policy", "default-src 'self'; script-src 'unsafe-inline'; "
+                                                    "style-src 'unsafe-inline'; frame-ancestors 'none'")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("Cache-Control", "no-cache")
+        self.end_headers()
+        self.wfile.write(html)
+
     def _log(self, status, seconds, answer):
         text = ""
         if self.service.config.log_text and status == 200 and isinstance(answer, dict):
@@ -391,6 +411,12 @@ class Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format, *args):  # the default logs the request line; _log says what we allow
         pass
+
+
+@dataclass
+class Page:
+    """An HTML answer: the chat page."""
+    html: bytes
 
 
 class _Stream:
@@ -475,7 +501,8 @@ def main(argv=None):
     host, port = server.server_address[:2]
     kind = "chat model: answers the last message" if handler.is_chat_model else "text model: continues the text"
     print(f"serving {handler.path} ({kind}) on http://{host}:{port}", flush=True)
-    print("  POST /generate  POST /v1/chat/completions  GET /v1/models  GET /health"
+    print(f"  GET / (the chat page: open http://{host}:{port}/ in a browser)  POST /generate  "
+          "POST /v1/chat/completions  GET /v1/models  GET /health"
           f"{'  (API key required)' if config.api_key else ''}", flush=True)
     if device_note:  # after the "serving" line, which scripts read first for the port
         print(device_note, flush=True)

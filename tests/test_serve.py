@@ -198,6 +198,11 @@ def test_api_key_is_required_on_every_endpoint_when_set(chat_model):
             assert_error(*call({"Authorization": "Bearer wrong"}), 401, "API key")
             assert_error(*call({"Authorization": "s3cret"}), 401, "API key")
             assert call({"Authorization": "Bearer s3cret"})[0] == 200
+        with urllib.request.urlopen(secured.url + "/", timeout=30) as page:  # the page asks for the key itself
+            html = page.read().decode()
+            assert page.status == 200 and page.headers["Content-Type"].startswith("text/html")
+            assert "default-src 'self'" in page.headers["Content-Security-Policy"]  # nothing loaded from elsewhere
+        assert "/v1/chat/completions" in html and "<script src" not in html and "http" not in html.split("<script>")[1]
     finally:
         secured.stop()
 
