@@ -20,11 +20,13 @@ A decoder turns ids into the logits of the next one:
 from __future__ import annotations
 
 import time
+import weakref
 from typing import Iterator
 
 import torch
+from torch.nn import functional as F
 
-from gpt_final_version import KVCache, sample_next
+from gpt_final_version import KVCache, apply_rotary, rotary_angles, sample_next
 
 
 class CachedDecoder:
@@ -91,10 +93,169 @@ class RecomputingDecoder:
         return logits[:, -1, :]
 
 
-def decoder_for(model, use_cache: bool = True):
-    """The cached decoder where the model has a KV cache (a GPT on the fast path), else recomputing."""
+class StaticCacheDecoder(CachedDecoder):
+    """CachedDecoder's arithmetic with less Python around it: one step is the same operations as
+    GPT.forward on one position (so the same logits, bit for bit: tests/test_engine.py), written as
+    plain function calls over the model's weights, with the keys and values in tensors allocated
+    once and rotary angles from a table. Decoding a small model on a CPU is bound by per-operation
+    overhead (module calls, hooks, fresh cache views), not arithmetic; this removes most of it.
+    The prompt is read by the model's own forward into a KVCache and copied in."""
+
+    def __init__(self, model):
+        super().__init__(model)
+        c = model.config
+        self.heads, self.head_size, self.window = c.n_head, c.n_embd // c.n_head, c.block_size
+        weights = next(model.parameters())
+        shape = (c.n_layer, 1, c.n_head, c.block_size, self.head_size)
+        self.keys, self.values = weights.new_zeros(shape), weights.new_zeros(shape)
+        self.angles = (None, None)  # rotary cos, sin for positions 0.. (grown on demand)
+
+    @torch.no_grad()
+    def start(self, ids: list[int]) -> torch.Tensor:
+        logits = super().start(ids)
+        self._take_cache()
+        return logits
+
+    @torch.no_grad()
+    def advance(self, token: int) -> torch.Tensor:
+        position = self.length
+        self.length += 1
+        self.context = (self.context + [token])[-self.window:]
+        if self.config.position == "learned" and self.length > self.window:
+            self.cache = KVCache(self.config)  # every position shifts: recompute the window, as CachedDecoder
+            return self._logits(self.context)
+        return self._step(token, position)
+
+    def _take_cache(self):
+        for i, layer in enumerate(self.cache.layers):
+            filled = min(layer.length, self.window)
+            self.keys[i, :, :, :filled] = layer.k[:, :, :filled]
+            self.values[i, :, :, :filled] = layer.v[:, :, :filled]
+
+    def _rotary(self, position: int):
+        cos, sin = self.angles
+        if cos is None or position >= cos.shape[0]:
+            size = max(2 * position, 2 * self.window)
+            cos, sin = self.angles = rotary_angles(torch.arange(size, device=self.keys.device), self.head_size)
+        return cos[position:position + 1], sin[position:position + 1]
+
+    def _step(self, token: int, position: int) -> torch.Tensor:
+        """GPT.forward for one new position at `position`, block by block, as plain function calls."""
+        model, C, H, hs = self.model, self.config.n_embd, self.heads, self.head_size
+        slot, visible = position % self.window, min(position + 1, self.window)  # the ring's layout
+        x = model.token_embedding.weight[token].view(1, 1, C)
+        if self.config.position == "learned":
+            x = x + model.position_embedding.weight[position]
+        else:
+            cos, sin = self._rotary(position)
+        for i, block in enumerate(model.blocks):
+            h = F.layer_norm(x, (C,), block.ln1.weight, block.ln1.bias)
+            q, k, v = F.linear(h, block.attn.qkv.weight).view(1, 1, 3, H, hs).transpose(1, 3).unbind(2)  # (1, H, 1, hs)
+            if self.config.position == "rope":
+                q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+            self.keys[i, :, :, slot:slot + 1] = k
+            self.values[i, :, :, slot:slot + 1] = v
+            out = F.scaled_dot_product_attention(q, self.keys[i, :, :, :visible], self.values[i, :, :, :visible])
+            x = x + F.linear(out.transpose(1, 2).reshape(1, 1, C), block.attn.proj.weight, block.attn.proj.bias)
+            h = F.layer_norm(x, (C,), block.ln2.weight, block.ln2.bias)
+            h = block.ffwd.activation(F.linear(h, block.ffwd.up.weight, block.ffwd.up.bias))
+            x = x + F.linear(h, block.ffwd.proj.weight, block.ffwd.proj.bias)
+        x = F.layer_norm(x, (C,), model.ln_f.weight, model.ln_f.bias)
+        return F.linear(x, model.lm_head.weight, model.lm_head.bias)[:, -1, :]
+
+
+class CompiledStep(torch.nn.Module):
+    """StaticCacheDecoder's step as one graph for torch.compile (gpt-fast's way): the position is a
+    tensor, the cache is written with index_copy_ and attention sees every slot through a mask of
+    those filled, so one compiled graph serves every position. Rotary angles come from a table
+    computed eagerly (indexing it inside the graph gives exactly the eager values)."""
+
+    TABLE = 16384  # rotary positions in the table; a longer generation goes on with the eager step
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, c = model, model.config
+        self.heads, self.head_size, self.window = c.n_head, c.n_embd // c.n_head, c.block_size
+        weights = next(model.parameters())
+        cos, sin = rotary_angles(torch.arange(self.TABLE, device=weights.device), self.head_size)
+        self.register_buffer("cos", cos, persistent=False)
+        self.register_buffer("sin", sin, persistent=False)
+        self.register_buffer("slots", torch.arange(c.block_size, device=weights.device), persistent=False)
+
+    def forward(self, token, position, keys, values):
+        """token, position: (1,) long tensors; keys, values (L, 1, H, W, hs) are updated in place."""
+        model, C, H, hs = self.model, self.model.config.n_embd, self.heads, self.head_size
+        slot = position % self.window
+        visible = (self.slots <= position).view(1, 1, 1, self.window)  # filled slots (all, once the ring is full)
+        x = model.token_embedding.weight[token].view(1, 1, C)
+        if model.config.position == "learned":
+            x = x + model.position_embedding.weight[position]
+        else:
+            cos, sin = self.cos[position], self.sin[position]
+        for i, block in enumerate(model.blocks):
+            h = F.layer_norm(x, (C,), block.ln1.weight, block.ln1.bias)
+            q, k, v = F.linear(h, block.attn.qkv.weight).view(1, 1, 3, H, hs).transpose(1, 3).unbind(2)
+            if model.config.position == "rope":
+                q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+            keys[i].index_copy_(2, slot, k)
+            values[i].index_copy_(2, slot, v)
+            out = F.scaled_dot_product_attention(q, keys[i], values[i], attn_mask=visible)
+            x = x + F.linear(out.transpose(1, 2).reshape(1, 1, C), block.attn.proj.weight, block.attn.proj.bias)
+            h = F.layer_norm(x, (C,), block.ln2.weight, block.ln2.bias)
+            h = block.ffwd.activation(F.linear(h, block.ffwd.up.weight, block.ffwd.up.bias))
+            x = x + F.linear(h, block.ffwd.proj.weight, block.ffwd.proj.bias)
+        x = F.layer_norm(x, (C,), model.ln_f.weight, model.ln_f.bias)
+        return F.linear(x, model.lm_head.weight, model.lm_head.bias)[:, -1, :]
+
+
+def compiled_step(model):
+    """The model's CompiledStep under torch.compile, compiled once per model (seconds to a minute)
+    by a first call here. Inductor's freezing folds the weights in as constants (so later changes
+    to them are not seen: for serving, not training) and max_autotune lets it use its own C++
+    matmul kernels where they beat the library's; on a 2-core CPU the two together halve a step,
+    either alone does nothing. Freezing is read from the global config, so it is set only here."""
+    if model not in _COMPILED_STEPS:  # not an attribute of the model: it would become a submodule
+        started = time.perf_counter()
+        step = torch.compile(CompiledStep(model).eval(), fullgraph=True, dynamic=False, options={"max_autotune": True})
+        c, weights = model.config, next(model.parameters())
+        cache = weights.new_zeros(c.n_layer, 1, c.n_head, c.block_size, c.n_embd // c.n_head)
+        token, position = (torch.zeros(1, dtype=torch.long, device=weights.device) for _ in range(2))
+        with torch.no_grad(), torch._inductor.config.patch(freezing=True):
+            step(token, position, cache, cache.clone())  # separate tensors: aliases would be guarded on
+        _COMPILED_STEPS[model] = step
+        COMPILE_SECONDS[model] = time.perf_counter() - started
+    return _COMPILED_STEPS[model]
+
+
+_COMPILED_STEPS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+COMPILE_SECONDS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # for bench.py: compiling, apart
+
+
+class CompiledDecoder(StaticCacheDecoder):
+    """StaticCacheDecoder with its step compiled (compiled_step): the same cache, the same tokens
+    for a seed (tests/test_engine.py), far less time per step. The first step compiles."""
+
+    def __init__(self, model):
+        super().__init__(model)
+        self.step = compiled_step(model)
+
+    def _step(self, token: int, position: int) -> torch.Tensor:
+        if position >= CompiledStep.TABLE:
+            return super()._step(token, position)
+        device = self.keys.device
+        return self.step(torch.tensor([token], device=device), torch.tensor([position], device=device),
+                         self.keys, self.values)
+
+
+def decoder_for(model, use_cache: bool = True, fast: bool = True, compiled: bool = False):
+    """The decoder for `model`: where it has a KV cache (a GPT on the fast path) the static-cache one
+    (fast=True) or the plain cached one, else recomputing."""
     has_cache = getattr(model.config, "attention", None) == "fast" and hasattr(model, "blocks")
-    return CachedDecoder(model) if use_cache and has_cache else RecomputingDecoder(model)
+    if not (use_cache and has_cache):
+        return RecomputingDecoder(model)
+    if compiled:
+        return CompiledDecoder(model)
+    return StaticCacheDecoder(model) if fast else CachedDecoder(model)
 
 
 class TokenStream:

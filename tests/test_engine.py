@@ -11,7 +11,7 @@ import torch
 
 from bigram import BigramLanguageModel
 from config import GPTConfig
-from engine import CachedDecoder, RecomputingDecoder, TokenStream, decoder_for
+from engine import CachedDecoder, CompiledDecoder, RecomputingDecoder, StaticCacheDecoder, TokenStream, decoder_for
 from gpt_final_version import GPT
 
 VOCAB = 11
@@ -45,7 +45,7 @@ def test_the_engine_gives_the_tokens_of_generate_for_a_seed(attention, position,
     for seed in (0, 1):
         tokens, finish = engine_tokens(model, prompt, 30, seed)  # 30: well past the context
         assert tokens == generate_tokens(model, prompt, 30, seed) and finish == "length"
-    expected = CachedDecoder if attention == "fast" else RecomputingDecoder  # per-Head keeps no cache
+    expected = StaticCacheDecoder if attention == "fast" else RecomputingDecoder  # per-Head keeps no cache
     assert isinstance(decoder_for(model), expected)
 
 
@@ -70,10 +70,31 @@ def test_a_passed_deadline_stops_after_one_token():
     assert len(tokens) == 1 and finish == "length"
 
 
-def test_the_prompt_is_read_once_per_reply():
-    """One KV cache for a whole reply: after the prompt, each step feeds the model one position."""
+@pytest.mark.parametrize("decoder, steps", [(CachedDecoder, [1] * 19), (StaticCacheDecoder, [])])
+def test_the_prompt_is_read_once_per_reply(decoder, steps):
+    """One KV cache for a whole reply: the prompt goes through GPT.forward once; after it, each step
+    feeds one position (CachedDecoder, through forward; StaticCacheDecoder, its own calls)."""
     model = tiny_gpt()
     lengths = []
     model.register_forward_pre_hook(lambda module, args: lengths.append(args[0].shape[1]))
-    tokens, _ = engine_tokens(model, [1, 2, 3, 4, 5], 20, seed=0)
-    assert len(tokens) == 20 and lengths == [5] + [1] * 19
+    stream = TokenStream(decoder(model), [1, 2, 3, 4, 5], 20, generator=torch.Generator().manual_seed(0))
+    assert len(list(stream)) == 20 and lengths == [5] + steps
+
+
+@pytest.mark.parametrize("position", ["rope", "learned"])
+def test_the_static_cache_step_gives_the_plain_cache_logits_bit_for_bit(position):
+    """StaticCacheDecoder is GPT.forward written as plain calls: the same operations, the same bits."""
+    model = tiny_gpt("fast", position)
+    plain, static = CachedDecoder(model), StaticCacheDecoder(model)
+    assert torch.equal(plain.start([1, 2, 3]), static.start([1, 2, 3]))
+    for token in [4, 5, 6, 7, 8, 9, 10, 1, 2, 3, 4, 5]:  # past the context of 8
+        assert torch.equal(plain.advance(token), static.advance(token))
+
+
+@pytest.mark.slow  # compiling takes ~10-30 s
+@pytest.mark.parametrize("position", ["rope", "learned"])
+def test_the_compiled_step_gives_the_tokens_of_generate_for_a_seed(position):
+    model = tiny_gpt("fast", position)
+    for seed in (0, 1):
+        stream = TokenStream(CompiledDecoder(model), [1, 2, 3], 40, generator=torch.Generator().manual_seed(seed))
+        assert list(stream) == generate_tokens(model, [1, 2, 3], 40, seed)
