@@ -30,7 +30,7 @@ from bigram import BigramLanguageModel
 from checkpoint import load_checkpoint, load_weights, save_checkpoint
 from config import GPTConfig, SampleConfig, UserError, apply, choose_device, help_text, parse_args, run_cli
 from corpus import END_MARK, INPUT_MARK, MARKERS, OUTPUT_MARK, CharVocab, seeded_generator
-from engine import TokenStream, decoder_for
+from engine import StaticCacheDecoder, TokenStream, compiled_step, decoder_for
 from gpt_final_version import GPT
 
 MODEL_KINDS = {"gpt": GPT, "bigram": BigramLanguageModel}
@@ -98,6 +98,7 @@ class ModelHandler:
         self.model = None
         self.vocab: CharVocab | None = None
         self.state: dict | None = None
+        self.compiled_decoding = False  # replies use the compiled decode step (compile_decoding)
 
     # ------------------------------------------------------------------------------------------
     # Loading and saving
@@ -209,11 +210,24 @@ class ModelHandler:
         start = "\n" if "\n" in self.vocab.index else self.vocab.chars[0]  # for an empty prompt
         return self._stream(prompt or start, max_new_tokens, temperature, top_k, seed, deadline, None)
 
+    def compile_decoding(self) -> str:
+        """Compile the engine's decode step now (not during the first reply); a line saying what happened."""
+        self._require_loaded()
+        decoder = decoder_for(self.model)
+        if not isinstance(decoder, StaticCacheDecoder):
+            return f"note: {self.name} has no KV cache (per-Head attention or a bigram): replies stay uncompiled"
+        if self.device.split(":")[0] not in ("cpu", "cuda"):
+            return f"note: the compiled decode step is for cpu and cuda, not {self.device}: replies stay uncompiled"
+        started = time.perf_counter()
+        compiled_step(self.model)
+        self.compiled_decoding = True
+        return f"compiled the decode step in {time.perf_counter() - started:.1f}s"
+
     def _stream(self, context, max_new_tokens, temperature, top_k, seed, deadline, stop) -> "TextStream":
         """The engine's tokens after `context` as text. The model sees at most block_size characters
         of context, which also bounds the cost of a long conversation."""
         ids = self.encode_prompt(context[-self.model.config.block_size:])[0].tolist()
-        tokens = TokenStream(decoder_for(self.model), ids, max_new_tokens, temperature, top_k, seeded_generator(seed),
+        tokens = TokenStream(decoder_for(self.model, compiled=self.compiled_decoding), ids, max_new_tokens, temperature, top_k, seeded_generator(seed),
                              None if stop is None else self.vocab.index[stop], deadline)
         return TextStream(tokens, self.vocab, len(ids))
 

@@ -62,6 +62,7 @@ class ServeConfig:
     max_waiting: int = 64  # requests allowed to wait at once; more get a 503 at once
     read_timeout: float = 10.0  # seconds a client may take to send its request
     log_text: bool = False  # log the text of messages and replies (off: logs hold sizes and timings only)
+    compile: bool = False  # compile the decode step at start-up (seconds to a minute): about 2x faster replies on a CPU
 
     def validate(self) -> None:
         for name in ("max_body_bytes", "max_prompt_chars", "max_tokens", "default_tokens", "concurrency"):
@@ -497,6 +498,7 @@ def main(argv=None):
     config.validate()
     handler = ModelHandler(args.positional[0], config.device).load()
     config, device_note = for_device(config, handler.device)
+    compile_note = handler.compile_decoding() if config.compile else None  # before listening: no request waits on it
     server = make_server(handler, config)
     host, port = server.server_address[:2]
     kind = "chat model: answers the last message" if handler.is_chat_model else "text model: continues the text"
@@ -504,8 +506,9 @@ def main(argv=None):
     print(f"  GET / (the chat page: open http://{host}:{port}/ in a browser)  POST /generate  "
           "POST /v1/chat/completions  GET /v1/models  GET /health"
           f"{'  (API key required)' if config.api_key else ''}", flush=True)
-    if device_note:  # after the "serving" line, which scripts read first for the port
-        print(device_note, flush=True)
+    for note in (device_note, compile_note):  # after the "serving" line, which scripts read first for the port
+        if note:
+            print(note, flush=True)
     if config.host not in ("127.0.0.1", "localhost", "::1") and not config.api_key:
         print(f"warning: listening on {config.host} without an API key: anyone who can reach this "
               "machine can use the model. Set --api_key or $" + API_KEY_ENV, flush=True)

@@ -178,6 +178,29 @@ def test_a_text_model_reads_what_it_can_and_the_stream_says_what_it_left_out(tex
     connection.close()
 
 
+def test_a_compiled_server_gives_the_same_answers(chat_model, server):
+    """--compile=true compiles the decode step at start-up; replies are the same for a seed."""
+    compiled = Server(chat_model, "--compile=true", "--concurrency=2")
+    try:
+        requests = [{"text": text, "max_new_tokens": 30, "seed": seed}
+                    for text in ("what time?", "lunch tomorrow?") for seed in (1, 2)]
+        answers = [None] * len(requests)
+
+        def ask(i):  # two at a time: the compiled step is shared by the generation threads
+            answers[i] = compiled.post("/generate", requests[i])
+
+        threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(requests))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+    finally:
+        log = compiled.stop()
+    for request, (status, body) in zip(requests, answers):
+        assert status == 200 and body["response"] == server.post("/generate", request)[1]["response"]
+    assert "Traceback" not in log
+
+
 def test_malformed_and_oversized_bodies(server):
     assert_error(*server.post("/generate", None, raw=b'{"text": '), 400, "not valid JSON")
     assert_error(*server.post("/generate", None, raw=b"\xff\xfe"), 400, "not valid JSON")
