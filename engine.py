@@ -14,6 +14,9 @@ the same tokens for a seed; tests/test_engine.py proves it.
 
 A decoder turns ids into the logits of the next one:
   * CachedDecoder: the fast attention path, keys and values kept in a KVCache between steps.
+  * StaticCacheDecoder (the default): CachedDecoder's arithmetic, bit for bit, as plain calls over a
+    cache allocated once; CompiledDecoder: that step under torch.compile (serve.py --compile=true).
+    `python bench.py --only=decode` compares them with GPT.generate.
   * RecomputingDecoder: the lecture's per-Head attention (which keeps no cache) and the bigram
     model: each step reads the context again, exactly as GPT.generate does for them.
 """

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import torch
+
 from config import UserError, apply, help_text, parse_args, run_cli
 from devices import serve_concurrency
 from model_handler import ModelHandler
@@ -498,6 +500,8 @@ def main(argv=None):
     config.validate()
     handler = ModelHandler(args.positional[0], config.device).load()
     config, device_note = for_device(config, handler.device)
+    if handler.device == "cpu":  # one reply's operations are too small to split; the cores serve replies side by side
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // config.concurrency))
     compile_note = handler.compile_decoding() if config.compile else None  # before listening: no request waits on it
     server = make_server(handler, config)
     host, port = server.server_address[:2]
