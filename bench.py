@@ -266,7 +266,7 @@ def main(argv: list[str]) -> None:
     crop = report["sampling"]["cpu, lecture recipe"]["recompute"]["tokens_per_s"]
     print(f"    rolling cache vs nanoGPT-style crop-and-recompute: {rope_cached / crop:.1f}x faster")
 
-    print(f"\n(d) peak memory is the peak RSS column of each row above.")
+    print("\n(d) peak memory is the peak RSS column of each row above.")
     report["decoding"] = decode_table(device, quick)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
