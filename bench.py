@@ -4,6 +4,7 @@ peak memory. Prints a table and writes the same numbers as JSON.
     python bench.py                         # everything, ~6 minutes on 2 CPU cores
     python bench.py --quick                 # fewer iterations, smaller lecture batch, ~2 minutes
     python bench.py --json=bench_results/cpu.json --device=cuda
+    python bench.py --only=decode           # (e) only: decoding speed, eager against the engine's decoders
 
 Each measurement runs in its own Python process, so peak memory (max RSS) is per configuration and
 one configuration's allocator state cannot speed up or slow down the next.
@@ -119,6 +120,56 @@ def measure_sampling(shape_name: str, new_tokens: int, use_cache: bool, device: 
     return {"tokens_per_s": new_tokens / seconds, "seconds": seconds, "peak_rss_mb": _peak_rss_mb()}
 
 
+DECODE_SHAPES = {  # (e): the shipped model, and the lecture's size with rotary positions (its cache rolls on)
+    "shakespeare_char.pt (1.8M)": "models/shakespeare_char.pt",
+    "lecture 6x384 rotary (10.7M)": dict(n_layer=6, n_head=6, n_embd=384, block_size=256, dropout=0.0,
+                                         position="rope", activation="relu2"),
+}
+DECODE_PATHS = ("generate", "static", "compiled")  # GPT.generate (eager), the engine's two fast decoders
+
+
+def measure_decoding(shape_name: str, path: str, new_tokens: int, device: str, threads: int) -> dict:
+    """Characters/s of one reply of new_tokens characters after a 6-character prompt, and whether the
+    tokens are GPT.generate's for the same seed. Compiling is timed apart (it happens once per model)."""
+    import engine
+    from gpt_final_version import GPT
+    from model_handler import ModelHandler
+
+    torch.set_num_threads(threads)
+    shape = DECODE_SHAPES[shape_name]
+    if isinstance(shape, str):
+        model = ModelHandler(shape, device).load().model
+    else:
+        torch.manual_seed(0)
+        model = GPT(apply(GPTConfig(vocab_size=65), shape)).to(device).eval()
+    prompt = [5, 6, 7, 8, 9, 10]
+
+    def run():
+        generator = torch.Generator().manual_seed(1)
+        if path == "generate":
+            out = model.generate(torch.tensor([prompt], device=device), new_tokens, generator=generator)
+            return out[0, len(prompt):].tolist()
+        decoder = engine.decoder_for(model, compiled=path == "compiled")
+        return list(engine.TokenStream(decoder, prompt, new_tokens, generator=generator))
+
+    compile_s = 0.0
+    if path == "compiled":
+        start = time.perf_counter()
+        engine.compiled_step(model)
+        compile_s = time.perf_counter() - start
+    run()  # warm-up
+    best = float("inf")
+    for _ in range(3):  # the best of three: the machine is shared
+        start = time.perf_counter()
+        tokens = run()
+        _sync(device)
+        best = min(best, time.perf_counter() - start)
+    reference = model.generate(torch.tensor([prompt], device=device), new_tokens,
+                               generator=torch.Generator().manual_seed(1))[0, len(prompt):].tolist()
+    return {"tokens_per_s": new_tokens / best, "seconds": best, "compile_s": compile_s,
+            "same_tokens": tokens == reference, "params": model.num_params(), "peak_rss_mb": _peak_rss_mb()}
+
+
 def _sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -142,6 +193,8 @@ def run_worker(job: dict) -> dict:
         return matmul_peak(**job)
     if kind == "train":
         return measure_training(**job)
+    if kind == "decode":
+        return measure_decoding(**job)
     return measure_sampling(**job)
 
 
@@ -156,6 +209,13 @@ def main(argv: list[str]) -> None:
     report = {"device": device, "torch": torch.__version__, "threads": torch.get_num_threads(),
               "quick": quick, "date": time.strftime("%Y-%m-%d %H:%M")}
     print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    if options.get("only") == "decode":  # the decoding rows alone, in their own JSON
+        report["decoding"] = decode_table(device, quick)
+        out = Path(options.get("json", "bench_results/decode.json"))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2))
+        print(f"\nJSON: {out}")
+        return
 
     facts = devices.probe(device)
     peak_dtype = devices.matmul_peak_dtype(devices.choose_dtype("auto", facts))
@@ -206,9 +266,36 @@ def main(argv: list[str]) -> None:
     crop = report["sampling"]["cpu, lecture recipe"]["recompute"]["tokens_per_s"]
     print(f"    rolling cache vs nanoGPT-style crop-and-recompute: {rope_cached / crop:.1f}x faster")
 
+    print("\n(d) peak memory is the peak RSS column of each row above.")
+    report["decoding"] = decode_table(device, quick)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
-    print(f"\n(d) peak memory is the peak RSS column of each row above. JSON: {out}")
+    print(f"\nJSON: {out}")
+
+
+def decode_table(device: str, quick: bool) -> list[dict]:
+    """(e) One reply, batch 1: GPT.generate against the engine's static-cache and compiled decoders."""
+    new_tokens = 300 if quick else 1000
+    threads = 1  # one reply's operations are too small to split across cores; the other core serves another
+    print(f"\n(e) decoding one reply of {new_tokens} characters, batch 1, {threads} thread (best of 3; compile apart)")
+    print(f"    {'model':30s} {'path':9s} {'chars/s':>8s} {'vs generate':>11s} {'compile':>8s} {'same tokens':>11s} {'peak RSS':>9s}")
+    rows = []
+    for shape in DECODE_SHAPES:
+        for path in DECODE_PATHS:
+            if path == "compiled" and not devices.can_compile(devices.probe(device))[0]:
+                continue
+            row = in_subprocess({"kind": "decode", "shape_name": shape, "path": path, "new_tokens": new_tokens,
+                                 "device": device, "threads": threads})
+            row.update(shape=shape, path=path)
+            rows.append(row)
+            base = next(r for r in rows if r["shape"] == shape and r["path"] == "generate")["tokens_per_s"]
+            compile_text = f"{row['compile_s']:7.1f}s" if path == "compiled" else ""
+            print(f"    {shape:30s} {path:9s} {row['tokens_per_s']:8.0f} {row['tokens_per_s'] / base:10.2f}x "
+                  f"{compile_text:>8s} {'yes' if row['same_tokens'] else 'NO':>11s} {row['peak_rss_mb']:7.0f}MB")
+    if device.startswith("cuda"):
+        print("    on cuda the compiled step could also be captured as a CUDA graph (mode='reduce-overhead'); "
+              "not measured here")
+    return rows
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 import time
+import unicodedata
 from pathlib import Path
 
 import torch
@@ -29,11 +30,33 @@ from bigram import BigramLanguageModel
 from checkpoint import load_checkpoint, load_weights, save_checkpoint
 from config import GPTConfig, SampleConfig, UserError, apply, choose_device, help_text, parse_args, run_cli
 from corpus import END_MARK, INPUT_MARK, MARKERS, OUTPUT_MARK, CharVocab, seeded_generator
+from engine import StaticCacheDecoder, TokenStream, compiled_step, decoder_for
 from gpt_final_version import GPT
 
 MODEL_KINDS = {"gpt": GPT, "bigram": BigramLanguageModel}
-CHUNK = 64  # characters generated between two looks at the clock (for a deadline)
-STREAM_CHUNK = 8  # when the text is streamed: small pieces, so it appears as it is written
+# Typographic stand-ins that Unicode decomposition does not map to their plain ASCII forms.
+PLAIN_FORMS = {"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "\u2013": "-", "\u2014": "-",
+               "\u2212": "-", "\t": " "}
+
+
+@dataclasses.dataclass
+class FittedText:
+    """Text made of characters a model knows: close ones stand in where they exist, others are left out."""
+    text: str
+    dropped: list[str]  # characters left out, sorted
+    replaced: dict[str, str]  # character given -> the close character the model read instead
+
+
+def close_character(ch: str, known) -> str | None:
+    """A character of `known` that says nearly the same as `ch`: the same letter without its accent
+    (é -> e, full-width Ａ -> A), in the other case when the model saw only one case, or the plain form
+    of a typographic quote or dash. None when there is none: a guess would put words in the user's mouth."""
+    decomposed = unicodedata.normalize("NFKD", ch)
+    base = decomposed[0] if decomposed and all(unicodedata.combining(c) for c in decomposed[1:]) else ""
+    for candidate in (PLAIN_FORMS.get(ch, ""), base, ch.lower(), ch.upper(), base.lower(), base.upper()):
+        if len(candidate) == 1 and candidate != ch and candidate in known:
+            return candidate
+    return None
 
 
 @dataclasses.dataclass
@@ -41,6 +64,30 @@ class Completion:
     text: str  # the generated characters only, without the prompt or the end marker
     finish_reason: str  # "stop": the model ended its reply; "length": max_new_tokens or the deadline
     prompt_chars: int  # characters of context the model was given
+
+
+class TextStream:
+    """A reply as it is made: iterating gives each piece of text as soon as the engine samples it;
+    completion() finishes it (wherever the iteration stopped) and gives the whole. One pass only."""
+
+    def __init__(self, tokens: TokenStream, vocab: CharVocab, prompt_chars: int):
+        self.tokens, self.vocab, self.prompt_chars = tokens, vocab, prompt_chars
+        self.pieces: list[str] = []
+        self._pieces = self._decode()
+
+    def _decode(self):
+        for token in self.tokens:
+            piece = self.vocab.decode([token])
+            self.pieces.append(piece)
+            yield piece
+
+    def __iter__(self):
+        return self._pieces
+
+    def completion(self) -> Completion:
+        for _ in self._pieces:
+            pass
+        return Completion("".join(self.pieces), self.tokens.finish_reason, self.prompt_chars)
 
 
 class ModelHandler:
@@ -51,6 +98,7 @@ class ModelHandler:
         self.model = None
         self.vocab: CharVocab | None = None
         self.state: dict | None = None
+        self.compiled_decoding = False  # replies use the compiled decode step (compile_decoding)
 
     # ------------------------------------------------------------------------------------------
     # Loading and saving
@@ -118,13 +166,35 @@ class ModelHandler:
         self._require_loaded()
         return all(mark in self.vocab.index for mark in MARKERS)
 
-    def unknown_characters(self, text: str) -> list[str]:
+    def fit_to_vocabulary(self, text: str) -> FittedText:
+        """`text` in characters this model knows, never refused: a close character stands in where
+        there is one (café -> cafe), the rest are left out; both are reported. The chat markers are
+        layout, never text, so a message cannot forge a turn with them."""
         self._require_loaded()
-        return sorted(set(text) - self.vocab.index.keys())
+        known = self.vocab.index.keys() - set(MARKERS)
+        out, dropped, replaced = [], set(), {}
+        for ch in text:
+            if ch in known:
+                out.append(ch)
+            elif (close := replaced.get(ch) or close_character(ch, known)) is not None:
+                replaced[ch] = close
+                out.append(close)
+            else:
+                dropped.add(ch)
+        return FittedText("".join(out), sorted(dropped), replaced)
 
     def reply(self, message: str, history=(), max_new_tokens: int = 200, temperature: float = 0.8,
-              top_k: int | None = None, seed: int | None = None, deadline: float | None = None,
-              on_text=None) -> Completion:
+              top_k: int | None = None, seed: int | None = None, deadline: float | None = None) -> Completion:
+        """My answer to `message`, whole (reply_stream gives it as it is made)."""
+        return self.reply_stream(message, history, max_new_tokens, temperature, top_k, seed, deadline).completion()
+
+    def complete(self, prompt: str, max_new_tokens: int = 200, temperature: float = 0.8,
+                 top_k: int | None = None, seed: int | None = None, deadline: float | None = None) -> Completion:
+        """The characters that follow `prompt`, whole (complete_stream gives them as they are made)."""
+        return self.complete_stream(prompt, max_new_tokens, temperature, top_k, seed, deadline).completion()
+
+    def reply_stream(self, message: str, history=(), max_new_tokens: int = 200, temperature: float = 0.8,
+                     top_k: int | None = None, seed: int | None = None, deadline: float | None = None) -> "TextStream":
         """My answer to `message`, laid out as in training; earlier (their, mine) turns of the
         conversation come first as context. Generation ends at the end marker."""
         if not self.is_chat_model:
@@ -132,39 +202,34 @@ class ModelHandler:
                             "Fine-tune it with --data=pairs.jsonl, or sample it with --prompt.")
         context = "".join(INPUT_MARK + theirs + OUTPUT_MARK + mine + END_MARK for theirs, mine in history)
         context += INPUT_MARK + message + OUTPUT_MARK
-        return self._sample(context, max_new_tokens, temperature, top_k, seed, deadline, END_MARK, on_text)
+        return self._stream(context, max_new_tokens, temperature, top_k, seed, deadline, END_MARK)
 
-    def complete(self, prompt: str, max_new_tokens: int = 200, temperature: float = 0.8,
-                 top_k: int | None = None, seed: int | None = None, deadline: float | None = None,
-                 on_text=None) -> Completion:
+    def complete_stream(self, prompt: str, max_new_tokens: int = 200, temperature: float = 0.8,
+                        top_k: int | None = None, seed: int | None = None, deadline: float | None = None) -> "TextStream":
         """The characters that follow `prompt` (plain text models such as the Shakespeare one)."""
-        return self._sample(prompt or "\n", max_new_tokens, temperature, top_k, seed, deadline, None, on_text)
+        start = "\n" if "\n" in self.vocab.index else self.vocab.chars[0]  # for an empty prompt
+        return self._stream(prompt or start, max_new_tokens, temperature, top_k, seed, deadline, None)
 
-    def _sample(self, context, max_new_tokens, temperature, top_k, seed, deadline, stop, on_text=None) -> Completion:
-        """Generate in chunks so a deadline is honoured (and, with `on_text`, each chunk's text is
-        handed over as soon as it exists); the model sees at most block_size characters of context,
-        which also bounds the cost of a long conversation."""
-        block_size = self.model.config.block_size
-        idx = self.encode_prompt(context[-block_size:])
-        prompt_chars = idx.shape[1]
-        generator = seeded_generator(seed)
-        stop_id = None if stop is None else self.vocab.index[stop]
-        chunk = STREAM_CHUNK if on_text else CHUNK
-        new: list[int] = []
-        finish = "length"
-        while len(new) < max_new_tokens:
-            out = self.model.generate(idx, min(chunk, max_new_tokens - len(new)), temperature=temperature,
-                                      top_k=top_k or None, generator=generator, stop_token=stop_id)
-            fresh = out[0, idx.shape[1]:].tolist()
-            if stop_id in fresh:
-                fresh, finish = fresh[:fresh.index(stop_id)], "stop"
-            new += fresh
-            if on_text and fresh:
-                on_text(self.vocab.decode(fresh))
-            if finish == "stop" or (deadline is not None and time.monotonic() > deadline):
-                break
-            idx = out[:, -block_size:]
-        return Completion(self.vocab.decode(new), finish, prompt_chars)
+    def compile_decoding(self) -> str:
+        """Compile the engine's decode step now (not during the first reply); a line saying what happened."""
+        self._require_loaded()
+        decoder = decoder_for(self.model)
+        if not isinstance(decoder, StaticCacheDecoder):
+            return f"note: {self.name} has no KV cache (per-Head attention or a bigram): replies stay uncompiled"
+        if self.device.split(":")[0] not in ("cpu", "cuda"):
+            return f"note: the compiled decode step is for cpu and cuda, not {self.device}: replies stay uncompiled"
+        started = time.perf_counter()
+        compiled_step(self.model)
+        self.compiled_decoding = True
+        return f"compiled the decode step in {time.perf_counter() - started:.1f}s"
+
+    def _stream(self, context, max_new_tokens, temperature, top_k, seed, deadline, stop) -> "TextStream":
+        """The engine's tokens after `context` as text. The model sees at most block_size characters
+        of context, which also bounds the cost of a long conversation."""
+        ids = self.encode_prompt(context[-self.model.config.block_size:])[0].tolist()
+        tokens = TokenStream(decoder_for(self.model, compiled=self.compiled_decoding), ids, max_new_tokens, temperature, top_k, seeded_generator(seed),
+                             None if stop is None else self.vocab.index[stop], deadline)
+        return TextStream(tokens, self.vocab, len(ids))
 
     def chat(self, options: SampleConfig, lines=None, write=print) -> list[tuple[str, str]]:
         """A terminal conversation: each line typed is a message, the model answers as me. An
@@ -176,15 +241,21 @@ class ModelHandler:
             message = line.rstrip("\n")
             if not message.strip():
                 break
-            unknown = self.unknown_characters(message)
-            if unknown:
-                write(f"(left out characters this model never saw: {' '.join(map(repr, unknown))})")
-                message = "".join(ch for ch in message if ch not in unknown)
+            fitted = self.fit_to_vocabulary(message)
+            if fitted.replaced:
+                write("(read as close characters this model knows: "
+                      + " ".join(f"{a!r}->{b!r}" for a, b in fitted.replaced.items()) + ")")
+            if fitted.dropped:
+                write(f"(left out characters this model never saw: {' '.join(map(repr, fitted.dropped))})")
+            message = fitted.text
             sampling = (options.max_new_tokens, options.temperature, options.top_k, generator_seed)
             generator_seed += 1  # the same session replays the same way, yet each answer differs
             if write is print:  # on the terminal the answer appears as it is generated
                 print(f"{self.name}> ", end="", flush=True)
-                answer = self.reply(message, history, *sampling, on_text=lambda text: print(text, end="", flush=True))
+                stream = self.reply_stream(message, history, *sampling)
+                for piece in stream:
+                    print(piece, end="", flush=True)
+                answer = stream.completion()
                 print()
             else:
                 answer = self.reply(message, history, *sampling)

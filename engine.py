@@ -1,0 +1,288 @@
+"""The streaming engine: generation as an iterator of token ids, one KV cache for a whole reply.
+
+    from engine import TokenStream, decoder_for
+    tokens = TokenStream(decoder_for(model), prompt_ids, max_new_tokens=200, temperature=0.8,
+                         generator=torch.Generator().manual_seed(1), stop_token=END_ID, deadline=...)
+    for token in tokens:          # each id as soon as it is sampled
+        print(vocab.decode([token]), end="", flush=True)
+    tokens.finish_reason          # "stop" (the stop token came) or "length" (max_new_tokens or the deadline)
+
+Everything that shows text as it comes (the terminal chat, /generate, the HTTP stream, the web page)
+consumes this one iterator, as nanochat's engine is consumed: the prompt is read once, then each
+step feeds one new position. GPT.generate (the model file's own loop, kept as teaching code) gives
+the same tokens for a seed; tests/test_engine.py proves it.
+
+A decoder turns ids into the logits of the next one:
+  * CachedDecoder: the fast attention path, keys and values kept in a KVCache between steps.
+  * StaticCacheDecoder (the default): CachedDecoder's arithmetic, bit for bit, as plain calls over a
+    cache allocated once; CompiledDecoder: that step under torch.compile (serve.py --compile=true).
+    `python bench.py --only=decode` compares them with GPT.generate.
+  * RecomputingDecoder: the lecture's per-Head attention (which keeps no cache) and the bigram
+    model: each step reads the context again, exactly as GPT.generate does for them.
+"""
+from __future__ import annotations
+
+import time
+import weakref
+from typing import Iterator
+
+import torch
+from torch.nn import functional as F
+
+from gpt_final_version import KVCache, apply_rotary, rotary_angles, sample_next
+
+
+class CachedDecoder:
+    """GPT on the fast path: the prompt fills the cache once, then each step costs one position.
+    With learned positions, once the context outgrows block_size every position shifts, so the
+    window is recomputed (as GPT.generate does; rotary keys need no shift and the cache rolls on)."""
+
+    def __init__(self, model):
+        self.model, self.config = model, model.config
+        self.cache: KVCache | None = None
+        self.context: list[int] = []  # the last block_size ids: what a recomputed window reads
+        self.length = 0  # ids read so far
+
+    @torch.no_grad()
+    def start(self, ids: list[int]) -> torch.Tensor:
+        """Read the prompt; the logits (1, V) of the id after it."""
+        self.cache, self.length, self.context = KVCache(self.config), len(ids), ids[-self.config.block_size:]
+        learned = self.config.position == "learned"
+        return self._logits(self.context if learned else ids)
+
+    @torch.no_grad()
+    def advance(self, token: int) -> torch.Tensor:
+        """Read one more id; the logits (1, V) of the next."""
+        self.length += 1
+        self.context = (self.context + [token])[-self.config.block_size:]
+        if self.config.position == "learned" and self.length > self.config.block_size:
+            self.cache = KVCache(self.config)
+            return self._logits(self.context)
+        return self._logits([token])
+
+    def _logits(self, ids: list[int]) -> torch.Tensor:
+        idx = torch.tensor([ids], dtype=torch.long, device=self._device())
+        logits, _ = self.model(idx, cache=self.cache)
+        return logits[:, -1, :]
+
+    def _device(self):
+        return self.model.lm_head.weight.device
+
+
+class RecomputingDecoder:
+    """Models without a KV cache: each step runs the whole visible context again, the context
+    GPT.generate gives them (learned positions and the bigram: the last block_size ids; rotary
+    positions: all of them, each layer looking back block_size)."""
+
+    def __init__(self, model):
+        self.model, self.config = model, model.config
+        self.context: list[int] = []
+
+    @torch.no_grad()
+    def start(self, ids: list[int]) -> torch.Tensor:
+        self.context = list(ids)
+        return self._logits()
+
+    @torch.no_grad()
+    def advance(self, token: int) -> torch.Tensor:
+        self.context.append(token)
+        return self._logits()
+
+    def _logits(self) -> torch.Tensor:
+        rotary = getattr(self.config, "position", "learned") == "rope"
+        visible = self.context if rotary else self.context[-self.config.block_size:]
+        device = next(self.model.parameters()).device
+        logits, _ = self.model(torch.tensor([visible], dtype=torch.long, device=device))
+        return logits[:, -1, :]
+
+
+class StaticCacheDecoder(CachedDecoder):
+    """CachedDecoder's arithmetic with less Python around it: one step is the same operations as
+    GPT.forward on one position (so the same logits, bit for bit: tests/test_engine.py), written as
+    plain function calls over the model's weights, with the keys and values in tensors allocated
+    once and rotary angles from a table. Decoding a small model on a CPU is bound by per-operation
+    overhead (module calls, hooks, fresh cache views), not arithmetic; this removes most of it.
+    The prompt is read by the model's own forward into a KVCache and copied in."""
+
+    def __init__(self, model):
+        super().__init__(model)
+        c = model.config
+        self.heads, self.head_size, self.window = c.n_head, c.n_embd // c.n_head, c.block_size
+        weights = next(model.parameters())
+        shape = (c.n_layer, 1, c.n_head, c.block_size, self.head_size)
+        self.keys, self.values = weights.new_zeros(shape), weights.new_zeros(shape)
+        self.angles = (None, None)  # rotary cos, sin for positions 0.. (grown on demand)
+
+    @torch.no_grad()
+    def start(self, ids: list[int]) -> torch.Tensor:
+        logits = super().start(ids)
+        self._take_cache()
+        return logits
+
+    @torch.no_grad()
+    def advance(self, token: int) -> torch.Tensor:
+        position = self.length
+        self.length += 1
+        self.context = (self.context + [token])[-self.window:]
+        if self.config.position == "learned" and self.length > self.window:
+            self.cache = KVCache(self.config)  # every position shifts: recompute the window, as CachedDecoder
+            return self._logits(self.context)
+        return self._step(token, position)
+
+    def _take_cache(self):
+        for i, layer in enumerate(self.cache.layers):
+            filled = min(layer.length, self.window)
+            self.keys[i, :, :, :filled] = layer.k[:, :, :filled]
+            self.values[i, :, :, :filled] = layer.v[:, :, :filled]
+
+    def _rotary(self, position: int):
+        cos, sin = self.angles
+        if cos is None or position >= cos.shape[0]:
+            size = max(2 * position, 2 * self.window)
+            cos, sin = self.angles = rotary_angles(torch.arange(size, device=self.keys.device), self.head_size)
+        return cos[position:position + 1], sin[position:position + 1]
+
+    def _step(self, token: int, position: int) -> torch.Tensor:
+        """GPT.forward for one new position at `position`, block by block, as plain function calls."""
+        model, C, H, hs = self.model, self.config.n_embd, self.heads, self.head_size
+        slot, visible = position % self.window, min(position + 1, self.window)  # the ring's layout
+        x = model.token_embedding.weight[token].view(1, 1, C)
+        if self.config.position == "learned":
+            x = x + model.position_embedding.weight[position]
+        else:
+            cos, sin = self._rotary(position)
+        for i, block in enumerate(model.blocks):
+            h = F.layer_norm(x, (C,), block.ln1.weight, block.ln1.bias)
+            q, k, v = F.linear(h, block.attn.qkv.weight).view(1, 1, 3, H, hs).transpose(1, 3).unbind(2)  # (1, H, 1, hs)
+            if self.config.position == "rope":
+                q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+            self.keys[i, :, :, slot:slot + 1] = k
+            self.values[i, :, :, slot:slot + 1] = v
+            out = F.scaled_dot_product_attention(q, self.keys[i, :, :, :visible], self.values[i, :, :, :visible])
+            x = x + F.linear(out.transpose(1, 2).reshape(1, 1, C), block.attn.proj.weight, block.attn.proj.bias)
+            h = F.layer_norm(x, (C,), block.ln2.weight, block.ln2.bias)
+            h = block.ffwd.activation(F.linear(h, block.ffwd.up.weight, block.ffwd.up.bias))
+            x = x + F.linear(h, block.ffwd.proj.weight, block.ffwd.proj.bias)
+        x = F.layer_norm(x, (C,), model.ln_f.weight, model.ln_f.bias)
+        return F.linear(x, model.lm_head.weight, model.lm_head.bias)[:, -1, :]
+
+
+class CompiledStep(torch.nn.Module):
+    """StaticCacheDecoder's step as one graph for torch.compile (gpt-fast's way): the position is a
+    tensor, the cache is written with index_copy_ and attention sees every slot through a mask of
+    those filled, so one compiled graph serves every position. Rotary angles come from a table
+    computed eagerly (indexing it inside the graph gives exactly the eager values)."""
+
+    TABLE = 16384  # rotary positions in the table; a longer generation goes on with the eager step
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, c = model, model.config
+        self.heads, self.head_size, self.window = c.n_head, c.n_embd // c.n_head, c.block_size
+        weights = next(model.parameters())
+        cos, sin = rotary_angles(torch.arange(self.TABLE, device=weights.device), self.head_size)
+        self.register_buffer("cos", cos, persistent=False)
+        self.register_buffer("sin", sin, persistent=False)
+        self.register_buffer("slots", torch.arange(c.block_size, device=weights.device), persistent=False)
+
+    def forward(self, token, position, keys, values):
+        """token, position: (1,) long tensors; keys, values (L, 1, H, W, hs) are updated in place."""
+        model, C, H, hs = self.model, self.model.config.n_embd, self.heads, self.head_size
+        slot = position % self.window
+        visible = (self.slots <= position).view(1, 1, 1, self.window)  # filled slots (all, once the ring is full)
+        x = model.token_embedding.weight[token].view(1, 1, C)
+        if model.config.position == "learned":
+            x = x + model.position_embedding.weight[position]
+        else:
+            cos, sin = self.cos[position], self.sin[position]
+        for i, block in enumerate(model.blocks):
+            h = F.layer_norm(x, (C,), block.ln1.weight, block.ln1.bias)
+            q, k, v = F.linear(h, block.attn.qkv.weight).view(1, 1, 3, H, hs).transpose(1, 3).unbind(2)
+            if model.config.position == "rope":
+                q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+            keys[i].index_copy_(2, slot, k)
+            values[i].index_copy_(2, slot, v)
+            out = F.scaled_dot_product_attention(q, keys[i], values[i], attn_mask=visible)
+            x = x + F.linear(out.transpose(1, 2).reshape(1, 1, C), block.attn.proj.weight, block.attn.proj.bias)
+            h = F.layer_norm(x, (C,), block.ln2.weight, block.ln2.bias)
+            h = block.ffwd.activation(F.linear(h, block.ffwd.up.weight, block.ffwd.up.bias))
+            x = x + F.linear(h, block.ffwd.proj.weight, block.ffwd.proj.bias)
+        x = F.layer_norm(x, (C,), model.ln_f.weight, model.ln_f.bias)
+        return F.linear(x, model.lm_head.weight, model.lm_head.bias)[:, -1, :]
+
+
+def compiled_step(model):
+    """The model's CompiledStep under torch.compile, compiled once per model (seconds to a minute)
+    by a first call here. Inductor's freezing folds the weights in as constants (so later changes
+    to them are not seen: for serving, not training) and max_autotune lets it use its own C++
+    matmul kernels where they beat the library's; on a 2-core CPU the two together halve a step,
+    either alone does nothing. Freezing is read from the global config, so it is set only here."""
+    if model not in _COMPILED_STEPS:  # not an attribute of the model: it would become a submodule
+        started = time.perf_counter()
+        step = torch.compile(CompiledStep(model).eval(), fullgraph=True, dynamic=False, options={"max_autotune": True})
+        c, weights = model.config, next(model.parameters())
+        cache = weights.new_zeros(c.n_layer, 1, c.n_head, c.block_size, c.n_embd // c.n_head)
+        token, position = (torch.zeros(1, dtype=torch.long, device=weights.device) for _ in range(2))
+        with torch.no_grad(), torch._inductor.config.patch(freezing=True):
+            step(token, position, cache, cache.clone())  # separate tensors: aliases would be guarded on
+        _COMPILED_STEPS[model] = step
+        COMPILE_SECONDS[model] = time.perf_counter() - started
+    return _COMPILED_STEPS[model]
+
+
+_COMPILED_STEPS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+COMPILE_SECONDS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # for bench.py: compiling, apart
+
+
+class CompiledDecoder(StaticCacheDecoder):
+    """StaticCacheDecoder with its step compiled (compiled_step): the same cache, the same tokens
+    for a seed (tests/test_engine.py), far less time per step. The first step compiles."""
+
+    def __init__(self, model):
+        super().__init__(model)
+        self.step = compiled_step(model)
+
+    def _step(self, token: int, position: int) -> torch.Tensor:
+        if position >= CompiledStep.TABLE:
+            return super()._step(token, position)
+        device = self.keys.device
+        return self.step(torch.tensor([token], device=device), torch.tensor([position], device=device),
+                         self.keys, self.values)
+
+
+def decoder_for(model, use_cache: bool = True, fast: bool = True, compiled: bool = False):
+    """The decoder for `model`: where it has a KV cache (a GPT on the fast path) the static-cache one
+    (fast=True) or the plain cached one, else recomputing."""
+    has_cache = getattr(model.config, "attention", None) == "fast" and hasattr(model, "blocks")
+    if not (use_cache and has_cache):
+        return RecomputingDecoder(model)
+    if compiled:
+        return CompiledDecoder(model)
+    return StaticCacheDecoder(model) if fast else CachedDecoder(model)
+
+
+class TokenStream:
+    """The ids sampled after a prompt, one at a time, from one decoder. The stop token ends the
+    stream and is not yielded; so do max_new_tokens and the deadline (checked after each id, so at
+    least one comes). After iteration, finish_reason says which ended it."""
+
+    def __init__(self, decoder, prompt_ids: list[int], max_new_tokens: int, temperature: float = 1.0,
+                 top_k: int | None = None, generator: torch.Generator | None = None, stop_token: int | None = None,
+                 deadline: float | None = None):
+        self.decoder, self.prompt_ids = decoder, prompt_ids
+        self.max_new_tokens, self.temperature, self.top_k, self.generator = max_new_tokens, temperature, top_k, generator
+        self.stop_token, self.deadline = stop_token, deadline
+        self.finish_reason: str | None = None  # set when the stream ends
+
+    def __iter__(self) -> Iterator[int]:
+        logits = self.decoder.start(self.prompt_ids)
+        for made in range(1, self.max_new_tokens + 1):
+            token = int(sample_next(logits, self.temperature, self.top_k or None, self.generator)[0, 0])
+            if token == self.stop_token:
+                self.finish_reason = "stop"
+                return
+            yield token
+            if made == self.max_new_tokens or (self.deadline is not None and time.monotonic() > self.deadline):
+                break
+            logits = self.decoder.advance(token)
+        self.finish_reason = "length"

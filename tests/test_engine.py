@@ -1,0 +1,99 @@
+"""The streaming engine gives, token for token, what GPT.generate gives for a seed: on the fast path
+with its KV cache (rotary and learned positions, before and after the context fills), on the
+lecture's per-Head path (which recomputes), and for the bigram; it stops at the stop token, at
+max_new_tokens and at the deadline."""
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from bigram import BigramLanguageModel
+from config import GPTConfig
+from engine import CachedDecoder, CompiledDecoder, RecomputingDecoder, StaticCacheDecoder, TokenStream, decoder_for
+from gpt_final_version import GPT
+
+VOCAB = 11
+
+
+def tiny_gpt(attention="fast", position="rope", seed=0):
+    torch.manual_seed(seed)
+    config = GPTConfig(vocab_size=VOCAB, block_size=8, n_layer=2, n_head=2, n_embd=16, dropout=0.0,
+                       attention=attention, position=position)
+    return GPT(config).eval()
+
+
+def engine_tokens(model, prompt, new, seed, **options):
+    stream = TokenStream(decoder_for(model), prompt, new, temperature=1.0, generator=torch.Generator().manual_seed(seed),
+                         **options)
+    return list(stream), stream.finish_reason
+
+
+def generate_tokens(model, prompt, new, seed, **options):
+    out = model.generate(torch.tensor([prompt]), new, temperature=1.0, generator=torch.Generator().manual_seed(seed),
+                         **options)
+    return out[0, len(prompt):].tolist()
+
+
+@pytest.mark.parametrize("attention", ["fast", "heads"])
+@pytest.mark.parametrize("position", ["rope", "learned"])
+@pytest.mark.parametrize("prompt_length", [1, 5, 12])  # 12: longer than the context of 8
+def test_the_engine_gives_the_tokens_of_generate_for_a_seed(attention, position, prompt_length):
+    model = tiny_gpt(attention, position)
+    prompt = [i % VOCAB for i in range(3, 3 + prompt_length)]
+    for seed in (0, 1):
+        tokens, finish = engine_tokens(model, prompt, 30, seed)  # 30: well past the context
+        assert tokens == generate_tokens(model, prompt, 30, seed) and finish == "length"
+    expected = StaticCacheDecoder if attention == "fast" else RecomputingDecoder  # per-Head keeps no cache
+    assert isinstance(decoder_for(model), expected)
+
+
+def test_the_bigram_recomputes_and_matches_its_generate():
+    torch.manual_seed(0)
+    model = BigramLanguageModel(GPTConfig(vocab_size=VOCAB, block_size=8)).eval()
+    assert isinstance(decoder_for(model), RecomputingDecoder)
+    assert engine_tokens(model, [1, 2], 20, seed=4)[0] == generate_tokens(model, [1, 2], 20, seed=4)
+
+
+def test_the_stop_token_ends_the_stream_and_is_not_yielded():
+    model = tiny_gpt()
+    free = generate_tokens(model, [1], 40, seed=2)
+    stop = free[5]
+    first = free.index(stop)
+    tokens, finish = engine_tokens(model, [1], 40, seed=2, stop_token=stop)
+    assert tokens == free[:first] and finish == "stop"
+
+
+def test_a_passed_deadline_stops_after_one_token():
+    tokens, finish = engine_tokens(tiny_gpt(), [1], 50, seed=0, deadline=time.monotonic() - 1)
+    assert len(tokens) == 1 and finish == "length"
+
+
+@pytest.mark.parametrize("decoder, steps", [(CachedDecoder, [1] * 19), (StaticCacheDecoder, [])])
+def test_the_prompt_is_read_once_per_reply(decoder, steps):
+    """One KV cache for a whole reply: the prompt goes through GPT.forward once; after it, each step
+    feeds one position (CachedDecoder, through forward; StaticCacheDecoder, its own calls)."""
+    model = tiny_gpt()
+    lengths = []
+    model.register_forward_pre_hook(lambda module, args: lengths.append(args[0].shape[1]))
+    stream = TokenStream(decoder(model), [1, 2, 3, 4, 5], 20, generator=torch.Generator().manual_seed(0))
+    assert len(list(stream)) == 20 and lengths == [5] + steps
+
+
+@pytest.mark.parametrize("position", ["rope", "learned"])
+def test_the_static_cache_step_gives_the_plain_cache_logits_bit_for_bit(position):
+    """StaticCacheDecoder is GPT.forward written as plain calls: the same operations, the same bits."""
+    model = tiny_gpt("fast", position)
+    plain, static = CachedDecoder(model), StaticCacheDecoder(model)
+    assert torch.equal(plain.start([1, 2, 3]), static.start([1, 2, 3]))
+    for token in [4, 5, 6, 7, 8, 9, 10, 1, 2, 3, 4, 5]:  # past the context of 8
+        assert torch.equal(plain.advance(token), static.advance(token))
+
+
+@pytest.mark.slow  # compiling takes ~10-30 s: rotary positions only, those of the presets and the shipped model
+def test_the_compiled_step_gives_the_tokens_of_generate_for_a_seed():
+    model = tiny_gpt("fast", "rope")
+    for seed in (0, 1):
+        stream = TokenStream(CompiledDecoder(model), [1, 2, 3], 40, generator=torch.Generator().manual_seed(seed))
+        assert list(stream) == generate_tokens(model, [1, 2, 3], 40, seed)
