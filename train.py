@@ -58,6 +58,7 @@ class TrainResult:
     checkpoint: str
     history: list = field(default_factory=list)  # (iteration, train loss, val loss) at each evaluation
     interrupted: str = ""  # the signal that stopped the run early ("SIGINT", "SIGTERM"), if any
+    first_step_seconds: float = 0.0  # the first step, timed apart: torch.compile works there
 
 
 # ==============================================================================================
@@ -719,7 +720,7 @@ class Run:
     def result(self, interrupted: str) -> TrainResult:
         return TrainResult(self.iter_num, self.losses["train"], self.losses["val"], self.best_val,
                            _num_params(self.model), self.tokens_per_s, time.time() - self.started, self.out,
-                           self.history, interrupted)
+                           self.history, interrupted, self.first_step_seconds)
 
 
 # ==============================================================================================

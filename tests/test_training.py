@@ -248,3 +248,20 @@ def test_max_minutes_trains_for_the_budget_with_evaluation_and_save_inside_it(sm
     assert "for 0.2 minutes of wall-clock time" in printed and f"{result.iters} steps in this run" in printed
     curve = load_checkpoint(str(tmp_path / "timed.pt"))["curve"]
     assert curve[-1]["learning_rate"] < 1e-4 + 0.25 * (3e-3 - 1e-4)  # decayed over the time (tiny: 3e-3 -> 1e-4)
+
+
+def test_tokens_per_s_is_the_steady_speed_without_the_first_step(small_corpus, tmp_path, monkeypatch):
+    """The first step is where torch.compile compiles (tens of seconds): it is timed apart, so the
+    reported speed is what the run sustains (here a 2 s first step stands in for compiling)."""
+    real_step, calls = train.train_step, []
+
+    def slow_first_step(*args):
+        calls.append(1)
+        if len(calls) == 1:
+            time.sleep(2.0)
+        return real_step(*args)
+
+    monkeypatch.setattr(train, "train_step", slow_first_step)
+    result = gpt_final_version.main(tiny_run_args(small_corpus, tmp_path / "r.pt", max_iters=20))
+    assert result.first_step_seconds >= 2.0
+    assert result.tokens_per_s >= 512 * 19 / (result.seconds - 2.0)  # the 19 later steps took at most that
