@@ -96,6 +96,20 @@ class RecomputingDecoder:
         return logits[:, -1, :]
 
 
+def _rest_of_block(x, attention_out, block, C):
+    """What follows attention in a Block, for one position: the projection back into the residual
+    stream, then the feed-forward (as Block.forward computes it, without dropout)."""
+    x = x + F.linear(attention_out.transpose(1, 2).reshape(1, 1, C), block.attn.proj.weight, block.attn.proj.bias)
+    h = F.layer_norm(x, (C,), block.ln2.weight, block.ln2.bias)
+    h = block.ffwd.activation(F.linear(h, block.ffwd.up.weight, block.ffwd.up.bias))
+    return x + F.linear(h, block.ffwd.proj.weight, block.ffwd.proj.bias)
+
+
+def _next_logits(model, x, C):
+    x = F.layer_norm(x, (C,), model.ln_f.weight, model.ln_f.bias)
+    return F.linear(x, model.lm_head.weight, model.lm_head.bias)[:, -1, :]
+
+
 class StaticCacheDecoder(CachedDecoder):
     """CachedDecoder's arithmetic with less Python around it: one step is the same operations as
     GPT.forward on one position (so the same logits, bit for bit: tests/test_engine.py), written as
@@ -159,12 +173,8 @@ class StaticCacheDecoder(CachedDecoder):
             self.keys[i, :, :, slot:slot + 1] = k
             self.values[i, :, :, slot:slot + 1] = v
             out = F.scaled_dot_product_attention(q, self.keys[i, :, :, :visible], self.values[i, :, :, :visible])
-            x = x + F.linear(out.transpose(1, 2).reshape(1, 1, C), block.attn.proj.weight, block.attn.proj.bias)
-            h = F.layer_norm(x, (C,), block.ln2.weight, block.ln2.bias)
-            h = block.ffwd.activation(F.linear(h, block.ffwd.up.weight, block.ffwd.up.bias))
-            x = x + F.linear(h, block.ffwd.proj.weight, block.ffwd.proj.bias)
-        x = F.layer_norm(x, (C,), model.ln_f.weight, model.ln_f.bias)
-        return F.linear(x, model.lm_head.weight, model.lm_head.bias)[:, -1, :]
+            x = _rest_of_block(x, out, block, C)
+        return _next_logits(model, x, C)
 
 
 class CompiledStep(torch.nn.Module):
@@ -203,12 +213,8 @@ class CompiledStep(torch.nn.Module):
             keys[i].index_copy_(2, slot, k)
             values[i].index_copy_(2, slot, v)
             out = F.scaled_dot_product_attention(q, keys[i], values[i], attn_mask=visible)
-            x = x + F.linear(out.transpose(1, 2).reshape(1, 1, C), block.attn.proj.weight, block.attn.proj.bias)
-            h = F.layer_norm(x, (C,), block.ln2.weight, block.ln2.bias)
-            h = block.ffwd.activation(F.linear(h, block.ffwd.up.weight, block.ffwd.up.bias))
-            x = x + F.linear(h, block.ffwd.proj.weight, block.ffwd.proj.bias)
-        x = F.layer_norm(x, (C,), model.ln_f.weight, model.ln_f.bias)
-        return F.linear(x, model.lm_head.weight, model.lm_head.bias)[:, -1, :]
+            x = _rest_of_block(x, out, block, C)
+        return _next_logits(model, x, C)
 
 
 def compiled_step(model):

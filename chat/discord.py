@@ -20,14 +20,7 @@ def read_discord_json(data, name: str) -> Imported:
     group = str(channel.get("type", "DirectTextChat")) != "DirectTextChat"  # server channels are groups
     title = f"{guild.get('name', '')} #{channel.get('name', '')}".strip()
     conversation = Conversation(f"discord:{channel.get('id') or name}", title, [], group)
-    for record in data["messages"]:
-        try:
-            message = _discord_message(record)
-        except MALFORMED:
-            result.malformed += 1
-            continue
-        if message:
-            conversation.messages.append(message)
+    result.add_records(conversation, data["messages"], _discord_message)
     result.conversations.append(conversation)
     return result
 

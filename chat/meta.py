@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from config import UserError
 
-from .model import MALFORMED, MEDIA_PLACEHOLDER, Conversation, Imported, Message, clean_name
+from .model import MEDIA_PLACEHOLDER, Conversation, Imported, Message, clean_name
 from .times import from_epoch
 
 
@@ -24,14 +24,7 @@ def read_messenger(data, name: str) -> Imported:
     title = fix_mojibake(str(data.get("title") or ", ".join(names)))
     key = str(data.get("thread_path") or data.get("thread_id") or f"{title}|{'|'.join(names)}")
     conversation = Conversation(f"messenger:{key}", title, [], len(names) > 2)
-    for record in data["messages"]:
-        try:
-            message = _messenger_message(record)
-        except MALFORMED:
-            result.malformed += 1
-            continue
-        if message:
-            conversation.messages.append(message)
+    result.add_records(conversation, data["messages"], _messenger_message)
     result.conversations.append(conversation)
     return result
 

@@ -52,6 +52,18 @@ class Imported:
     counts: Counter = field(default_factory=Counter)  # the app's own texts recognised, by rule
     note: str = ""  # something the user may want to know about how the file was read
 
+    def add_records(self, conversation: Conversation, records, read_record) -> None:
+        """Each JSON record read into a message of `conversation`: a malformed one is counted and
+        skipped, never fatal; one that holds no message (a service line) gives None and is dropped."""
+        for record in records:
+            try:
+                message = read_record(record)
+            except MALFORMED:
+                self.malformed += 1
+                continue
+            if message:
+                conversation.messages.append(message)
+
 
 def clean_name(name: str) -> str:
     # WhatsApp writes "~ Name" for people not in the address book and wraps phone numbers in bidi marks.

@@ -5,7 +5,7 @@ from datetime import datetime
 
 from config import UserError
 
-from .model import MALFORMED, MEDIA_PLACEHOLDER, Conversation, Imported, Message, clean_name
+from .model import MEDIA_PLACEHOLDER, Conversation, Imported, Message, clean_name
 from .times import from_epoch, naive_utc
 
 
@@ -26,14 +26,7 @@ def read_telegram(data, name: str) -> Imported:
         group = any(kind in str(chat.get("type", "")) for kind in ("group", "channel"))
         key = f"telegram:{chat['id']}" if "id" in chat else f"telegram:{name}#{index}"
         conversation = Conversation(key, str(chat.get("name") or ""), [], group)
-        for record in chat["messages"]:
-            try:
-                message = _telegram_message(record)
-            except MALFORMED:
-                result.malformed += 1
-                continue
-            if message:
-                conversation.messages.append(message)
+        result.add_records(conversation, chat["messages"], _telegram_message)
         result.conversations.append(conversation)
     return result
 
