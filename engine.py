@@ -236,8 +236,8 @@ def compiled_step(model):
     return _COMPILED_STEPS[model]
 
 
-_COMPILED_STEPS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-COMPILE_SECONDS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # for bench.py: compiling, apart
+_COMPILED_STEPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+COMPILE_SECONDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # for bench.py: compiling, apart
 
 
 class CompiledDecoder(StaticCacheDecoder):

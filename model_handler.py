@@ -103,7 +103,7 @@ class ModelHandler:
     # ------------------------------------------------------------------------------------------
     # Loading and saving
 
-    def load(self) -> "ModelHandler":
+    def load(self) -> ModelHandler:
         """Read the checkpoint (weights_only) and rebuild the model it was trained as, in eval mode."""
         self.state = load_checkpoint(self.path)
         kind = self.state.get("model_kind", "gpt")
@@ -194,7 +194,7 @@ class ModelHandler:
         return self.complete_stream(prompt, max_new_tokens, temperature, top_k, seed, deadline).completion()
 
     def reply_stream(self, message: str, history=(), max_new_tokens: int = 200, temperature: float = 0.8,
-                     top_k: int | None = None, seed: int | None = None, deadline: float | None = None) -> "TextStream":
+                     top_k: int | None = None, seed: int | None = None, deadline: float | None = None) -> TextStream:
         """My answer to `message`, laid out as in training; earlier (their, mine) turns of the
         conversation come first as context. Generation ends at the end marker."""
         if not self.is_chat_model:
@@ -205,7 +205,7 @@ class ModelHandler:
         return self._stream(context, max_new_tokens, temperature, top_k, seed, deadline, END_MARK)
 
     def complete_stream(self, prompt: str, max_new_tokens: int = 200, temperature: float = 0.8,
-                        top_k: int | None = None, seed: int | None = None, deadline: float | None = None) -> "TextStream":
+                        top_k: int | None = None, seed: int | None = None, deadline: float | None = None) -> TextStream:
         """The characters that follow `prompt` (plain text models such as the Shakespeare one)."""
         start = "\n" if "\n" in self.vocab.index else self.vocab.chars[0]  # for an empty prompt
         return self._stream(prompt or start, max_new_tokens, temperature, top_k, seed, deadline, None)
@@ -223,7 +223,7 @@ class ModelHandler:
         self.compiled_decoding = True
         return f"compiled the decode step in {time.perf_counter() - started:.1f}s"
 
-    def _stream(self, context, max_new_tokens, temperature, top_k, seed, deadline, stop) -> "TextStream":
+    def _stream(self, context, max_new_tokens, temperature, top_k, seed, deadline, stop) -> TextStream:
         """The engine's tokens after `context` as text. The model sees at most block_size characters
         of context, which also bounds the cost of a long conversation."""
         ids = self.encode_prompt(context[-self.model.config.block_size:])[0].tolist()

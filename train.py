@@ -527,7 +527,7 @@ class Run:
 
     @classmethod
     def start(cls, model, model_cfg, cfg, dataset, device, kind, preset, changed, state, processes,
-              facts: devices.DeviceFacts, precision: devices.DtypeChoice) -> "Run":
+              facts: devices.DeviceFacts, precision: devices.DtypeChoice) -> Run:
         """Move the model to its device and build what trains it; with a checkpoint, put the
         optimizer, the iteration, the random streams and the loss curve back where they were."""
         devices.set_tf32(devices.use_tf32(precision.dtype, facts))  # --dtype=float32 stays float32
