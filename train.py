@@ -85,29 +85,25 @@ class Processes:
         """The mean of a number over all processes (every process gets it)."""
         if not self.distributed:
             return value
-        return self._all_reduce(value, dist.ReduceOp.SUM) / self.world_size
+        return self._all_reduce([value], dist.ReduceOp.SUM)[0] / self.world_size
 
     def agree(self, values: list[float]) -> list[float]:
         """The largest of each value over all processes, on every process: flags (stop now?) and
         clocks (how long has the run taken?) then lead every process to the same decision."""
         if not self.distributed:
             return values
-        tensor = torch.tensor(values, dtype=torch.float64)
-        if self.backend == "nccl":
-            tensor = tensor.cuda()
-        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
-        return tensor.tolist()
+        return self._all_reduce(values, dist.ReduceOp.MAX)
 
     def wait_for_all(self) -> None:
         if self.distributed:
             dist.barrier()
 
-    def _all_reduce(self, value: float, op) -> float:
-        tensor = torch.tensor([value], dtype=torch.float64)
+    def _all_reduce(self, values: list[float], op) -> list[float]:
+        tensor = torch.tensor(values, dtype=torch.float64)
         if self.backend == "nccl":
             tensor = tensor.cuda()
         dist.all_reduce(tensor, op=op)
-        return tensor.item()
+        return tensor.tolist()
 
 
 def start_processes(requested_device: str) -> tuple[Processes, str]:
