@@ -179,9 +179,14 @@ class StaticCacheDecoder(CachedDecoder):
 
 class CompiledStep(torch.nn.Module):
     """StaticCacheDecoder's step as one graph for torch.compile (gpt-fast's way): the position is a
-    tensor, the cache is written with index_copy_ and attention sees every slot through a mask of
-    those filled, so one compiled graph serves every position. Rotary angles come from a table
-    computed eagerly (indexing it inside the graph gives exactly the eager values)."""
+    tensor, so one compiled graph serves every position. The graph only reads the cache: it attends
+    to the filled slots (less the one the new position overwrites) and to the new key, and returns
+    the new keys and values, which the caller writes into the ring with one copy each. A graph that
+    wrote into its inputs would make inductor copy the whole cache in and out at every step (a third
+    of the step on a CPU). Attention is spelt out (scores, softmax, weighted sum) so inductor fuses
+    it: the library's kernel costs more to call than a one-query attention costs to compute.
+    Rotary angles come from a table computed eagerly (indexing it inside the graph gives exactly the
+    eager values)."""
 
     TABLE = 16384  # rotary positions in the table; a longer generation goes on with the eager step
 
@@ -196,25 +201,36 @@ class CompiledStep(torch.nn.Module):
         self.register_buffer("slots", torch.arange(c.block_size, device=weights.device), persistent=False)
 
     def forward(self, token, position, keys, values):
-        """token, position: (1,) long tensors; keys, values (L, 1, H, W, hs) are updated in place."""
+        """token, position: (1,) long tensors; keys, values (L, 1, H, W, hs), only read.
+        Returns the next logits (1, V) and this position's keys and values, each (L, 1, H, 1, hs)."""
         model, C, H, hs = self.model, self.model.config.n_embd, self.heads, self.head_size
-        slot = position % self.window
-        visible = (self.slots <= position).view(1, 1, 1, self.window)  # filled slots (all, once the ring is full)
+        earlier = (self.slots <= position - 1) & (self.slots != position % self.window)  # what stays in the window
         x = model.token_embedding.weight[token].view(1, 1, C)
         if model.config.position == "learned":
             x = x + model.position_embedding.weight[position]
         else:
             cos, sin = self.cos[position], self.sin[position]
+        new_keys, new_values = [], []
         for i, block in enumerate(model.blocks):
             h = F.layer_norm(x, (C,), block.ln1.weight, block.ln1.bias)
             q, k, v = F.linear(h, block.attn.qkv.weight).view(1, 1, 3, H, hs).transpose(1, 3).unbind(2)
             if model.config.position == "rope":
                 q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-            keys[i].index_copy_(2, slot, k)
-            values[i].index_copy_(2, slot, v)
-            out = F.scaled_dot_product_attention(q, keys[i], values[i], attn_mask=visible)
+            out = _attend_one(q, k, v, keys[i], values[i], earlier, hs)
+            new_keys.append(k)
+            new_values.append(v)
             x = _rest_of_block(x, out, block, C)
-        return _next_logits(model, x, C)
+        return _next_logits(model, x, C), torch.stack(new_keys), torch.stack(new_values)
+
+
+def _attend_one(q, k, v, keys, values, earlier, head_size):
+    """One query's attention over the cached keys in `earlier` and its own key: (1, H, 1, hs)."""
+    scale = head_size ** -0.5
+    cached = (q @ keys.transpose(-2, -1)) * scale  # (1, H, 1, W)
+    cached = cached.masked_fill(~earlier, float("-inf"))
+    own = (q * k).sum(-1, keepdim=True) * scale  # (1, H, 1, 1)
+    weights = torch.softmax(torch.cat((cached, own), dim=-1), dim=-1)
+    return weights[..., :-1] @ values + weights[..., -1:] * v
 
 
 def compiled_step(model):
@@ -252,8 +268,12 @@ class CompiledDecoder(StaticCacheDecoder):
         if position >= CompiledStep.TABLE:
             return super()._step(token, position)
         device = self.keys.device
-        return self.step(torch.tensor([token], device=device), torch.tensor([position], device=device),
-                         self.keys, self.values)
+        logits, new_keys, new_values = self.step(torch.tensor([token], device=device),
+                                                 torch.tensor([position], device=device), self.keys, self.values)
+        slot = position % self.window
+        self.keys[:, :, :, slot:slot + 1] = new_keys
+        self.values[:, :, :, slot:slot + 1] = new_values
+        return logits
 
 
 def decoder_for(model, use_cache: bool = True, fast: bool = True, compiled: bool = False):
