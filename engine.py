@@ -22,6 +22,9 @@ A decoder turns ids into the logits of the next one:
 """
 from __future__ import annotations
 
+import collections
+import queue
+import threading
 import time
 import weakref
 from typing import Iterator
@@ -97,9 +100,10 @@ class RecomputingDecoder:
 
 
 def _rest_of_block(x, attention_out, block, C):
-    """What follows attention in a Block, for one position: the projection back into the residual
-    stream, then the feed-forward (as Block.forward computes it, without dropout)."""
-    x = x + F.linear(attention_out.transpose(1, 2).reshape(1, 1, C), block.attn.proj.weight, block.attn.proj.bias)
+    """What follows attention in a Block, for one position of each of B rows: the projection back
+    into the residual stream, then the feed-forward (as Block.forward computes it, without dropout)."""
+    rows = x.shape[0]
+    x = x + F.linear(attention_out.transpose(1, 2).reshape(rows, 1, C), block.attn.proj.weight, block.attn.proj.bias)
     h = F.layer_norm(x, (C,), block.ln2.weight, block.ln2.bias)
     h = block.ffwd.activation(F.linear(h, block.ffwd.up.weight, block.ffwd.up.bias))
     return x + F.linear(h, block.ffwd.proj.weight, block.ffwd.proj.bias)
@@ -178,15 +182,16 @@ class StaticCacheDecoder(CachedDecoder):
 
 
 class CompiledStep(torch.nn.Module):
-    """StaticCacheDecoder's step as one graph for torch.compile (gpt-fast's way): the position is a
-    tensor, so one compiled graph serves every position. The graph only reads the cache: it attends
-    to the filled slots (less the one the new position overwrites) and to the new key, and returns
-    the new keys and values, which the caller writes into the ring with one copy each. A graph that
-    wrote into its inputs would make inductor copy the whole cache in and out at every step (a third
-    of the step on a CPU). Attention is spelt out (scores, softmax, weighted sum) so inductor fuses
-    it: the library's kernel costs more to call than a one-query attention costs to compute.
-    Rotary angles come from a table computed eagerly (indexing it inside the graph gives exactly the
-    eager values)."""
+    """StaticCacheDecoder's step for B rows at once (B replies, each at its own position), as one
+    graph for torch.compile (gpt-fast's way): tokens and positions are tensors, so one compiled graph
+    serves every position. The graph only reads the cache: each row attends to its filled slots (less
+    the one its new position overwrites) and to its new key, and the step returns the new keys and
+    values, which the caller writes into the ring. A graph that wrote into its inputs would make
+    inductor copy the whole cache in and out at every step (a third of the step on a CPU). Attention
+    is spelt out (scores, softmax, weighted sum) so inductor fuses it: the library's kernel costs
+    more to call than one query's attention costs to compute. Rotary angles come from a table
+    computed eagerly (indexing it inside the graph gives exactly the eager values). Uncompiled, the
+    same module is the batched engine's eager step."""
 
     TABLE = 16384  # rotary positions in the table; a longer generation goes on with the eager step
 
@@ -200,20 +205,22 @@ class CompiledStep(torch.nn.Module):
         self.register_buffer("sin", sin, persistent=False)
         self.register_buffer("slots", torch.arange(c.block_size, device=weights.device), persistent=False)
 
-    def forward(self, token, position, keys, values):
-        """token, position: (1,) long tensors; keys, values (L, 1, H, W, hs), only read.
-        Returns the next logits (1, V) and this position's keys and values, each (L, 1, H, 1, hs)."""
+    def forward(self, tokens, positions, keys, values):
+        """tokens, positions: (B,) long tensors; keys, values (L, B, H, W, hs), only read.
+        Returns the next logits (B, V) and each row's new keys and values, (L, B, H, 1, hs) each."""
         model, C, H, hs = self.model, self.model.config.n_embd, self.heads, self.head_size
-        earlier = (self.slots <= position - 1) & (self.slots != position % self.window)  # what stays in the window
-        x = model.token_embedding.weight[token].view(1, 1, C)
+        rows = tokens.shape[0]
+        earlier = (self.slots <= positions[:, None] - 1) & (self.slots != positions[:, None] % self.window)
+        earlier = earlier.view(rows, 1, 1, self.window)  # the slots each row still sees
+        x = model.token_embedding.weight[tokens].view(rows, 1, C)
         if model.config.position == "learned":
-            x = x + model.position_embedding.weight[position]
+            x = x + model.position_embedding.weight[positions].view(rows, 1, C)
         else:
-            cos, sin = self.cos[position], self.sin[position]
+            cos, sin = self.cos[positions].view(rows, 1, 1, -1), self.sin[positions].view(rows, 1, 1, -1)
         new_keys, new_values = [], []
         for i, block in enumerate(model.blocks):
             h = F.layer_norm(x, (C,), block.ln1.weight, block.ln1.bias)
-            q, k, v = F.linear(h, block.attn.qkv.weight).view(1, 1, 3, H, hs).transpose(1, 3).unbind(2)
+            q, k, v = F.linear(h, block.attn.qkv.weight).view(rows, 1, 3, H, hs).transpose(1, 3).unbind(2)
             if model.config.position == "rope":
                 q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
             out = _attend_one(q, k, v, keys[i], values[i], earlier, hs)
@@ -224,36 +231,35 @@ class CompiledStep(torch.nn.Module):
 
 
 def _attend_one(q, k, v, keys, values, earlier, head_size):
-    """One query's attention over the cached keys in `earlier` and its own key: (1, H, 1, hs)."""
+    """Each row's one query attends to its cached keys in `earlier` and to its own key: (B, H, 1, hs)."""
     scale = head_size ** -0.5
-    cached = (q @ keys.transpose(-2, -1)) * scale  # (1, H, 1, W)
+    cached = (q @ keys.transpose(-2, -1)) * scale  # (B, H, 1, W)
     cached = cached.masked_fill(~earlier, float("-inf"))
-    own = (q * k).sum(-1, keepdim=True) * scale  # (1, H, 1, 1)
+    own = (q * k).sum(-1, keepdim=True) * scale  # (B, H, 1, 1)
     weights = torch.softmax(torch.cat((cached, own), dim=-1), dim=-1)
     return weights[..., :-1] @ values + weights[..., -1:] * v
 
 
-def compiled_step(model):
-    """The model's CompiledStep under torch.compile, compiled once per model (seconds to a minute)
-    by a first call here. Inductor's freezing folds the weights in as constants (so later changes
-    to them are not seen: for serving, not training) and max_autotune lets it use its own C++
-    matmul kernels where they beat the library's; on a 2-core CPU the two together halve a step,
-    either alone does nothing. Freezing is read from the global config, so it is set only here."""
-    if model not in _COMPILED_STEPS:  # not an attribute of the model: it would become a submodule
-        started = time.perf_counter()
+def compiled_step(model, rows: int = 1):
+    """The model's CompiledStep for `rows` rows under torch.compile, compiled once per model and
+    row count (seconds to a minute) by a first call here. Inductor's freezing folds the weights in
+    as constants (so later changes to them are not seen: for serving, not training) and
+    max_autotune lets it use its own C++ matmul kernels where they beat the library's; on a 2-core
+    CPU the two together halve a step, either alone does nothing. Freezing is read from the global
+    config, so it is set only here."""
+    steps = _COMPILED_STEPS.setdefault(model, {})  # not an attribute of the model: it would become a submodule
+    if rows not in steps:
         step = torch.compile(CompiledStep(model).eval(), fullgraph=True, dynamic=False, options={"max_autotune": True})
         c, weights = model.config, next(model.parameters())
-        cache = weights.new_zeros(c.n_layer, 1, c.n_head, c.block_size, c.n_embd // c.n_head)
-        token, position = (torch.zeros(1, dtype=torch.long, device=weights.device) for _ in range(2))
+        cache = weights.new_zeros(c.n_layer, rows, c.n_head, c.block_size, c.n_embd // c.n_head)
+        tokens, positions = (torch.zeros(rows, dtype=torch.long, device=weights.device) for _ in range(2))
         with torch.no_grad(), torch._inductor.config.patch(freezing=True):
-            step(token, position, cache, cache.clone())  # separate tensors: aliases would be guarded on
-        _COMPILED_STEPS[model] = step
-        COMPILE_SECONDS[model] = time.perf_counter() - started
-    return _COMPILED_STEPS[model]
+            step(tokens, positions, cache, cache.clone())  # separate tensors: aliases would be guarded on
+        steps[rows] = step
+    return steps[rows]
 
 
-_COMPILED_STEPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-COMPILE_SECONDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # for bench.py: compiling, apart
+_COMPILED_STEPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {rows: compiled step}
 
 
 class CompiledDecoder(StaticCacheDecoder):
@@ -276,11 +282,15 @@ class CompiledDecoder(StaticCacheDecoder):
         return logits
 
 
+def has_kv_cache(model) -> bool:
+    """A GPT on the fast path keeps keys and values (not per-Head attention, not the bigram)."""
+    return getattr(model.config, "attention", None) == "fast" and hasattr(model, "blocks")
+
+
 def decoder_for(model, use_cache: bool = True, fast: bool = True, compiled: bool = False):
     """The decoder for `model`: where it has a KV cache (a GPT on the fast path) the static-cache one
     (fast=True) or the plain cached one, else recomputing."""
-    has_cache = getattr(model.config, "attention", None) == "fast" and hasattr(model, "blocks")
-    if not (use_cache and has_cache):
+    if not (use_cache and has_kv_cache(model)):
         return RecomputingDecoder(model)
     if compiled:
         return CompiledDecoder(model)
@@ -312,3 +322,188 @@ class TokenStream:
                 break
             logits = self.decoder.advance(token)
         self.finish_reason = "length"
+
+
+# ----------------------------------------------------------------------------------------------
+# Several replies at once: continuous batching
+
+
+class BatchedRows:
+    """R replies decoded together: one cache of R rows (a row is one reply's ring of keys and
+    values) and one step for all rows. A reply's prompt is read on its own (CachedDecoder: the
+    model's forward into a KVCache, copied into the reply's row); then every step feeds each reply
+    one position through CompiledStep, compiled or eager. Rows without a reply compute too (their
+    results are dropped): on a CPU a step costs its operations' overhead, nearly the same for 1 row
+    as for 16, and a fixed row count keeps one compiled graph. A learned-position reply that has
+    outgrown block_size is recomputed on its own, as CachedDecoder does (every position shifts)."""
+
+    def __init__(self, model, rows: int, compiled: bool = False):
+        c, weights = model.config, next(model.parameters())
+        self.model, self.config, self.rows, self.window = model, c, rows, c.block_size
+        shape = (c.n_layer, rows, c.n_head, c.block_size, c.n_embd // c.n_head)
+        self.keys, self.values = weights.new_zeros(shape), weights.new_zeros(shape)
+        self.step = compiled_step(model, rows) if compiled else CompiledStep(model).eval()
+        self.readers: dict[int, CachedDecoder] = {}  # row -> the reply's own decoder: its prompt, length, context
+        self.device = weights.device
+
+    @torch.no_grad()
+    def start(self, row: int, ids: list[int]) -> torch.Tensor:
+        """Read a reply's prompt into `row`; the logits (1, V) of the id after it."""
+        reader = self.readers[row] = CachedDecoder(self.model)
+        logits = reader.start(ids)
+        for i, layer in enumerate(reader.cache.layers):
+            filled = min(layer.length, self.window)
+            self.keys[i, row, :, :filled] = layer.k[0, :, :filled]
+            self.values[i, row, :, :filled] = layer.v[0, :, :filled]
+        return logits
+
+    def release(self, row: int) -> None:
+        self.readers.pop(row, None)
+
+    @torch.no_grad()
+    def advance(self, tokens: dict[int, int]) -> dict[int, torch.Tensor]:
+        """Feed each row in `tokens` its next id, all in one step; the logits (1, V) of each row's next."""
+        batched, logits = {}, {}
+        for row, token in tokens.items():
+            reader = self.readers[row]
+            position = reader.length
+            reader.length += 1
+            reader.context = (reader.context + [token])[-self.window:]
+            if self.config.position == "learned" and reader.length > self.window:
+                reader.cache = KVCache(self.config)  # every position shifts: recompute the window, as CachedDecoder
+                logits[row] = reader._logits(reader.context)
+            elif position >= CompiledStep.TABLE:
+                raise ValueError(f"a reply of more than {CompiledStep.TABLE} positions is beyond the rotary table")
+            else:
+                batched[row] = (token, position)
+        if batched:
+            logits.update(self._step(batched))
+        return logits
+
+    def _step(self, batched: dict[int, tuple[int, int]]) -> dict[int, torch.Tensor]:
+        rows = torch.tensor(list(batched), dtype=torch.long)
+        tokens, positions = torch.zeros(self.rows, dtype=torch.long), torch.zeros(self.rows, dtype=torch.long)
+        tokens[rows] = torch.tensor([token for token, _ in batched.values()])
+        positions[rows] = torch.tensor([position for _, position in batched.values()])
+        slots = (positions[rows] % self.window).to(self.device)
+        out, new_keys, new_values = self.step(tokens.to(self.device), positions.to(self.device), self.keys, self.values)
+        rows = rows.to(self.device)
+        self.keys[:, rows, :, slots] = new_keys[:, rows, :, 0].transpose(0, 1)  # each row's into its own slot: (rows, L, H, hs)
+        self.values[:, rows, :, slots] = new_values[:, rows, :, 0].transpose(0, 1)
+        return {row: out[row:row + 1] for row in batched}
+
+
+class BatchedStream:
+    """A reply decoded by a Batcher: iterating gives its ids as they are sampled, as TokenStream's
+    do (same stop token, max_new_tokens and deadline rules, same finish_reason). Leaving the loop
+    early (a client gone) frees its row at the batch's next step."""
+
+    def __init__(self, prompt_ids, max_new_tokens, temperature, top_k, generator, stop_token, deadline):
+        self.prompt_ids, self.max_new_tokens, self.temperature, self.top_k = prompt_ids, max_new_tokens, temperature, top_k
+        self.generator, self.stop_token, self.deadline = generator, stop_token, deadline
+        self.finish_reason: str | None = None
+        self.made, self.last = 0, None  # ids sampled so far, and the last one (fed at the next step)
+        self.cancelled = False
+        self._ids: queue.SimpleQueue = queue.SimpleQueue()
+
+    def __iter__(self) -> Iterator[int]:
+        try:
+            while True:
+                item = self._ids.get()
+                if item is _END:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            self.cancelled = True  # a no-op when it ended; otherwise the batch drops it
+
+    def _finish(self, reason: str) -> None:
+        self.finish_reason = reason
+        self._ids.put(_END)
+
+
+_END = object()  # the end of a BatchedStream's ids
+
+
+class Batcher:
+    """Continuous batching: one thread decodes every reply in progress, one step for all of them. A
+    new reply's prompt is read between two steps and it joins at the next; a finished one leaves and
+    its row takes the next waiting reply. Each reply samples from its own logits with its own
+    generator, so its ids are the ones a lone TokenStream would give for its seed (to float rounding
+    in the batched matmuls: tests/test_engine.py)."""
+
+    def __init__(self, model, rows: int, compiled: bool = False):
+        self.batch = BatchedRows(model, rows, compiled)
+        self.waiting: collections.deque[BatchedStream] = collections.deque()
+        self.running: dict[int, BatchedStream] = {}  # row -> reply
+        self.wake = threading.Condition()
+        self.steps = 0  # batched steps taken (tests and bench.py read it)
+        self.closed = False
+        threading.Thread(target=self._loop, name="batcher", daemon=True).start()
+
+    def submit(self, prompt_ids: list[int], max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
+               generator: torch.Generator | None = None, stop_token: int | None = None,
+               deadline: float | None = None) -> BatchedStream:
+        stream = BatchedStream(prompt_ids, max_new_tokens, temperature, top_k, generator, stop_token, deadline)
+        with self.wake:
+            self.waiting.append(stream)
+            self.wake.notify()
+        return stream
+
+    def close(self) -> None:
+        """Stop the thread once the replies in progress are done (they are not cut short)."""
+        with self.wake:
+            self.closed = True
+            self.wake.notify()
+
+    def _loop(self) -> None:
+        while True:
+            with self.wake:
+                self.wake.wait_for(lambda: self.waiting or self.running or self.closed)
+                if self.closed and not self.running:
+                    return
+                joining = self._take_rows()
+            try:
+                for row, stream in joining:
+                    self._sample(row, stream, self.batch.start(row, stream.prompt_ids))
+                tokens = {row: stream.last for row, stream in self.running.items()}  # the joined too: at this step
+                if tokens:
+                    for row, logits in self.batch.advance(tokens).items():
+                        self._sample(row, self.running[row], logits)
+                    self.steps += 1
+            except Exception as error:  # noqa: BLE001 - every reply in progress hears of it, the loop goes on
+                for row, stream in list(self.running.items()):
+                    stream._ids.put(error)
+                    self._leave(row, "error")
+
+    def _take_rows(self) -> list[tuple[int, BatchedStream]]:
+        """Give free rows to waiting replies (not to those whose reader already left)."""
+        free = [row for row in range(self.batch.rows) if row not in self.running]
+        joining = []
+        while free and self.waiting:
+            stream = self.waiting.popleft()
+            if not stream.cancelled:
+                row = free.pop(0)
+                self.running[row] = stream
+                joining.append((row, stream))
+        return joining
+
+    def _sample(self, row: int, stream: BatchedStream, logits: torch.Tensor) -> None:
+        """The reply's next id from its logits, with TokenStream's rules for when it ends."""
+        if stream.cancelled:
+            return self._leave(row, "cancelled")
+        if stream.max_new_tokens < 1:
+            return self._leave(row, "length")
+        token = int(sample_next(logits, stream.temperature, stream.top_k or None, stream.generator)[0, 0])
+        if token == stream.stop_token:
+            return self._leave(row, "stop")
+        stream._ids.put(token)
+        stream.made, stream.last = stream.made + 1, token
+        if stream.made == stream.max_new_tokens or (stream.deadline is not None and time.monotonic() > stream.deadline):
+            self._leave(row, "length")
+
+    def _leave(self, row: int, reason: str) -> None:
+        stream = self.running.pop(row)
+        self.batch.release(row)
+        stream._finish(reason)

@@ -30,7 +30,7 @@ from bigram import BigramLanguageModel
 from checkpoint import load_checkpoint, load_weights, save_checkpoint
 from config import GPTConfig, SampleConfig, UserError, apply, choose_device, help_text, parse_args, run_cli
 from corpus import END_MARK, INPUT_MARK, MARKERS, OUTPUT_MARK, CharVocab, seeded_generator
-from engine import StaticCacheDecoder, TokenStream, compiled_step, decoder_for
+from engine import Batcher, TokenStream, compiled_step, decoder_for, has_kv_cache
 from gpt_final_version import GPT
 
 MODEL_KINDS = {"gpt": GPT, "bigram": BigramLanguageModel}
@@ -99,6 +99,7 @@ class ModelHandler:
         self.vocab: CharVocab | None = None
         self.state: dict | None = None
         self.compiled_decoding = False  # replies use the compiled decode step (compile_decoding)
+        self.batcher: Batcher | None = None  # replies join one continuous batch (start_batching; serve.py)
 
     # ------------------------------------------------------------------------------------------
     # Loading and saving
@@ -212,23 +213,53 @@ class ModelHandler:
 
     def compile_decoding(self) -> str:
         """Compile the engine's decode step now (not during the first reply); a line saying what happened."""
-        self._require_loaded()
-        decoder = decoder_for(self.model)
-        if not isinstance(decoder, StaticCacheDecoder):
-            return f"note: {self.name} has no KV cache (per-Head attention or a bigram): replies stay uncompiled"
-        if self.device.split(":")[0] not in ("cpu", "cuda"):
-            return f"note: the compiled decode step is for cpu and cuda, not {self.device}: replies stay uncompiled"
+        refusal = self._no_compiled_step()
+        if refusal:
+            return refusal
         started = time.perf_counter()
         compiled_step(self.model)
         self.compiled_decoding = True
         return f"compiled the decode step in {time.perf_counter() - started:.1f}s"
 
+    def start_batching(self, rows: int, compiled: bool = False) -> str:
+        """From now on decode every reply in one continuous batch of up to `rows` replies (serve.py:
+        many people at once cost little more than one); with `compiled`, the batch's step is compiled
+        now. A line saying what happened."""
+        if not self.has_kv_cache:
+            return (f"note: {self.name} has no KV cache (per-Head attention or a bigram): replies are decoded "
+                    "side by side, not batched" + (", and uncompiled" if compiled else ""))
+        refusal = self._no_compiled_step() if compiled else None
+        started = time.perf_counter()
+        self.batcher = Batcher(self.model, rows, compiled=compiled and not refusal)
+        said = f"decoding up to {rows} replies at once in one batch"
+        if compiled and not refusal:
+            said += f"; compiled its step in {time.perf_counter() - started:.1f}s"
+        return said + (f"\n{refusal}" if refusal else "")
+
+    @property
+    def has_kv_cache(self) -> bool:
+        """A GPT on the fast path (not per-Head attention, not a bigram): what batching and compiling need."""
+        self._require_loaded()
+        return has_kv_cache(self.model)
+
+    def _no_compiled_step(self) -> str | None:
+        """Why this model's decode step cannot be compiled here, or None."""
+        if not self.has_kv_cache:
+            return f"note: {self.name} has no KV cache (per-Head attention or a bigram): replies stay uncompiled"
+        if self.device.split(":")[0] not in ("cpu", "cuda"):
+            return f"note: the compiled decode step is for cpu and cuda, not {self.device}: replies stay uncompiled"
+        return None
+
     def _stream(self, context, max_new_tokens, temperature, top_k, seed, deadline, stop) -> TextStream:
         """The engine's tokens after `context` as text. The model sees at most block_size characters
         of context, which also bounds the cost of a long conversation."""
         ids = self.encode_prompt(context[-self.model.config.block_size:])[0].tolist()
-        tokens = TokenStream(decoder_for(self.model, compiled=self.compiled_decoding), ids, max_new_tokens, temperature, top_k, seeded_generator(seed),
-                             None if stop is None else self.vocab.index[stop], deadline)
+        stop_token = None if stop is None else self.vocab.index[stop]
+        if self.batcher is not None:
+            tokens = self.batcher.submit(ids, max_new_tokens, temperature, top_k, seeded_generator(seed), stop_token, deadline)
+        else:
+            tokens = TokenStream(decoder_for(self.model, compiled=self.compiled_decoding), ids, max_new_tokens,
+                                 temperature, top_k, seeded_generator(seed), stop_token, deadline)
         return TextStream(tokens, self.vocab, len(ids))
 
     def chat(self, options: SampleConfig, lines=None, write=print) -> list[tuple[str, str]]:
