@@ -464,17 +464,26 @@ class Batcher:
                 if self.closed and not self.running:
                     return
                 joining = self._take_rows()
-            try:
-                for row, stream in joining:
-                    self._sample(row, stream, self.batch.start(row, stream.prompt_ids))
-                tokens = {row: stream.last for row, stream in self.running.items()}  # the joined too: at this step
-                if tokens:
-                    for row, logits in self.batch.advance(tokens).items():
-                        self._sample(row, self.running[row], logits)
-                    self.steps += 1
-            except Exception as error:  # noqa: BLE001 - every reply in progress hears of it, the loop goes on
-                for row, stream in list(self.running.items()):
-                    stream._ids.put(error)
+            for row, stream in joining:
+                self._guarded(lambda: self._sample(row, stream, self.batch.start(row, stream.prompt_ids)), [row])
+            tokens = {row: stream.last for row, stream in self.running.items()}  # the joined too: at this step
+            if tokens:
+                self._guarded(lambda: self._advance(tokens), list(tokens))
+
+    def _advance(self, tokens: dict[int, int]) -> None:
+        for row, logits in self.batch.advance(tokens).items():
+            self._sample(row, self.running[row], logits)
+        self.steps += 1
+
+    def _guarded(self, work, rows: list[int]) -> None:
+        """Do `work`; if it fails, the replies of `rows` end with its error (their readers raise it)
+        and the loop goes on for everyone else."""
+        try:
+            work()
+        except Exception as error:  # noqa: BLE001 - handed to the readers concerned
+            for row in rows:
+                if row in self.running:
+                    self.running[row]._ids.put(error)
                     self._leave(row, "error")
 
     def _take_rows(self) -> list[tuple[int, BatchedStream]]:

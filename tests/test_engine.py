@@ -4,6 +4,7 @@ lecture's per-Head path (which recomputes), and for the bigram; it stops at the 
 max_new_tokens and at the deadline."""
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -11,7 +12,7 @@ import torch
 
 from bigram import BigramLanguageModel
 from config import GPTConfig
-from engine import CachedDecoder, CompiledDecoder, RecomputingDecoder, StaticCacheDecoder, TokenStream, decoder_for
+from engine import Batcher, CachedDecoder, CompiledDecoder, RecomputingDecoder, StaticCacheDecoder, TokenStream, decoder_for
 from gpt_final_version import GPT
 
 VOCAB = 11
@@ -97,3 +98,88 @@ def test_the_compiled_step_gives_the_tokens_of_generate_for_a_seed():
     for seed in (0, 1):
         stream = TokenStream(CompiledDecoder(model), [1, 2, 3], 40, generator=torch.Generator().manual_seed(seed))
         assert list(stream) == generate_tokens(model, [1, 2, 3], 40, seed)
+
+
+# ----------------------------------------------------------------------------------------------
+# Continuous batching: many replies, one step for all
+
+
+def batched_tokens(batcher, prompts, new, **options):
+    streams = [batcher.submit(prompt, new, generator=torch.Generator().manual_seed(seed), **options)
+               for seed, prompt in enumerate(prompts)]
+    results = [None] * len(streams)
+
+    def read(i):  # each reply read by its own thread, as the server's request threads do
+        results[i] = list(streams[i])
+
+    threads = [threading.Thread(target=read, args=(i,)) for i in range(len(streams))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return results, [stream.finish_reason for stream in streams]
+
+
+PROMPTS = [[1, 2, 3], [4], [5, 6, 7, 8, 9, 10, 1, 2, 3, 4], [2, 2], [3, 1, 4, 1, 5]]  # one longer than the context of 8
+
+
+@pytest.mark.parametrize("position", ["rope", "learned"])
+def test_batched_replies_get_the_tokens_each_would_get_alone(position):
+    """Five replies through three rows (two wait, then take the rows of those that finish), each far
+    past the context: every reply is what GPT.generate gives for its seed, and the batch took far
+    fewer steps than the replies have tokens."""
+    model = tiny_gpt("fast", position)
+    batcher = Batcher(model, rows=3)
+    try:
+        tokens, finished = batched_tokens(batcher, PROMPTS, 30)
+    finally:
+        batcher.close()
+    assert tokens == [generate_tokens(model, prompt, 30, seed) for seed, prompt in enumerate(PROMPTS)]
+    assert finished == ["length"] * 5
+    assert batcher.steps < 5 * 30 / 2  # batched: about two rounds of 30 steps, not 150
+
+
+def test_a_batched_reply_ends_at_its_stop_token_and_its_row_is_reused():
+    model = tiny_gpt()
+    free = generate_tokens(model, [1], 40, seed=0)
+    stop = free[5]
+    batcher = Batcher(model, rows=1)
+    try:
+        (stopped, after), finished = batched_tokens(batcher, [[1], [1]], 40, stop_token=stop)
+    finally:
+        batcher.close()
+    assert stopped == free[:free.index(stop)] and finished[0] == "stop"
+    assert after == generate_tokens(model, [1], 40, seed=1, stop_token=stop)[:len(after)] and finished[1] in ("stop", "length")
+
+
+def test_a_reader_that_leaves_frees_its_row_and_a_bad_prompt_fails_only_its_reply():
+    model = tiny_gpt()
+    batcher = Batcher(model, rows=1)
+    try:
+        first = iter(batcher.submit([1, 2], 1000, generator=torch.Generator().manual_seed(0)))
+        next(first)
+        first.close()  # the reader is gone (a client that hung up): the row must not decode 1000 ids
+        tokens, finished = batched_tokens(batcher, [[3]], 12)
+    finally:
+        batcher.close()
+    assert tokens == [generate_tokens(model, [3], 12, seed=0)] and finished == ["length"]
+    assert batcher.steps < 1000
+    batcher = Batcher(model, rows=2)
+    try:
+        running = iter(batcher.submit([3], 40, generator=torch.Generator().manual_seed(0)))
+        first_token = next(running)
+        bad = batcher.submit([VOCAB + 5], 10)  # an id outside the vocabulary joins while the other decodes
+        with pytest.raises(IndexError):
+            list(bad)
+        assert [first_token, *running] == generate_tokens(model, [3], 40, seed=0)
+    finally:
+        batcher.close()
+
+
+def test_a_batched_reply_stops_at_its_deadline_with_at_least_one_token():
+    batcher = Batcher(tiny_gpt(), rows=2)
+    try:
+        stream = batcher.submit([1], 50, deadline=time.monotonic() - 1)
+        assert len(list(stream)) == 1 and stream.finish_reason == "length"
+    finally:
+        batcher.close()

@@ -178,27 +178,48 @@ def test_a_text_model_reads_what_it_can_and_the_stream_says_what_it_left_out(tex
     connection.close()
 
 
+def ask_at_once(running: "Server", requests: list[dict]) -> list:
+    """Send every request at the same time, each from its own thread; the (status, body) of each."""
+    answers = [None] * len(requests)
+
+    def ask(i):
+        answers[i] = running.post("/generate", requests[i])
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(requests))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    return answers
+
+
 def test_a_compiled_server_gives_the_same_answers(chat_model, server):
     """--compile=true compiles the decode step at start-up; replies are the same for a seed."""
     compiled = Server(chat_model, "--compile=true", "--concurrency=2")
     try:
         requests = [{"text": text, "max_new_tokens": 30, "seed": seed}
                     for text in ("what time?", "lunch tomorrow?") for seed in (1, 2)]
-        answers = [None] * len(requests)
-
-        def ask(i):  # two at a time: the compiled step is shared by the generation threads
-            answers[i] = compiled.post("/generate", requests[i])
-
-        threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(requests))]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=120)
+        answers = ask_at_once(compiled, requests)  # two rows: the compiled batch step serves both at once
     finally:
         log = compiled.stop()
     for request, (status, body) in zip(requests, answers):
         assert status == 200 and body["response"] == server.post("/generate", request)[1]["response"]
     assert "Traceback" not in log
+
+
+def test_replies_decoded_in_one_batch_are_those_of_replies_decoded_alone(chat_model, server):
+    """The default server decodes the replies in progress together (continuous batching); with
+    --batching=false each reply has a thread of its own. For a seed, the same words either way."""
+    requests = [{"text": text, "max_new_tokens": 40, "seed": seed}
+                for text in ("what time?", "lunch tomorrow?", "Vens hoje?? Somos 5 🍷") for seed in (1, 2, 3)]
+    alone = Server(chat_model, "--batching=false", "--concurrency=2")
+    try:
+        unbatched = ask_at_once(alone, requests)
+    finally:
+        alone.stop()
+    batched = ask_at_once(server, requests)
+    assert all(status == 200 for status, _ in batched + unbatched)
+    assert [body["response"] for _, body in batched] == [body["response"] for _, body in unbatched]
 
 
 def test_malformed_and_oversized_bodies(server):
