@@ -306,9 +306,11 @@ def peak_rss_of(pid: int) -> float:
 
 def bench_server(work: Path, requests: int, clients: int) -> list[dict]:
     model = train_chat_model(work)
-    settings = {"defaults (2 at once, wait up to 10 s)": [],
-                "tight (1 at once, wait 0.2 s, 4 waiting)": ["--concurrency=1", "--queue_timeout=0.2", "--max_waiting=4"],
-                "defaults, compiled decode step": ["--compile=true"]}
+    settings = {"defaults: one batch of up to 16 replies": [],
+                "defaults, compiled batch step": ["--compile=true"],
+                "unbatched: a thread per reply, 2 at once": ["--batching=false", "--concurrency=2"],
+                "unbatched, compiled step": ["--batching=false", "--concurrency=2", "--compile=true"],
+                "tight (1 at once, wait 0.2 s, 4 waiting)": ["--concurrency=1", "--queue_timeout=0.2", "--max_waiting=4"]}
     rows = []
     for label, options in settings.items():
         server, port = start_server(model, *options)

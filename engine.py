@@ -240,26 +240,28 @@ def _attend_one(q, k, v, keys, values, earlier, head_size):
     return weights[..., :-1] @ values + weights[..., -1:] * v
 
 
-def compiled_step(model, rows: int = 1):
+def compiled_step(model, rows: int = 1, capacity: int | None = None):
     """The model's CompiledStep for `rows` rows under torch.compile, compiled once per model and
-    row count (seconds to a minute) by a first call here. Inductor's freezing folds the weights in
-    as constants (so later changes to them are not seen: for serving, not training) and
+    row count (seconds to a minute) by a first call here; the cache it reads is the first `rows` of
+    `capacity` rows (BatchedRows: a slice of one larger cache). Inductor's freezing folds the weights
+    in as constants (so later changes to them are not seen: for serving, not training) and
     max_autotune lets it use its own C++ matmul kernels where they beat the library's; on a 2-core
     CPU the two together halve a step, either alone does nothing. Freezing is read from the global
     config, so it is set only here."""
+    capacity = capacity or rows
     steps = _COMPILED_STEPS.setdefault(model, {})  # not an attribute of the model: it would become a submodule
-    if rows not in steps:
+    if (rows, capacity) not in steps:
         step = torch.compile(CompiledStep(model).eval(), fullgraph=True, dynamic=False, options={"max_autotune": True})
         c, weights = model.config, next(model.parameters())
-        cache = weights.new_zeros(c.n_layer, rows, c.n_head, c.block_size, c.n_embd // c.n_head)
+        cache = weights.new_zeros(c.n_layer, capacity, c.n_head, c.block_size, c.n_embd // c.n_head)
         tokens, positions = (torch.zeros(rows, dtype=torch.long, device=weights.device) for _ in range(2))
-        with torch.no_grad(), torch._inductor.config.patch(freezing=True):
-            step(tokens, positions, cache, cache.clone())  # separate tensors: aliases would be guarded on
-        steps[rows] = step
-    return steps[rows]
+        with torch.no_grad(), torch._inductor.config.patch(freezing=True):  # separate tensors: aliases would be guarded on
+            step(tokens, positions, cache[:, :rows], cache.clone()[:, :rows])
+        steps[rows, capacity] = step
+    return steps[rows, capacity]
 
 
-_COMPILED_STEPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {rows: compiled step}
+_COMPILED_STEPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {(rows, capacity): step}
 
 
 class CompiledDecoder(StaticCacheDecoder):
@@ -329,36 +331,54 @@ class TokenStream:
 
 
 class BatchedRows:
-    """R replies decoded together: one cache of R rows (a row is one reply's ring of keys and
-    values) and one step for all rows. A reply's prompt is read on its own (CachedDecoder: the
-    model's forward into a KVCache, copied into the reply's row); then every step feeds each reply
-    one position through CompiledStep, compiled or eager. Rows without a reply compute too (their
-    results are dropped): on a CPU a step costs its operations' overhead, nearly the same for 1 row
-    as for 16, and a fixed row count keeps one compiled graph. A learned-position reply that has
-    outgrown block_size is recomputed on its own, as CachedDecoder does (every position shifts)."""
+    """Replies decoded together: one cache with a row per reply (its ring of keys and values) and
+    one step for the rows in use. A reply's prompt is read on its own (CachedDecoder: the model's
+    forward into a KVCache, copied into its row); then every step feeds each reply one position
+    through CompiledStep. The rows in use are always the first ones (a reply that leaves is
+    replaced by the last), so a step reads a slice of the cache. Eager, a step computes exactly
+    those rows; compiled, it computes the smallest of a few sizes that holds them (1, 4, 16, ...: one
+    graph each), since on a CPU a row costs little at first (per-operation overhead) and then its
+    full arithmetic (16 rows of the 1.8M model: about 6x one row, for 16x the characters). A
+    learned-position reply that has outgrown block_size is recomputed on its own, as CachedDecoder
+    does (every position shifts)."""
 
-    def __init__(self, model, rows: int, compiled: bool = False):
+    def __init__(self, model, capacity: int, compiled: bool = False):
         c, weights = model.config, next(model.parameters())
-        self.model, self.config, self.rows, self.window = model, c, rows, c.block_size
-        shape = (c.n_layer, rows, c.n_head, c.block_size, c.n_embd // c.n_head)
+        self.model, self.config, self.capacity, self.window = model, c, capacity, c.block_size
+        shape = (c.n_layer, capacity, c.n_head, c.block_size, c.n_embd // c.n_head)
         self.keys, self.values = weights.new_zeros(shape), weights.new_zeros(shape)
-        self.step = compiled_step(model, rows) if compiled else CompiledStep(model).eval()
-        self.readers: dict[int, CachedDecoder] = {}  # row -> the reply's own decoder: its prompt, length, context
+        self.sizes = sorted({4 ** i for i in range(8) if 4 ** i < capacity} | {capacity}) if compiled else []
+        self.steps = {size: compiled_step(model, size, capacity) for size in self.sizes}  # compiled now, not mid-reply
+        self.eager = CompiledStep(model).eval()
+        self.readers: list[CachedDecoder] = []  # row -> the reply's own decoder: its prompt, length, context
         self.device = weights.device
 
     @torch.no_grad()
-    def start(self, row: int, ids: list[int]) -> torch.Tensor:
-        """Read a reply's prompt into `row`; the logits (1, V) of the id after it."""
-        reader = self.readers[row] = CachedDecoder(self.model)
+    def start(self, ids: list[int]) -> tuple[int, torch.Tensor]:
+        """Read a reply's prompt into the next free row; that row and the logits (1, V) of the id after it."""
+        if len(self.readers) == self.capacity:
+            raise RuntimeError("every row is in use")
+        reader = CachedDecoder(self.model)
         logits = reader.start(ids)
+        row = len(self.readers)
+        self.readers.append(reader)
         for i, layer in enumerate(reader.cache.layers):
             filled = min(layer.length, self.window)
             self.keys[i, row, :, :filled] = layer.k[0, :, :filled]
             self.values[i, row, :, :filled] = layer.v[0, :, :filled]
-        return logits
+        return row, logits
 
-    def release(self, row: int) -> None:
-        self.readers.pop(row, None)
+    def remove(self, rows: set[int]) -> dict[int, int]:
+        """Free `rows`: the last rows in use move into the holes. Returns {old row: new row}."""
+        kept = len(self.readers) - len(rows)
+        holes = sorted(row for row in rows if row < kept)
+        movers = [row for row in range(kept, len(self.readers)) if row not in rows]
+        for hole, mover in zip(holes, movers):
+            self.keys[:, hole] = self.keys[:, mover]
+            self.values[:, hole] = self.values[:, mover]
+            self.readers[hole] = self.readers[mover]
+        del self.readers[kept:]
+        return dict(zip(movers, holes))
 
     @torch.no_grad()
     def advance(self, tokens: dict[int, int]) -> dict[int, torch.Tensor]:
@@ -381,12 +401,16 @@ class BatchedRows:
         return logits
 
     def _step(self, batched: dict[int, tuple[int, int]]) -> dict[int, torch.Tensor]:
+        in_use = len(self.readers)
+        size = next((size for size in self.sizes if size >= in_use), in_use)  # eager: exactly the rows in use
+        step = self.steps.get(size, self.eager)
         rows = torch.tensor(list(batched), dtype=torch.long)
-        tokens, positions = torch.zeros(self.rows, dtype=torch.long), torch.zeros(self.rows, dtype=torch.long)
+        tokens, positions = torch.zeros(size, dtype=torch.long), torch.zeros(size, dtype=torch.long)
         tokens[rows] = torch.tensor([token for token, _ in batched.values()])
         positions[rows] = torch.tensor([position for _, position in batched.values()])
         slots = (positions[rows] % self.window).to(self.device)
-        out, new_keys, new_values = self.step(tokens.to(self.device), positions.to(self.device), self.keys, self.values)
+        out, new_keys, new_values = step(tokens.to(self.device), positions.to(self.device),
+                                         self.keys[:, :size], self.values[:, :size])
         rows = rows.to(self.device)
         self.keys[:, rows, :, slots] = new_keys[:, rows, :, 0].transpose(0, 1)  # each row's into its own slot: (rows, L, H, hs)
         self.values[:, rows, :, slots] = new_values[:, rows, :, 0].transpose(0, 1)
@@ -437,6 +461,7 @@ class Batcher:
         self.batch = BatchedRows(model, rows, compiled)
         self.waiting: collections.deque[BatchedStream] = collections.deque()
         self.running: dict[int, BatchedStream] = {}  # row -> reply
+        self.leaving: set[int] = set()  # rows whose reply ended in this round (freed at its end)
         self.wake = threading.Condition()
         self.steps = 0  # batched steps taken (tests and bench.py read it)
         self.closed = False
@@ -463,40 +488,47 @@ class Batcher:
                 self.wake.wait_for(lambda: self.waiting or self.running or self.closed)
                 if self.closed and not self.running:
                     return
-                joining = self._take_rows()
-            for row, stream in joining:
-                self._guarded(lambda: self._sample(row, stream, self.batch.start(row, stream.prompt_ids)), [row])
+                joining = self._take_waiting()
+            for stream in joining:
+                self._guarded(lambda: self._join(stream), stream)
+            self._free_rows()
             tokens = {row: stream.last for row, stream in self.running.items()}  # the joined too: at this step
             if tokens:
-                self._guarded(lambda: self._advance(tokens), list(tokens))
+                self._guarded(lambda: self._advance(tokens))
+            self._free_rows()
+
+    def _take_waiting(self) -> list[BatchedStream]:
+        """The waiting replies that get the free rows (not those whose reader already left)."""
+        joining = []
+        while self.waiting and len(self.running) + len(joining) < self.batch.capacity:
+            stream = self.waiting.popleft()
+            if not stream.cancelled:
+                joining.append(stream)
+        return joining
+
+    def _join(self, stream: BatchedStream) -> None:
+        row, logits = self.batch.start(stream.prompt_ids)
+        self.running[row] = stream
+        self._sample(row, stream, logits)
 
     def _advance(self, tokens: dict[int, int]) -> None:
         for row, logits in self.batch.advance(tokens).items():
             self._sample(row, self.running[row], logits)
         self.steps += 1
 
-    def _guarded(self, work, rows: list[int]) -> None:
-        """Do `work`; if it fails, the replies of `rows` end with its error (their readers raise it)
-        and the loop goes on for everyone else."""
+    def _guarded(self, work, joining: BatchedStream | None = None) -> None:
+        """Do `work`; if it fails, the replies it concerned (the one joining, or every running one
+        for a step) end with its error, which their readers raise, and the loop goes on."""
         try:
             work()
         except Exception as error:  # noqa: BLE001 - handed to the readers concerned
-            for row in rows:
-                if row in self.running:
-                    self.running[row]._ids.put(error)
+            if joining is not None and joining not in self.running.values():  # failed before it had a row
+                joining._ids.put(error)
+                return
+            for row, stream in self.running.items():
+                if row not in self.leaving and (joining is None or stream is joining):
+                    stream._ids.put(error)
                     self._leave(row, "error")
-
-    def _take_rows(self) -> list[tuple[int, BatchedStream]]:
-        """Give free rows to waiting replies (not to those whose reader already left)."""
-        free = [row for row in range(self.batch.rows) if row not in self.running]
-        joining = []
-        while free and self.waiting:
-            stream = self.waiting.popleft()
-            if not stream.cancelled:
-                row = free.pop(0)
-                self.running[row] = stream
-                joining.append((row, stream))
-        return joining
 
     def _sample(self, row: int, stream: BatchedStream, logits: torch.Tensor) -> None:
         """The reply's next id from its logits, with TokenStream's rules for when it ends."""
@@ -513,6 +545,15 @@ class Batcher:
             self._leave(row, "length")
 
     def _leave(self, row: int, reason: str) -> None:
-        stream = self.running.pop(row)
-        self.batch.release(row)
-        stream._finish(reason)
+        self.leaving.add(row)
+        self.running[row]._finish(reason)
+
+    def _free_rows(self) -> None:
+        """Give back the rows of the replies that ended; the last rows in use move into the holes."""
+        if not self.leaving:
+            return
+        for row in self.leaving:
+            del self.running[row]
+        for old, new in self.batch.remove(self.leaving).items():
+            self.running[new] = self.running.pop(old)
+        self.leaving.clear()

@@ -92,14 +92,6 @@ def test_the_static_cache_step_gives_the_plain_cache_logits_bit_for_bit(position
         assert torch.equal(plain.advance(token), static.advance(token))
 
 
-@pytest.mark.slow  # compiling takes ~10-30 s: rotary positions only, those of the presets and the shipped model
-def test_the_compiled_step_gives_the_tokens_of_generate_for_a_seed():
-    model = tiny_gpt("fast", "rope")
-    for seed in (0, 1):
-        stream = TokenStream(CompiledDecoder(model), [1, 2, 3], 40, generator=torch.Generator().manual_seed(seed))
-        assert list(stream) == generate_tokens(model, [1, 2, 3], 40, seed)
-
-
 # ----------------------------------------------------------------------------------------------
 # Continuous batching: many replies, one step for all
 
@@ -183,3 +175,17 @@ def test_a_batched_reply_stops_at_its_deadline_with_at_least_one_token():
         assert len(list(stream)) == 1 and stream.finish_reason == "length"
     finally:
         batcher.close()
+
+
+@pytest.mark.slow  # compiling takes ~10-30 s: rotary positions only, those of the presets and the shipped model
+def test_the_compiled_step_gives_the_tokens_of_generate_for_a_seed():
+    model = tiny_gpt("fast", "rope")
+    for seed in (0, 1):
+        stream = TokenStream(CompiledDecoder(model), [1, 2, 3], 40, generator=torch.Generator().manual_seed(seed))
+        assert list(stream) == generate_tokens(model, [1, 2, 3], 40, seed)
+    batcher = Batcher(model, rows=2, compiled=True)  # graphs for 1 and 2 rows; three replies share them
+    try:
+        tokens, _ = batched_tokens(batcher, PROMPTS[:3], 30)
+    finally:
+        batcher.close()
+    assert tokens == [generate_tokens(model, prompt, 30, seed) for seed, prompt in enumerate(PROMPTS[:3])]
