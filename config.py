@@ -39,7 +39,12 @@ class GPTConfig:
     bias: bool = True  # biases in the linear layers and LayerNorms, as in the lecture
     attention: str = "fast"  # "fast": one QKV matmul + fused kernel; "heads": the lecture's per-Head loop
     position: str = "learned"  # "learned": a vector per position (lecture); "rope": rotary, lets the KV cache roll
-    activation: str = "relu"  # feed-forward non-linearity: "relu" (lecture), "gelu" or "relu2" (ReLU squared)
+    activation: str = "relu"  # feed-forward non-linearity: "relu" (lecture), "gelu", "gelu_tanh" (GPT-2's approximation) or "relu2" (ReLU squared)
+    # Three switches that only GPT-2's published weights need (pretrained.py sets them from config.json);
+    # the defaults are this project's own models, so every earlier checkpoint loads unchanged.
+    qkv_bias: bool = False  # biases on the query/key/value projections: GPT-2 has them, the lecture's Heads do not
+    lm_head_bias: bool = True  # a bias on the output layer: ours has one, GPT-2 has none (its output layer is the embedding)
+    tie_embeddings: bool = False  # the output layer reuses the token embedding matrix (GPT-2): fewer parameters, one vocabulary table
 
     def validate(self) -> None:
         if self.n_embd % self.n_head != 0:
@@ -49,7 +54,7 @@ class GPTConfig:
                 f"or --n_embd={self.n_head * max(1, round(self.n_embd / self.n_head))}."
             )
         _check_choice("attention", self.attention, ("fast", "heads"))
-        _check_choice("activation", self.activation, ("relu", "gelu", "relu2"))
+        _check_choice("activation", self.activation, ("relu", "gelu", "gelu_tanh", "relu2"))
         _check_choice("position", self.position, ("learned", "rope"))
         if self.position == "rope" and (self.n_embd // self.n_head) % 2:
             raise UserError(f"rotary positions need an even head size; n_embd / n_head = {self.n_embd // self.n_head}.")
