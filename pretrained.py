@@ -50,10 +50,11 @@ def is_pretrained_source(source: str) -> bool:
 
 
 def resolve(source: str) -> Path:
-    """The local directory of `source`: itself, or the hub's cached snapshot of a named model."""
-    if source in HUB_NAMES:
-        return _download(source)
+    """The local directory of `source`: itself (a directory of that name wins), or the hub's cached
+    snapshot of a named model."""
     path = Path(source)
+    if source in HUB_NAMES and not path.is_dir():
+        return _download(source)
     if not path.is_dir():
         known = ", ".join(HUB_NAMES)
         raise UserError(f"{source!r} is neither a directory nor a known model name ({known}).")
