@@ -183,6 +183,9 @@ def load_start(source: str, overrides: dict) -> dict:
     weights from a hub directory or name (its shape from config.json; --block_size may shrink it)."""
     if pretrained.is_pretrained_source(source):
         return pretrained.load_pretrained(source, overrides.get("block_size", 0), overrides.get("dropout", 0.0))
+    if not Path(source).exists():
+        raise UserError(f"--init_from={source} does not exist: give a checkpoint (.pt), a hub directory "
+                        f"(config.json + weights) or one of {', '.join(pretrained.HUB_NAMES)}.")
     state = load_checkpoint(source)
     if "lora" in state:
         raise UserError(f"{source} holds LoRA adapters, not a whole model: start from a merged copy "

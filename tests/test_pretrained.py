@@ -153,3 +153,82 @@ def test_unsupported_variants_are_refused(hub_dirs, tmp_path):
     (variant / "config.json").write_text(json.dumps({**config, "activation_function": "relu"}))
     with pytest.raises(UserError, match="activation_function 'relu'"):
         pretrained.read_config(variant)
+
+
+# ----------------------------------------------------------------------------------------------
+# Training from GPT-2's weights: on token ids through the training loop (the text's tokenizer is
+# tokenizer.py's job), in full and with LoRA adapters
+
+
+def id_dataset(vocab_size: int, length: int = 4000, seed: int = 3):
+    """Random token ids under a stand-in vocabulary of one character per id, so the loop's code for
+    text (vocabulary size, samples) runs unchanged."""
+    from corpus import CharVocab, TextDataset
+    ids = torch.randint(0, vocab_size, (length,), generator=torch.Generator().manual_seed(seed))
+    return TextDataset(ids, CharVocab([chr(0x100 + i) for i in range(vocab_size)]))
+
+
+def train_from_hub(directory, out, lora_rank=0, max_iters=4):
+    import train
+    overrides = dict(block_size=32, init_from=str(directory), lora_rank=lora_rank, lora_alpha=8.0, max_iters=max_iters,
+                     batch_size=4, eval_interval=max_iters, eval_iters=2, sample_chars=0, notes="", out=str(out),
+                     device="cpu", progress=False, warmup_iters=0, learning_rate=1e-2)
+    init_state = train.load_start(str(directory), overrides)
+    model_cfg = GPTConfig(**init_state["model_config"])
+    cfg = train.apply(train.TrainConfig(), overrides)
+    if lora_rank:
+        cfg = train.apply(cfg, {"init_from": train.base_reference(cfg.init_from)})
+    model, _ = train.prepare_model(GPT, model_cfg, cfg, None, init_state, init_path=str(directory))
+    result = train.run(model, model_cfg, cfg, id_dataset(model_cfg.vocab_size), "cpu", "gpt", "none", overrides)
+    return model, result, init_state
+
+
+def test_full_fine_tuning_from_a_hub_directory_trains_every_weight(hub_dirs, tmp_path):
+    _, folder = hub_dirs
+    model, result, init_state = train_from_hub(folder / "safetensors", tmp_path / "full.pt")
+    assert result.iters == 4 and result.val_loss == result.val_loss  # finite
+    saved = torch.load(tmp_path / "full.pt", weights_only=True)
+    assert saved["model_config"]["tie_embeddings"] and saved["model_config"]["block_size"] == 32
+    changed = [n for n, t in saved["model"].items() if not torch.equal(t, init_state["model"][n])]
+    assert "blocks.0.attn.qkv.bias" in changed and "ln_f.weight" in changed
+
+
+def test_lora_from_a_hub_directory_saves_adapters_that_load_onto_it(hub_dirs, tmp_path):
+    _, folder = hub_dirs
+    model, _, init_state = train_from_hub(folder / "safetensors", tmp_path / "lora.pt", lora_rank=2)
+    saved = torch.load(tmp_path / "lora.pt", weights_only=True)
+    assert saved["lora"]["base"] == str((folder / "safetensors").resolve())
+    assert all(name.endswith(("lora_A", "lora_B")) for name in saved["model"])
+    from model_handler import ModelHandler
+    merged = ModelHandler(str(tmp_path / "lora.pt"), "cpu").load().model
+    idx = torch.randint(0, 100, (2, 32), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        torch.testing.assert_close(merged(idx)[0], model.eval()(idx)[0], atol=1e-5, rtol=1e-5)
+    frozen = {n: t for n, t in merged.state_dict().items() if ".attn.qkv.weight" not in n and ".attn.proj.weight" not in n}
+    assert all(torch.equal(t, init_state["model"][n]) for n, t in frozen.items())
+
+
+def test_the_training_command_says_what_is_missing_for_text_and_writes_nothing(hub_dirs, tmp_path):
+    import gpt_final_version
+    _, folder = hub_dirs
+    out = tmp_path / "never.pt"
+    with pytest.raises(UserError, match="needs GPT-2's tokenizer"):
+        gpt_final_version.main([f"--init_from={folder / 'safetensors'}", f"--out={out}", "--block_size=32", "--device=cpu"])
+    with pytest.raises(UserError, match="does not exist"):
+        gpt_final_version.main([f"--init_from={tmp_path / 'missing'}", f"--out={out}"])
+    with pytest.raises(UserError, match="at most 64"):
+        gpt_final_version.main([f"--init_from={folder / 'safetensors'}", f"--out={out}", "--block_size=100"])
+    assert not out.exists()
+
+
+def test_model_handler_samples_token_ids_from_a_hub_directory(hub_dirs, capsys):
+    import model_handler
+    hub_model, folder = hub_dirs
+    rows = model_handler.main([str(folder / "safetensors"), "--prompt_ids=5,17,42", "--max_new_tokens=8",
+                               "--temperature=0", "--device=cpu"])
+    expected = hub_model.generate(torch.tensor([[5, 17, 42]]), max_new_tokens=8, do_sample=False, pad_token_id=0,
+                                  eos_token_id=None, attention_mask=torch.ones(1, 3, dtype=torch.long))
+    assert rows == expected.tolist()
+    assert capsys.readouterr().out.strip() == ",".join(map(str, expected[0].tolist()))
+    with pytest.raises(UserError, match="tokenizer"):
+        model_handler.main([str(folder / "safetensors"), "--prompt=hello", "--device=cpu"])
