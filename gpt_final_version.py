@@ -18,6 +18,10 @@ convert_attention_weights() moves a trained model from one to the other):
     PyTorch's fused scaled_dot_product_attention does the rest. It also supports the KV cache used
     by generate(), so each new character costs one position instead of the whole context.
 
+GPT-2's published weights load into this same GPT (pretrained.py maps them by name): GPTConfig's
+qkv_bias, lm_head_bias, tie_embeddings and activation="gelu_tanh" switch on what GPT-2 has and our
+character models do not; left at their defaults, nothing below changes.
+
 This file imports only torch and the model's config: the training loop (train.py) is loaded by
 main() when you train, never when another program imports the model.
 """
