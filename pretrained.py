@@ -75,7 +75,7 @@ def _download(name: str) -> Path:
     except Exception as err:  # no network, a proxy, the hub down: one line, not a traceback
         first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise UserError(f"could not download {name} from the Hugging Face hub ({first_line}). Check the network, "
-                        "or download the directory elsewhere and give --init_from=DIR.") from None
+                        "or copy the model's hub directory here and name the directory instead.") from None
 
 
 def tokenizer_files(directory: Path) -> dict[str, str]:
