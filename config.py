@@ -39,7 +39,12 @@ class GPTConfig:
     bias: bool = True  # biases in the linear layers and LayerNorms, as in the lecture
     attention: str = "fast"  # "fast": one QKV matmul + fused kernel; "heads": the lecture's per-Head loop
     position: str = "learned"  # "learned": a vector per position (lecture); "rope": rotary, lets the KV cache roll
-    activation: str = "relu"  # feed-forward non-linearity: "relu" (lecture), "gelu" or "relu2" (ReLU squared)
+    activation: str = "relu"  # feed-forward non-linearity: "relu" (lecture), "gelu", "gelu_tanh" (GPT-2's approximation) or "relu2" (ReLU squared)
+    # Three switches that only GPT-2's published weights need (pretrained.py sets them from config.json);
+    # the defaults are this project's own models, so every earlier checkpoint loads unchanged.
+    qkv_bias: bool = False  # biases on the query/key/value projections: GPT-2 has them, the lecture's Heads do not
+    lm_head_bias: bool = True  # a bias on the output layer: ours has one, GPT-2 has none (its output layer is the embedding)
+    tie_embeddings: bool = False  # the output layer reuses the token embedding matrix (GPT-2): fewer parameters, one vocabulary table
 
     def validate(self) -> None:
         if self.n_embd % self.n_head != 0:
@@ -49,7 +54,7 @@ class GPTConfig:
                 f"or --n_embd={self.n_head * max(1, round(self.n_embd / self.n_head))}."
             )
         _check_choice("attention", self.attention, ("fast", "heads"))
-        _check_choice("activation", self.activation, ("relu", "gelu", "relu2"))
+        _check_choice("activation", self.activation, ("relu", "gelu", "gelu_tanh", "relu2"))
         _check_choice("position", self.position, ("learned", "rope"))
         if self.position == "rope" and (self.n_embd // self.n_head) % 2:
             raise UserError(f"rotary positions need an even head size; n_embd / n_head = {self.n_embd // self.n_head}.")
@@ -90,7 +95,9 @@ class TrainConfig:
     memmap: bool = False  # prepare the text once into DATA.bin and read it through a memory map (corpora larger than memory); automatic above 256 MB
     min_char_count: int = 1  # with memmap: characters seen fewer times become the unknown character '\ufffd' (bounds a large corpus's vocabulary)
     resume: str = ""  # checkpoint to continue training from
-    init_from: str = ""  # start a new run from this checkpoint's weights (fine-tuning); new characters extend its vocabulary
+    init_from: str = ""  # start a new run from trained weights: a checkpoint (new characters extend its vocabulary), a hub directory (config.json + weights) or gpt2, gpt2-medium, gpt2-large, gpt2-xl
+    lora_rank: int = 0  # with --init_from: train only rank-r LoRA adapters on the attention's linear layers (lora.py), the rest frozen; 0: train every weight
+    lora_alpha: float = 16.0  # LoRA's update is scaled by lora_alpha / lora_rank, so a learning rate that works at one rank works at others
     save_interval: int = 0  # save every this many steps, and the best-val model to NAME.best.pt; 0: at the end only
     notes: str = "notes.txt"  # one line per finished run is appended here; empty disables
     samples_dir: str = "samples"  # where the end-of-run sample goes; empty disables
@@ -101,7 +108,7 @@ class TrainConfig:
         for name in ("batch_size", "eval_iters", "gradient_accumulation_steps", "eval_interval", "min_char_count"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be at least 1, got {getattr(self, name)}.")
-        for name in ("max_iters", "warmup_iters", "lr_decay_iters", "save_interval", "sample_chars", "log_interval"):
+        for name in ("max_iters", "warmup_iters", "lr_decay_iters", "save_interval", "sample_chars", "log_interval", "lora_rank"):
             if getattr(self, name) < 0:
                 raise UserError(f"{name} must not be negative, got {getattr(self, name)}.")
         if self.learning_rate <= 0:
@@ -109,6 +116,10 @@ class TrainConfig:
         if self.max_minutes < 0:
             raise UserError(f"max_minutes must not be negative, got {self.max_minutes}.")
         _check_choice("dtype", self.dtype, ("auto", "float32", "bfloat16", "float16"))
+        if self.lora_rank and not self.init_from:
+            raise UserError("--lora_rank adapts a trained model: give it with --init_from=CHECKPOINT, DIR or gpt2.")
+        if self.lora_alpha <= 0:
+            raise UserError(f"lora_alpha must be positive, got {self.lora_alpha}.")
 
 
 @dataclass

@@ -18,6 +18,10 @@ convert_attention_weights() moves a trained model from one to the other):
     PyTorch's fused scaled_dot_product_attention does the rest. It also supports the KV cache used
     by generate(), so each new character costs one position instead of the whole context.
 
+GPT-2's published weights load into this same GPT (pretrained.py maps them by name): GPTConfig's
+qkv_bias, lm_head_bias, tie_embeddings and activation="gelu_tanh" switch on what GPT-2 has and our
+character models do not; left at their defaults, nothing below changes.
+
 This file imports only torch and the model's config: the training loop (train.py) is loaded by
 main() when you train, never when another program imports the model.
 """
@@ -74,9 +78,9 @@ class Head(nn.Module):
 
     def __init__(self, config: GPTConfig, head_size: int):
         super().__init__()
-        self.key = nn.Linear(config.n_embd, head_size, bias=False)
-        self.query = nn.Linear(config.n_embd, head_size, bias=False)
-        self.value = nn.Linear(config.n_embd, head_size, bias=False)
+        self.key = nn.Linear(config.n_embd, head_size, bias=config.qkv_bias)
+        self.query = nn.Linear(config.n_embd, head_size, bias=config.qkv_bias)
+        self.value = nn.Linear(config.n_embd, head_size, bias=config.qkv_bias)
         # the lower-triangular mask: position t may look at positions 0..t only
         self.register_buffer("tril", torch.tril(torch.ones(config.block_size, config.block_size)), persistent=False)
         self.block_size = config.block_size
@@ -128,7 +132,7 @@ class CausalSelfAttention(nn.Module):
         self.n_head = config.n_head
         self.block_size = config.block_size
         self.dropout_p = config.dropout
-        self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd, bias=False)
+        self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.qkv_bias)
         self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
@@ -169,7 +173,8 @@ class FeedForward(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.up = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
-        self.activation = {"relu": nn.ReLU(), "gelu": nn.GELU(), "relu2": ReLUSquared()}[config.activation]
+        self.activation = {"relu": nn.ReLU(), "gelu": nn.GELU(), "gelu_tanh": nn.GELU(approximate="tanh"),
+                           "relu2": ReLUSquared()}[config.activation]
         self.proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
@@ -264,7 +269,9 @@ class GPT(nn.Module):
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
         self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
-        self.lm_head = nn.Linear(config.n_embd, config.vocab_size)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=config.lm_head_bias)
+        if config.tie_embeddings:  # GPT-2: one (V, C) matrix reads tokens in and scores them out
+            self.lm_head.weight = self.token_embedding.weight
         self.apply(self._init_weights)
         # GPT-2: the projections that write into the residual stream start smaller, so its variance
         # does not grow with depth (two such writes per block).
@@ -364,14 +371,15 @@ def convert_attention_weights(weights: dict, config: GPTConfig, to: str) -> dict
     C, H = config.n_embd, config.n_head
     for layer in range(config.n_layer):
         prefix = f"blocks.{layer}.attn."
-        head_keys = [[f"{prefix}heads.{h}.{part}.weight" for h in range(H)] for part in ("query", "key", "value")]
-        if to == "fast" and head_keys[0][0] in converted:
-            # rows [q of every head, k of every head, v of every head]: (3C, C)
-            converted[prefix + "qkv.weight"] = torch.cat([converted.pop(key) for part in head_keys for key in part])
-        elif to == "heads" and prefix + "qkv.weight" in converted:
-            rows = converted.pop(prefix + "qkv.weight").split(C // H)  # 3H pieces of (hs, C)
-            for key, piece in zip((key for part in head_keys for key in part), rows):
-                converted[key] = piece.clone()
+        for kind in ("weight", "bias"):  # biases (GPT-2's qkv_bias) are stacked the same way as rows
+            head_keys = [[f"{prefix}heads.{h}.{part}.{kind}" for h in range(H)] for part in ("query", "key", "value")]
+            if to == "fast" and head_keys[0][0] in converted:
+                # rows [q of every head, k of every head, v of every head]: (3C, C)
+                converted[f"{prefix}qkv.{kind}"] = torch.cat([converted.pop(key) for part in head_keys for key in part])
+            elif to == "heads" and f"{prefix}qkv.{kind}" in converted:
+                rows = converted.pop(f"{prefix}qkv.{kind}").split(C // H)  # 3H pieces of (hs, C) or (hs,)
+                for key, piece in zip((key for part in head_keys for key in part), rows):
+                    converted[key] = piece.clone()
     return converted
 
 

@@ -6,6 +6,8 @@
     python model_handler.py models/me.pt --chat                         # talk to a model trained on chat pairs
     python model_handler.py models/lecture.pt --attention=fast          # the lecture's model on the fast path
     python model_handler.py models/bigram.pt models/lecture.pt models/cpu.pt --compare=runs.png
+    python model_handler.py path/to/gpt2_dir --prompt_ids=464,3290 --temperature=0   # GPT-2's weights (pretrained.py), token ids
+    python model_handler.py models/lora.pt --export=models/merged.pt   # LoRA adapters merged into their base: a plain checkpoint
 
 From Python:
 
@@ -24,7 +26,9 @@ from pathlib import Path
 import torch
 
 import gpt_final_version
+import lora
 import loss_curves
+import pretrained
 from atomic_write import write_text_atomically
 from bigram import BigramLanguageModel
 from checkpoint import load_checkpoint, load_weights, save_checkpoint
@@ -105,8 +109,14 @@ class ModelHandler:
     # Loading and saving
 
     def load(self) -> ModelHandler:
-        """Read the checkpoint (weights_only) and rebuild the model it was trained as, in eval mode."""
+        """Read the checkpoint (weights_only) and rebuild the model it was trained as, in eval mode.
+        A hub directory or name (GPT-2's weights) loads too; a LoRA checkpoint loads its base and
+        merges its adapters into it, so sampling costs what it costs without them."""
+        if pretrained.is_pretrained_source(self.path):
+            return self._load_pretrained()
         self.state = load_checkpoint(self.path)
+        if "lora" in self.state:
+            return self._load_lora()
         kind = self.state.get("model_kind", "gpt")
         if kind not in MODEL_KINDS:
             raise UserError(f"{self.path} holds an unknown model kind {kind!r}; known: {', '.join(MODEL_KINDS)}.")
@@ -123,10 +133,40 @@ class ModelHandler:
         self.model.to(self.device).eval()
         return self
 
+    def _load_pretrained(self) -> ModelHandler:
+        """GPT-2's weights from a hub directory or name. Its text needs GPT-2's tokenizer.
+        TODO(lead, with tokenizer.py): set self.vocab to GPT2Tokenizer over
+        self.state["pretrained"]["tokenizer_files"], so --prompt and generate() take text."""
+        self.state = pretrained.load_pretrained(self.path)
+        self.model = GPT(apply(GPTConfig(), self.state["model_config"]))
+        load_weights(self.model, self.state["model"], self.path)
+        self.model.to(self.device).eval()
+        return self
+
+    def _load_lora(self) -> ModelHandler:
+        """Base model + adapters, merged: an ordinary GPT whose save() writes a plain checkpoint."""
+        import train  # only here: finding and checking the base is the training code's knowledge
+
+        base = train.load_lora_base(self.state, self.path)
+        config = apply(GPTConfig(), self.state["model_config"])
+        self.model = GPT(config)
+        load_weights(self.model, base["model"], self.state["lora"]["base"])
+        lora.add_adapters(self.model, self.state["lora"]["rank"], self.state["lora"]["alpha"])
+        load_weights(self.model, {**lora.base_weights(self.model), **self.state["model"]}, self.path)
+        lora.merge_adapters(self.model)
+        # from here on a plain checkpoint: merged weights, no adapters, no adapter optimizer state
+        self.state = {k: v for k, v in self.state.items() if k not in ("lora", "optimizer", "rng")}
+        self.state["train_config"] = {**self.state["train_config"], "lora_rank": 0}
+        self.vocab = CharVocab(self.state["vocab"])
+        self.model.to(self.device).eval()
+        return self
+
     def save(self, path: str, include_training_state: bool = True, half: bool = False) -> None:
         """Write the loaded checkpoint to `path` atomically. Without the training state (optimizer,
         random streams) and in half precision, a checkpoint is a quarter of the size: for shipping."""
         self._require_loaded()
+        if "pretrained" in self.state:  # TODO(lead, with tokenizer.py): the tokenizer's state() as the vocabulary
+            raise UserError(f"{self.path} is a hub directory already; a checkpoint of it needs its tokenizer, not wired in yet.")
         state = dict(self.state)
         state["model"] = {k: (v.half() if half and v.is_floating_point() else v).cpu()
                           for k, v in self.model.state_dict().items()}
@@ -146,6 +186,9 @@ class ModelHandler:
     def encode_prompt(self, prompt: str) -> torch.Tensor:
         """The prompt as ids (1, T); a character outside the vocabulary is a UserError naming it."""
         self._require_loaded()
+        if self.vocab is None:
+            raise UserError(f"{self.path} is GPT-2's model, whose text needs GPT-2's tokenizer (not wired in yet): "
+                            "give token ids with --prompt_ids=464,3290.")
         return torch.tensor([self.vocab.encode(prompt or "\n")], dtype=torch.long, device=self.device)
 
     def generate(self, prompt: str = "\n", max_new_tokens: int = 500, temperature: float = 0.8,
@@ -158,6 +201,18 @@ class ModelHandler:
                                   generator=generator, use_cache=use_cache)
         return [self.vocab.decode(row.tolist()) for row in ids]
 
+    def generate_ids(self, ids: list[int], max_new_tokens: int = 50, temperature: float = 0.8,
+                     top_k: int | None = None, num_samples: int = 1, seed: int | None = 1337) -> list[list[int]]:
+        """Token ids that follow `ids` (any model, whatever its tokenizer)."""
+        self._require_loaded()
+        vocab_size = self.model.config.vocab_size
+        if not ids or not all(0 <= i < vocab_size for i in ids):
+            raise UserError(f"prompt ids must be between 0 and {vocab_size - 1}, at least one; got {ids}.")
+        start = torch.tensor([ids], dtype=torch.long, device=self.device).repeat(num_samples, 1)
+        out = self.model.generate(start, max_new_tokens, temperature=temperature, top_k=top_k or None,
+                                  generator=seeded_generator(seed))
+        return [row.tolist() for row in out]
+
     # ------------------------------------------------------------------------------------------
     # Conversation: a model trained on chat pairs (python gpt_final_version.py --data=pairs.jsonl)
 
@@ -165,7 +220,7 @@ class ModelHandler:
     def is_chat_model(self) -> bool:
         """Trained on chat pairs: its vocabulary has the markers of the two sides and of the end."""
         self._require_loaded()
-        return all(mark in self.vocab.index for mark in MARKERS)
+        return self.vocab is not None and all(mark in self.vocab.index for mark in MARKERS)
 
     def fit_to_vocabulary(self, text: str) -> FittedText:
         """`text` in characters this model knows, never refused: a close character stands in where
@@ -313,6 +368,7 @@ class HandlerOptions:
     export_half: bool = True  # store the exported weights as float16: half the size, same samples
     attention: str = ""  # "fast" or "heads": run (and --export) a GPT with that attention class, weights converted
     compare: str = ""  # draw the loss curves of the checkpoints given (A.pt B.pt ...) into this PNG
+    prompt_ids: str = ""  # start from these token ids (464,3290) and print ids: any model, e.g. GPT-2's before its tokenizer is wired
 
 
 USAGE = ("usage: python model_handler.py CHECKPOINT [--name=value ...]\n"
@@ -339,6 +395,8 @@ def main(argv=None):
             handler.reply("")  # raises the error that says how to make a chat model
         print(f"chatting with {handler.path}: type a message and press Enter; an empty line or Ctrl-D ends.")
         return handler.chat(options)
+    if handler_options.prompt_ids:
+        return _print_ids(handler, handler_options.prompt_ids, options)
     if handler_options.export:
         handler.save(handler_options.export, include_training_state=False, half=handler_options.export_half)
         print(f"exported {handler.path} -> {handler_options.export} ({Path(handler_options.export).stat().st_size:,} bytes)")
@@ -351,6 +409,18 @@ def main(argv=None):
     if options.out:
         write_text_atomically(options.out, text + "\n")
         print(f"(written to {options.out})")
+    return samples
+
+
+def _print_ids(handler: ModelHandler, text: str, options: SampleConfig) -> list[list[int]]:
+    try:
+        ids = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise UserError(f"--prompt_ids={text!r}: write token ids separated by commas, as in --prompt_ids=464,3290.") from None
+    samples = handler.generate_ids(ids, options.max_new_tokens, options.temperature, options.top_k,
+                                   options.num_samples, options.seed)
+    for row in samples:
+        print(",".join(map(str, row)))
     return samples
 
 

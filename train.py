@@ -30,7 +30,9 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 import devices
+import lora
 import loss_curves
+import pretrained
 from atomic_write import write_text_atomically
 from checkpoint import load_checkpoint, load_weights, save_checkpoint
 from config import (GPTConfig, TrainConfig, UserError, apply, choose_device, default_preset, help_text,
@@ -138,7 +140,7 @@ def train_from_command_line(argv, build_model, kind: str, usage: str, convert_we
     if resume_path and init_path:
         raise UserError("--resume continues a run and --init_from starts a new one from trained weights; pick one.")
     state = load_checkpoint(resume_path) if resume_path else None
-    init_state = load_checkpoint(init_path) if init_path else None
+    init_state = load_start(init_path, args.overrides) if init_path else None
     processes, device = start_processes(args.overrides.get("device", TrainConfig.device))
     try:
         return _train(args, build_model, kind, state, init_state, processes, device, convert_weights)
@@ -165,16 +167,99 @@ def _train(args, build_model, kind, state, init_state, processes, device, conver
         processes.wait_for_all()
     model_cfg = dataclasses.replace(model_cfg, vocab_size=len(dataset.vocab))
     dataset.check_fits(model_cfg.block_size)
-    torch.manual_seed(cfg.seed)  # the same seed gives the same initial weights
+    cfg = dataclasses.replace(cfg, init_from=base_reference(cfg.init_from)) if cfg.lora_rank and not state else cfg
+    model, state = prepare_model(build_model, model_cfg, cfg, state, init_state, resume_path, init_path, convert_weights)
+    changed = {k: v for k, v in args.overrides.items() if k not in ("resume",)}
+    return run(model, model_cfg, cfg, dataset, device, kind, preset, changed, state, processes, facts, precision)
+
+
+# ==============================================================================================
+# Where the weights start: fresh, a checkpoint (--resume, --init_from), GPT-2's (pretrained.py),
+# and LoRA adapters on any of them (lora.py)
+
+
+def load_start(source: str, overrides: dict) -> dict:
+    """What --init_from names, as a checkpoint-like dict: a checkpoint of this project, or GPT-2's
+    weights from a hub directory or name (its shape from config.json; --block_size may shrink it)."""
+    if pretrained.is_pretrained_source(source):
+        return pretrained.load_pretrained(source, overrides.get("block_size", 0), overrides.get("dropout", 0.0))
+    if not Path(source).exists():
+        raise UserError(f"--init_from={source} does not exist: give a checkpoint (.pt), a hub directory "
+                        f"(config.json + weights) or one of {', '.join(pretrained.HUB_NAMES)}.")
+    state = load_checkpoint(source)
+    if "lora" in state:
+        raise UserError(f"{source} holds LoRA adapters, not a whole model: start from a merged copy "
+                        f"(python model_handler.py {source} --export=merged.pt).")
+    return state
+
+
+def base_reference(source: str) -> str:
+    """How a LoRA checkpoint names its base: a hub name as it is, a path made absolute, so resuming
+    and sampling find it from any directory."""
+    return source if source in pretrained.HUB_NAMES and not Path(source).exists() else str(Path(source).resolve())
+
+
+def prepare_model(build_model, model_cfg: GPTConfig, cfg: TrainConfig, state: dict | None, init_state: dict | None,
+                  resume_path: str = "", init_path: str = "", convert_weights=None):
+    """The model a run starts from, with its weights; returns it and the resumed state (converted
+    to the model's attention class when that changed). A LoRA run gets its adapters, and everything
+    else frozen, here: before the optimizer or DistributedDataParallel see the parameters."""
+    torch.manual_seed(cfg.seed)  # the same seed gives the same initial weights (and adapters)
     model = build_model(model_cfg)
+    if state and "lora" in state:
+        saved = (state["lora"]["rank"], state["lora"]["alpha"])
+        if (cfg.lora_rank, cfg.lora_alpha) != saved:
+            raise UserError(f"{resume_path} trained LoRA adapters of rank {saved[0]}, alpha {saved[1]:g}; "
+                            "a resumed run keeps them: drop --lora_rank / --lora_alpha.")
+        load_weights(model, load_lora_base(state, resume_path)["model"], state["lora"]["base"])
+        _add_lora(model, model_cfg, state["lora"]["rank"], state["lora"]["alpha"])
+        load_weights(model, {**lora.base_weights(model), **state["model"]}, resume_path)
+        return model, state
     if state:
+        if cfg.lora_rank:
+            raise UserError(f"{resume_path} trained every weight; --lora_rank applies to a new run from it "
+                            f"(--init_from={resume_path} --lora_rank={cfg.lora_rank}).")
         state = switch_attention(state, model_cfg, build_model, convert_weights)
         load_weights(model, state["model"], resume_path)
     elif init_state:
         init_state = switch_attention(init_state, model_cfg, build_model, convert_weights)
+        if cfg.lora_rank and model_cfg.vocab_size != init_state["model_config"]["vocab_size"]:
+            raise UserError(f"the data has characters that {init_path}'s vocabulary lacks; LoRA trains adapters "
+                            "only and cannot learn new embedding rows: fine-tune without --lora_rank.")
         load_weights_extending_vocab(model, init_state["model"], init_path)
-    changed = {k: v for k, v in args.overrides.items() if k not in ("resume",)}
-    return run(model, model_cfg, cfg, dataset, device, kind, preset, changed, state, processes, facts, precision)
+        if cfg.lora_rank:
+            _add_lora(model, model_cfg, cfg.lora_rank, cfg.lora_alpha)
+    return model, state
+
+
+def _add_lora(model, model_cfg: GPTConfig, rank: int, alpha: float) -> None:
+    if model_cfg.attention != "fast":
+        raise UserError("LoRA adapts the fused attention's qkv and proj layers: use --attention=fast "
+                        "(the per-Head model converts to it with the same function).")
+    lora.add_adapters(model, rank, alpha)
+    lora.freeze_all_but_adapters(model)
+
+
+def load_lora_base(state: dict, path: str) -> dict:
+    """The base model a LoRA checkpoint's adapters were trained on, found where the run found it
+    and checked against the fingerprint saved with them."""
+    reference = state["lora"]
+    base = reference["base"]
+    if base not in pretrained.HUB_NAMES and not Path(base).exists():
+        raise UserError(f"{path} holds LoRA adapters for the base model {base}, which is not there any more "
+                        "(moved or deleted?): put it back at that path, or export a merged copy where it is.")
+    config = reference["model_config"]
+    base_state = load_start(base, {"block_size": config["block_size"], "dropout": config["dropout"]})
+    if not lora.same_fingerprint(lora.fingerprint(base_state["model"]), reference["base_fingerprint"]):
+        raise UserError(f"{base} is not the base model {path}'s adapters were trained on (its weights differ).")
+    return base_state
+
+
+def lora_reference(model, model_cfg: GPTConfig, cfg: TrainConfig) -> dict:
+    """What a LoRA checkpoint keeps besides its adapters, to rebuild base + adapters later."""
+    return {"rank": cfg.lora_rank, "alpha": cfg.lora_alpha, "targets": list(lora.TARGETS), "base": cfg.init_from,
+            "base_fingerprint": lora.fingerprint(lora.base_weights(model)),
+            "model_config": dataclasses.asdict(model_cfg)}
 
 
 def _settings(overrides: dict, preset: str, state: dict | None, init_state: dict | None, kind: str,
@@ -233,6 +318,8 @@ def switch_attention(state: dict, model_cfg: GPTConfig, build_model, convert_wei
 def load_dataset(cfg: TrainConfig, state: dict | None, init_state: dict | None) -> TextDataset:
     """Plain text, or chat pairs from a .jsonl file. A resumed run keeps its vocabulary; a run
     started from trained weights extends that model's vocabulary with the new characters."""
+    if init_state is not None and "pretrained" in init_state:
+        return pretrained_dataset(cfg, init_state)
     if _use_memmap(cfg):
         return _memmap_dataset(cfg, state, init_state)
     pairs = read_pairs(cfg.data) if is_pairs_file(cfg.data) else None
@@ -252,6 +339,16 @@ def load_dataset(cfg: TrainConfig, state: dict | None, init_state: dict | None) 
             vocab = CharVocab.from_text(text) if base is None else \
                 CharVocab(base.chars + sorted(set(text) - set(base.chars)))
     return pairs_dataset(pairs, vocab, cfg.seed) if pairs else TextDataset.from_text(text, vocab)
+
+
+def pretrained_dataset(cfg: TrainConfig, init_state: dict) -> TextDataset:
+    """Text for a model started from GPT-2's weights, in GPT-2's tokens.
+
+    TODO(lead, with tokenizer.py): encode cfg.data with GPT2Tokenizer built from
+    init_state["pretrained"]["tokenizer_files"] and record its state() in the checkpoint as the
+    vocabulary. Until then the run stops here, saying so, before anything is written."""
+    raise UserError(f"training {init_state['pretrained']['source']} on {cfg.data} needs GPT-2's tokenizer "
+                    "(tokenizer.py's GPT2Tokenizer), which is not wired into training yet.")
 
 
 def _use_memmap(cfg: TrainConfig) -> bool:
@@ -699,9 +796,15 @@ class Run:
         rng = {"torch": torch.get_rng_state(), "batches": self.batches.get_state()}
         if self.device.startswith("cuda"):
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        extra = {}
+        weights = self.model.state_dict()  # the plain module's weights, never a compiled wrapper's
+        if self.cfg.lora_rank:  # the adapters alone, and where their base is
+            weights = lora.adapter_weights(self.model)
+            extra["lora"] = lora_reference(self.model, self.model_cfg, self.cfg)
         return {
+            **extra,
             "model_kind": self.kind,
-            "model": self.model.state_dict(),  # the plain module's weights, never a compiled wrapper's
+            "model": weights,
             "model_config": dataclasses.asdict(self.model_cfg),
             "train_config": dataclasses.asdict(self.cfg),
             "preset": self.preset,
@@ -863,6 +966,10 @@ def print_startup(r: Run) -> None:
         print(f"processes: {processes.world_size} (torchrun, {processes.backend}); this is rank 0 of them")
     print(f"model: {type(r.model).__name__} with {_num_params(r.model):,} parameters"
           + (f" ({shape})" if r.kind == "gpt" else ""))
+    if cfg.lora_rank:
+        trainable = sum(p.numel() for p in r.model.parameters() if p.requires_grad)
+        print(f"LoRA: rank {cfg.lora_rank}, alpha {cfg.lora_alpha:g} on {', '.join(lora.TARGETS)}: {trainable:,} "
+              f"trainable parameters, the other {_num_params(r.model) - trainable:,} frozen; base: {cfg.init_from}")
     per_process = f" x {processes.world_size} processes" if processes.distributed else ""
     print(f"tokens per iteration: {r.tokens_per_iter:,} (batch {cfg.batch_size} x context {m.block_size}"
           f" x {cfg.gradient_accumulation_steps} accumulation steps{per_process})")
