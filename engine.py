@@ -171,7 +171,7 @@ class StaticCacheDecoder(CachedDecoder):
             cos, sin = self._rotary(position)
         for i, block in enumerate(model.blocks):
             h = F.layer_norm(x, (C,), block.ln1.weight, block.ln1.bias)
-            q, k, v = F.linear(h, block.attn.qkv.weight).view(1, 1, 3, H, hs).transpose(1, 3).unbind(2)  # (1, H, 1, hs)
+            q, k, v = F.linear(h, block.attn.qkv.weight, block.attn.qkv.bias).view(1, 1, 3, H, hs).transpose(1, 3).unbind(2)  # (1, H, 1, hs)
             if self.config.position == "rope":
                 q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
             self.keys[i, :, :, slot:slot + 1] = k
@@ -220,7 +220,7 @@ class CompiledStep(torch.nn.Module):
         new_keys, new_values = [], []
         for i, block in enumerate(model.blocks):
             h = F.layer_norm(x, (C,), block.ln1.weight, block.ln1.bias)
-            q, k, v = F.linear(h, block.attn.qkv.weight).view(rows, 1, 3, H, hs).transpose(1, 3).unbind(2)
+            q, k, v = F.linear(h, block.attn.qkv.weight, block.attn.qkv.bias).view(rows, 1, 3, H, hs).transpose(1, 3).unbind(2)
             if model.config.position == "rope":
                 q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
             out = _attend_one(q, k, v, keys[i], values[i], earlier, hs)
