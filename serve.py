@@ -491,14 +491,14 @@ def for_device(config: ServeConfig, device: str) -> tuple[ServeConfig, str | Non
 
 
 def start_decoding(handler: ModelHandler, config: ServeConfig) -> list[str | None]:
-    """Batch the replies (or give each a thread), compile if asked, and set the CPU threads: one
-    batch uses every core; replies side by side get one core each (one reply's operations are too
-    small to split). The lines to say."""
+    """Batch the replies (or give each a thread), compile if asked, and set the CPU threads: the
+    batch gets every core but one, which is left to the request threads (HTTP, JSON, text); replies
+    side by side get one core each (one reply's operations are too small to split). The lines to say."""
     batched = config.batching and handler.has_kv_cache
     cores = os.cpu_count() or 1
     notes: list[str | None] = []
     if handler.device == "cpu":  # before the batch's thread starts, which takes the setting then
-        torch.set_num_threads(cores if batched else max(1, cores // config.concurrency))
+        torch.set_num_threads(max(1, cores - 1) if batched else max(1, cores // config.concurrency))
         if not batched and config.concurrency > cores:
             notes.append(f"note: {config.concurrency} replies at once, each on its own thread, on {cores} cores: "
                          f"--concurrency={cores} answers each as soon, at the same throughput")
