@@ -25,11 +25,12 @@ import torch
 
 import gpt_final_version
 import loss_curves
+import tokenizer
 from atomic_write import write_text_atomically
 from bigram import BigramLanguageModel
 from checkpoint import load_checkpoint, load_weights, save_checkpoint
 from config import GPTConfig, SampleConfig, UserError, apply, choose_device, help_text, parse_args, run_cli
-from corpus import END_MARK, INPUT_MARK, MARKERS, OUTPUT_MARK, CharVocab, seeded_generator
+from corpus import END_MARK, INPUT_MARK, MARKERS, OUTPUT_MARK, seeded_generator
 from engine import StaticCacheDecoder, TokenStream, compiled_step, decoder_for
 from gpt_final_version import GPT
 
@@ -68,18 +69,24 @@ class Completion:
 
 class TextStream:
     """A reply as it is made: iterating gives each piece of text as soon as the engine samples it;
-    completion() finishes it (wherever the iteration stopped) and gives the whole. One pass only."""
+    completion() finishes it (wherever the iteration stopped) and gives the whole. One pass only.
+    A character whose bytes span two tokens (an emoji, with BPE) comes out whole, once complete."""
 
-    def __init__(self, tokens: TokenStream, vocab: CharVocab, prompt_chars: int):
+    def __init__(self, tokens: TokenStream, vocab, prompt_chars: int):
         self.tokens, self.vocab, self.prompt_chars = tokens, vocab, prompt_chars
         self.pieces: list[str] = []
         self._pieces = self._decode()
 
     def _decode(self):
+        text = tokenizer.StreamDecoder(self.vocab)
         for token in self.tokens:
-            piece = self.vocab.decode([token])
-            self.pieces.append(piece)
-            yield piece
+            piece = text.push(token)
+            if piece:
+                self.pieces.append(piece)
+                yield piece
+        if rest := text.flush():
+            self.pieces.append(rest)
+            yield rest
 
     def __iter__(self):
         return self._pieces
@@ -96,7 +103,7 @@ class ModelHandler:
         self.device = choose_device(device)
         self.attention = attention  # "fast" or "heads": convert a GPT to that attention class; "": as saved
         self.model = None
-        self.vocab: CharVocab | None = None
+        self.vocab = None  # the checkpoint's tokenizer (tokenizer.py): characters, BPE or GPT-2's
         self.state: dict | None = None
         self.compiled_decoding = False  # replies use the compiled decode step (compile_decoding)
 
@@ -116,7 +123,7 @@ class ModelHandler:
             config = dataclasses.replace(config, attention=self.attention)
             config.validate()
             self.state = train.switch_attention(self.state, config, GPT, gpt_final_version.convert_attention_weights)
-        self.vocab = CharVocab(self.state["vocab"])
+        self.vocab = tokenizer.from_checkpoint(self.state)
         self.model = MODEL_KINDS[kind](config)
         load_weights(self.model, self.state["model"], self.path)
         self.model.to(self.device).eval()
@@ -164,13 +171,15 @@ class ModelHandler:
     def is_chat_model(self) -> bool:
         """Trained on chat pairs: its vocabulary has the markers of the two sides and of the end."""
         self._require_loaded()
-        return all(mark in self.vocab.index for mark in MARKERS)
+        return all(mark in self.vocab.specials for mark in MARKERS)
 
     def fit_to_vocabulary(self, text: str) -> FittedText:
         """`text` in characters this model knows, never refused: a close character stands in where
         there is one (café -> cafe), the rest are left out; both are reported. The chat markers are
         layout, never text, so a message cannot forge a turn with them."""
         self._require_loaded()
+        if self.vocab.kind != "char":  # bytes: every character is known; only the markers go
+            return FittedText("".join(ch for ch in text if ch not in MARKERS), sorted(set(text) & set(MARKERS)), {})
         known = self.vocab.index.keys() - set(MARKERS)
         out, dropped, replaced = [], set(), {}
         for ch in text:
@@ -207,7 +216,7 @@ class ModelHandler:
     def complete_stream(self, prompt: str, max_new_tokens: int = 200, temperature: float = 0.8,
                         top_k: int | None = None, seed: int | None = None, deadline: float | None = None) -> TextStream:
         """The characters that follow `prompt` (plain text models such as the Shakespeare one)."""
-        start = "\n" if "\n" in self.vocab.index else self.vocab.chars[0]  # for an empty prompt
+        start = "\n" if self.vocab.can_encode("\n") else self.vocab.decode([0])  # for an empty prompt
         return self._stream(prompt or start, max_new_tokens, temperature, top_k, seed, deadline, None)
 
     def compile_decoding(self) -> str:
@@ -224,11 +233,12 @@ class ModelHandler:
         return f"compiled the decode step in {time.perf_counter() - started:.1f}s"
 
     def _stream(self, context, max_new_tokens, temperature, top_k, seed, deadline, stop) -> TextStream:
-        """The engine's tokens after `context` as text. The model sees at most block_size characters
-        of context, which also bounds the cost of a long conversation."""
-        ids = self.encode_prompt(context[-self.model.config.block_size:])[0].tolist()
+        """The engine's tokens after `context` as text. The model sees at most block_size tokens
+        (of the last block_size characters) of context, which also bounds the cost of a long conversation."""
+        block = self.model.config.block_size
+        ids = self.vocab.encode_with_specials(context[-block:])[-block:]
         tokens = TokenStream(decoder_for(self.model, compiled=self.compiled_decoding), ids, max_new_tokens, temperature, top_k, seeded_generator(seed),
-                             None if stop is None else self.vocab.index[stop], deadline)
+                             None if stop is None else self.vocab.specials[stop], deadline)
         return TextStream(tokens, self.vocab, len(ids))
 
     def chat(self, options: SampleConfig, lines=None, write=print) -> list[tuple[str, str]]:
