@@ -210,6 +210,8 @@ def _settings(overrides: dict, preset: str, state: dict | None, init_state: dict
         cfg = TrainConfig(**settings)
         for line in changes:
             print(f"on {device}: {line}")
+    if init_state is not None:  # fine-tuning keeps the tokenizer the weights were trained with
+        cfg = dataclasses.replace(cfg, tokenizer=tokenizer.from_checkpoint(init_state).kind)
     return apply(model_cfg, overrides), apply(cfg, overrides)
 
 

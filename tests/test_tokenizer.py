@@ -228,7 +228,7 @@ def test_a_bpe_run_saves_its_tokenizer_and_model_handler_samples_from_it(small_c
     assert math.isfinite(result.val_bpb)
 
 
-def test_a_resumed_bpe_run_keeps_its_tokenizer(small_corpus, tmp_path):
+def test_a_resumed_or_fine_tuned_bpe_run_keeps_its_tokenizer(small_corpus, tmp_path):
     first = tmp_path / "a.pt"
     gpt_final_version.main(tiny_run_args(small_corpus, first, max_iters=4, tokenizer="bpe", vocab_size=300))
     second = tmp_path / "b.pt"
@@ -236,6 +236,9 @@ def test_a_resumed_bpe_run_keeps_its_tokenizer(small_corpus, tmp_path):
     assert torch.load(second, weights_only=True)["tokenizer"] == torch.load(first, weights_only=True)["tokenizer"]
     with pytest.raises(UserError, match="cannot change"):
         gpt_final_version.main(tiny_run_args(small_corpus, tmp_path / "c.pt", max_iters=12, resume=first, tokenizer="char"))
+    tuned = tmp_path / "d.pt"  # fine-tuning (--init_from) takes the tokenizer with the weights
+    gpt_final_version.main(tiny_run_args(small_corpus, tuned, max_iters=2, init_from=first))
+    assert torch.load(tuned, weights_only=True)["tokenizer"] == torch.load(first, weights_only=True)["tokenizer"]
 
 
 def test_bits_per_byte_of_a_character_model_on_ascii_text_is_loss_over_ln2(small_corpus, tmp_path, capsys):
