@@ -369,8 +369,12 @@ class GPT2Tokenizer(BytePairTokenizer):
     def from_tables(cls, encoder: dict[str, int], merges: list, specials: dict[str, int]) -> GPT2Tokenizer:
         """Translate GPT-2's tables, written in its printable stand-ins for bytes, into ids."""
         stand_in = bytes_to_unicode()
-        byte_ids = [encoder[stand_in[b]] for b in range(256)]
-        id_merges = [(encoder[left], encoder[right], encoder[left + right]) for left, right in merges]
+        try:
+            byte_ids = [encoder[stand_in[b]] for b in range(256)]
+            id_merges = [(encoder[left], encoder[right], encoder[left + right]) for left, right in merges]
+        except (KeyError, ValueError, TypeError) as err:
+            raise UserError(f"GPT-2's tokenizer files do not fit together (the merges name {err}, which the "
+                            "vocabulary lacks): use the encoder.json and vocab.bpe of one release.") from None
         return cls(id_merges, specials, byte_ids)
 
 

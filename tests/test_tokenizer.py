@@ -287,3 +287,9 @@ def test_chat_pairs_stay_on_characters_for_now(tmp_path):
     pairs.write_text(json.dumps({"input": "hi", "output": "yo"}) + "\n", encoding="utf-8")
     with pytest.raises(UserError, match="chat pairs"):
         gpt_final_version.main(tiny_run_args(pairs, tmp_path / "x.pt", tokenizer="bpe"))
+
+
+def test_tokenizer_files_that_do_not_fit_together_are_one_clear_error():
+    encoder = {ch: i for i, ch in enumerate(tokenizer.bytes_to_unicode())}
+    with pytest.raises(UserError, match="do not fit together"):
+        tokenizer.GPT2Tokenizer.from_tables(encoder, [["a", "b"]], {})
