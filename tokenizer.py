@@ -269,7 +269,7 @@ def most_frequent(pair_counts: dict) -> tuple[int, int] | None:
 
 def train_merges_readable(chunks: dict, n_merges: int, verbose: bool = False) -> list[tuple[int, int, int]]:
     """The textbook loop: count every adjacent pair in every chunk, merge the most frequent, repeat.
-    Each merge recounts everything, so it is slow (about a second per 10 merges on tiny-shakespeare)."""
+    Each merge recounts everything, so it is slow: 253 merges of tiny-shakespeare take about 9 s."""
     words = {tuple(chunk): n for chunk, n in chunks.items()}
     merges = []
     for step in range(n_merges):
