@@ -96,7 +96,7 @@ class TrainConfig:
     save_interval: int = 0  # save every this many steps, and the best-val model to NAME.best.pt; 0: at the end only
     notes: str = "notes.txt"  # one line per finished run is appended here; empty disables
     samples_dir: str = "samples"  # where the end-of-run sample goes; empty disables
-    sample_chars: int = 500  # length of the end-of-run sample
+    sample_chars: int = 500  # length of the end-of-run sample, in tokens (characters for a character model)
     progress: bool = True  # show the tqdm bar (it is hidden anyway when stderr is not a terminal)
 
     def validate(self) -> None:
@@ -117,7 +117,7 @@ class TrainConfig:
 @dataclass
 class SampleConfig:
     prompt: str = "\n"  # text the samples start with; its characters must be in the vocabulary
-    max_new_tokens: int = 500  # characters to generate after the prompt
+    max_new_tokens: int = 500  # tokens to generate after the prompt (characters for a character model)
     temperature: float = 0.8  # below 1 sharpens the distribution, above 1 flattens it; 0 is greedy
     top_k: int = 0  # sample only among the k likeliest characters; 0 means all
     num_samples: int = 1  # independent samples to draw

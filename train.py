@@ -281,8 +281,6 @@ def subword_dataset(cfg: TrainConfig, source: dict | None, vocab_size: int | Non
     if cfg.memmap or (Path(cfg.data).is_file() and Path(cfg.data).stat().st_size > MEMMAP_ABOVE_BYTES):
         raise UserError(f"--tokenizer={cfg.tokenizer} reads the text into memory for now; memory-mapped corpora "
                         f"(--memmap, or files above {MEMMAP_ABOVE_BYTES >> 20} MB) are characters only.")
-    if cfg.tokenizer == "bpe" and not source and vocab_size is not None and vocab_size > 65535:
-        raise UserError(f"--vocab_size={vocab_size} is larger than BPE training here is meant for; try 512 to 32768.")
     text = read_text(cfg.data)
     if source:
         tokens = tokenizer.from_checkpoint(source)
