@@ -246,11 +246,12 @@ def load_dataset(cfg: TrainConfig, state: dict | None, init_state: dict | None,
     if saved_kind != cfg.tokenizer:
         raise UserError(f"the checkpoint's tokenizer is {saved_kind!r}; --tokenizer={cfg.tokenizer} cannot change "
                         "what its token ids mean. Drop the option, or train a new model.")
+    if vocab_size is not None and not source and cfg.tokenizer != "bpe":
+        given = "the text's own characters" if cfg.tokenizer == "char" else "GPT-2's 50,257 tokens"
+        raise UserError(f"--vocab_size={vocab_size} is for --tokenizer=bpe; with --tokenizer={cfg.tokenizer} the "
+                        f"vocabulary is {given}. Drop --vocab_size or use --tokenizer=bpe.")
     if cfg.tokenizer != "char":
         return subword_dataset(cfg, source, vocab_size)
-    if vocab_size is not None and not source:
-        raise UserError(f"--vocab_size={vocab_size} is for --tokenizer=bpe; with characters the vocabulary is "
-                        "the text's own characters. Drop --vocab_size or add --tokenizer=bpe.")
     if _use_memmap(cfg):
         return _memmap_dataset(cfg, state, init_state)
     pairs = read_pairs(cfg.data) if is_pairs_file(cfg.data) else None

@@ -276,6 +276,7 @@ def test_bad_tokenizer_options_are_one_clear_error(small_corpus, tmp_path):
     cases = [(dict(tokenizer="bpe", vocab_size=100), "at least 259"),
              (dict(tokenizer="bp"), "did you mean 'bpe'"),
              (dict(vocab_size=100), "is for --tokenizer=bpe"),
+             (dict(tokenizer="gpt2", vocab_size=512), "GPT-2's 50,257 tokens"),
              (dict(tokenizer="gpt2", tokenizer_dir=tmp_path / "nowhere"), "--tokenizer_dir")]
     for options, message in cases:
         with pytest.raises(UserError, match=message):
