@@ -704,7 +704,7 @@ class Run:
         self.eval_seconds += seconds
         self.history.append((self.iter_num, self.losses["train"], self.losses["val"]))
         write(f"step {self.iter_num}: train loss {self.losses['train']:.4f}, val loss {self.losses['val']:.4f} "
-              f"({self.val_bpb:.4f} bits per byte) (eval {seconds:.1f}s, {t0 - self.started:.0f}s into the run)")
+              f"= {self.val_bpb:.4f} bits per byte (eval {seconds:.1f}s, {t0 - self.started:.0f}s into the run)")
 
     @property
     def val_bpb(self) -> float:

@@ -246,7 +246,7 @@ def test_bits_per_byte_of_a_character_model_on_ascii_text_is_loss_over_ln2(small
     assert result.val_bpb == pytest.approx(result.val_loss / math.log(2), rel=1e-9)
     printed = capsys.readouterr().out
     assert f"val_bpb={result.val_bpb:.4f}" in printed.splitlines()[-1]
-    assert f"({result.val_bpb:.4f} bits per byte)" in printed
+    assert f"val loss {result.val_loss:.4f} = {result.val_bpb:.4f} bits per byte" in printed
     assert f"val_bpb={result.val_bpb:.4f}" in (tmp_path / "notes.txt").read_text()
 
 
