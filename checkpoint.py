@@ -15,7 +15,10 @@ from atomic_write import abandoned_temporaries, atomic_write
 from config import UserError
 
 FORMAT_VERSION = 1
-REQUIRED_KEYS = ("model", "model_config", "train_config", "vocab", "iter_num")
+REQUIRED_KEYS = ("model", "model_config", "train_config", "iter_num")
+# and one of: "tokenizer" (tokenizer.py's state(): every checkpoint since tokenizers) or "vocab" (the
+# list of characters: older checkpoints; character models still write it, for code that reads it)
+TOKENIZER_KEYS = ("tokenizer", "vocab")
 
 
 def save_checkpoint(state: dict, path: str) -> None:
@@ -52,8 +55,10 @@ def load_checkpoint(path: str, map_location="cpu") -> dict:
             f"{path} is not a readable checkpoint of this project: {_why_unreadable(file, err)}. "
             "Use a .pt file written by gpt_final_version.py or bigram.py."
         ) from None
-    if not isinstance(state, dict) or any(key not in state for key in REQUIRED_KEYS):
-        raise UserError(f"{path} is a PyTorch file but not a checkpoint of this project (it lacks {', '.join(REQUIRED_KEYS)}).")
+    if (not isinstance(state, dict) or any(key not in state for key in REQUIRED_KEYS)
+            or not any(key in state for key in TOKENIZER_KEYS)):
+        raise UserError(f"{path} is a PyTorch file but not a checkpoint of this project "
+                        f"(it lacks {', '.join(REQUIRED_KEYS)} and a tokenizer or vocab).")
     return upgrade(state, path)
 
 

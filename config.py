@@ -30,7 +30,7 @@ class UserError(Exception):
 
 @dataclass
 class GPTConfig:
-    vocab_size: int = 65  # distinct characters; set from the data (tiny-shakespeare has 65)
+    vocab_size: int = 65  # tokens the model knows; set from the data (65 characters of tiny-shakespeare, GPT-2's 50257), except with --tokenizer=bpe, where it is the size BPE is trained to
     block_size: int = 256  # context length in characters; 256 holds a few lines of verse
     n_embd: int = 384  # width of the residual stream; 384 = 6 heads x 64, the lecture's size
     n_head: int = 6  # attention heads; each sees n_embd / n_head = 64 dimensions
@@ -90,6 +90,8 @@ class TrainConfig:
     dtype: str = "auto"  # "auto": bfloat16 autocast on cuda, float32 elsewhere; or float32/bfloat16/float16
     compile: bool = False  # torch.compile the model; pays off on cuda for long runs
     seed: int = 1337  # seeds batches, dropout and the final sample
+    tokenizer: str = "char"  # "char": one token per character (the lecture's; small, readable); "bpe": byte-level BPE trained on the text to --vocab_size (default 512); "gpt2": GPT-2's 50,257 tokens
+    tokenizer_dir: str = "data/gpt2"  # with --tokenizer=gpt2: the folder holding encoder.json + vocab.bpe, vocab.json + merges.txt, or tokenizer.json
     data: str = "data/tinyshakespeare/input.txt"  # training text (UTF-8; downloaded if the default is missing), or chat pairs (.jsonl)
     out: str = ""  # checkpoint path; empty means models/<preset>-<date>-<time>.pt (never overwrites)
     memmap: bool = False  # prepare the text once into DATA.bin and read it through a memory map (corpora larger than memory); automatic above 256 MB
@@ -101,7 +103,7 @@ class TrainConfig:
     save_interval: int = 0  # save every this many steps, and the best-val model to NAME.best.pt; 0: at the end only
     notes: str = "notes.txt"  # one line per finished run is appended here; empty disables
     samples_dir: str = "samples"  # where the end-of-run sample goes; empty disables
-    sample_chars: int = 500  # length of the end-of-run sample
+    sample_chars: int = 500  # length of the end-of-run sample, in tokens (characters for a character model)
     progress: bool = True  # show the tqdm bar (it is hidden anyway when stderr is not a terminal)
 
     def validate(self) -> None:
@@ -120,12 +122,13 @@ class TrainConfig:
             raise UserError("--lora_rank adapts a trained model: give it with --init_from=CHECKPOINT, DIR or gpt2.")
         if self.lora_alpha <= 0:
             raise UserError(f"lora_alpha must be positive, got {self.lora_alpha}.")
+        _check_choice("tokenizer", self.tokenizer, ("char", "bpe", "gpt2"))
 
 
 @dataclass
 class SampleConfig:
     prompt: str = "\n"  # text the samples start with; its characters must be in the vocabulary
-    max_new_tokens: int = 500  # characters to generate after the prompt
+    max_new_tokens: int = 500  # tokens to generate after the prompt (characters for a character model)
     temperature: float = 0.8  # below 1 sharpens the distribution, above 1 flattens it; 0 is greedy
     top_k: int = 0  # sample only among the k likeliest characters; 0 means all
     num_samples: int = 1  # independent samples to draw

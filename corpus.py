@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from atomic_write import atomic_write, write_bytes_atomically
 from config import UserError
+from tokenizer import CHAT_MARKERS, END_MARK, INPUT_MARK, OUTPUT_MARK, CharTokenizer, compact_dtype  # noqa: F401
 
 # The copy nanoGPT's shakespeare_char/prepare.py downloads, and its sha256.
 SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
@@ -26,10 +27,10 @@ SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2d
 DEFAULT_DATA = "data/tinyshakespeare/input.txt"
 TRAIN_FRACTION = 0.9  # first 90% train, last 10% val: the lecture's and nanoGPT's split
 
-# Chat pairs are laid out as INPUT_MARK their words OUTPUT_MARK my reply END_MARK. Control characters
-# never occur in cleaned chat text, so the three markers cannot be confused with anything written.
-INPUT_MARK, OUTPUT_MARK, END_MARK = "\x01", "\x02", "\x03"
-MARKERS = (INPUT_MARK, OUTPUT_MARK, END_MARK)
+# Chat pairs are laid out as INPUT_MARK their words OUTPUT_MARK my reply END_MARK (defined in
+# tokenizer.py, where BPE makes them special tokens). Control characters never occur in cleaned chat
+# text, so the three markers cannot be confused with anything written.
+MARKERS = CHAT_MARKERS
 
 
 # ----------------------------------------------------------------------------------------------
@@ -84,50 +85,8 @@ def _is_default_corpus(path: str) -> bool:
 # Characters <-> integers
 
 
-class CharVocab:
-    """The sorted set of characters in the text; a character's id is its index."""
-
-    def __init__(self, chars):
-        self.chars = list(chars)
-        self.index = {ch: i for i, ch in enumerate(self.chars)}
-
-    @classmethod
-    def from_text(cls, text: str) -> "CharVocab":
-        return cls(sorted(set(text)))
-
-    def __len__(self) -> int:
-        return len(self.chars)
-
-    def encode(self, text: str) -> list[int]:
-        self.check(text)
-        return [self.index[ch] for ch in text]
-
-    def check(self, text: str) -> None:
-        missing = sorted(set(text) - self.index.keys())
-        if missing:
-            shown = ", ".join(repr(ch) for ch in missing[:10])
-            raise UserError(f"character(s) {shown} are not in the model's vocabulary of {len(self)} characters; remove or replace them.")
-
-    def encode_to_tensor(self, text: str, slice_chars: int = 1 << 22) -> torch.Tensor:
-        """encode(text) as a tensor of the compact dtype, filled a slice at a time through a lookup
-        table: a Python list of ids costs 8 bytes a character, 11 times a 100 MB text at its peak."""
-        self.check(text)
-        dtype = compact_dtype(len(self))
-        table = np.zeros(max(map(ord, self.chars), default=0) + 1, dtype=torch.empty(0, dtype=dtype).numpy().dtype)
-        table[[ord(ch) for ch in self.chars]] = np.arange(len(self.chars))
-        ids = np.empty(len(text), dtype=table.dtype)
-        for start in range(0, len(text), slice_chars):
-            piece = text[start:start + slice_chars].encode("utf-32-le", "surrogatepass")
-            ids[start:start + slice_chars] = table[np.frombuffer(piece, dtype=np.uint32)]
-        return torch.from_numpy(ids)
-
-    def decode(self, ids) -> str:
-        return "".join(self.chars[i] for i in ids)
-
-
-def compact_dtype(vocab_size: int) -> torch.dtype:
-    """The smallest integer type that holds every id: a 1 MB corpus stays 1 MB in memory."""
-    return torch.uint8 if vocab_size <= 256 else torch.int16 if vocab_size <= 32767 else torch.int32
+# The character vocabulary is tokenizer.py's CharTokenizer, under the name the rest of the code knows.
+CharVocab = CharTokenizer
 
 
 # ----------------------------------------------------------------------------------------------
@@ -163,9 +122,24 @@ class TextDataset:
         self.prepared: dict | None = None  # for a memory-mapped corpus: its metadata
 
     @classmethod
-    def from_text(cls, text: str, vocab: CharVocab | None = None) -> "TextDataset":
+    def from_text(cls, text: str, vocab=None) -> "TextDataset":
+        """The text cut at 90% of its characters, each part encoded on its own (nanoGPT's
+        prepare.py does the same, so GPT-2 token counts compare with its: 301,966 / 36,059 for
+        tiny-shakespeare). For characters this is the same as cutting the ids."""
         vocab = vocab or CharVocab.from_text(text)
-        return cls(vocab.encode_to_tensor(text), vocab)
+        cut = int(TRAIN_FRACTION * len(text))
+        train, val = vocab.encode_to_tensor(text[:cut]), vocab.encode_to_tensor(text[cut:])
+        return cls(torch.cat([train, val]), vocab, split_at=len(train))
+
+    def bytes_per_token(self, split: str) -> float:
+        """Mean UTF-8 bytes a token of the split stands for: turns a loss per token into bits per
+        byte, which compare across tokenizers. A memory-mapped corpus uses the whole file's mean
+        (one more pass over a corpus larger than memory is not worth the precision)."""
+        if self.prepared:
+            return self.prepared["source_bytes"] / max(1, self.prepared["tokens"])
+        lengths = torch.tensor([len(self.vocab.token_bytes(i)) for i in range(len(self.vocab))])
+        data = self.splits[split]
+        return lengths[data.long()].sum().item() / max(1, len(data))
 
     def check_fits(self, block_size: int) -> None:
         """Training windows need more than block_size characters; a short val split (a handful of

@@ -29,11 +29,12 @@ import gpt_final_version
 import lora
 import loss_curves
 import pretrained
+import tokenizer
 from atomic_write import write_text_atomically
 from bigram import BigramLanguageModel
 from checkpoint import load_checkpoint, load_weights, save_checkpoint
 from config import GPTConfig, SampleConfig, UserError, apply, choose_device, help_text, parse_args, run_cli
-from corpus import END_MARK, INPUT_MARK, MARKERS, OUTPUT_MARK, CharVocab, seeded_generator
+from corpus import END_MARK, INPUT_MARK, MARKERS, OUTPUT_MARK, seeded_generator
 from engine import Batcher, TokenStream, compiled_step, decoder_for, has_kv_cache
 from gpt_final_version import GPT
 
@@ -72,18 +73,24 @@ class Completion:
 
 class TextStream:
     """A reply as it is made: iterating gives each piece of text as soon as the engine samples it;
-    completion() finishes it (wherever the iteration stopped) and gives the whole. One pass only."""
+    completion() finishes it (wherever the iteration stopped) and gives the whole. One pass only.
+    A character whose bytes span two tokens (an emoji, with BPE) comes out whole, once complete."""
 
-    def __init__(self, tokens: TokenStream, vocab: CharVocab, prompt_chars: int):
+    def __init__(self, tokens: TokenStream, vocab, prompt_chars: int):
         self.tokens, self.vocab, self.prompt_chars = tokens, vocab, prompt_chars
         self.pieces: list[str] = []
         self._pieces = self._decode()
 
     def _decode(self):
+        text = tokenizer.StreamDecoder(self.vocab)
         for token in self.tokens:
-            piece = self.vocab.decode([token])
-            self.pieces.append(piece)
-            yield piece
+            piece = text.push(token)
+            if piece:
+                self.pieces.append(piece)
+                yield piece
+        if rest := text.flush():
+            self.pieces.append(rest)
+            yield rest
 
     def __iter__(self):
         return self._pieces
@@ -100,7 +107,7 @@ class ModelHandler:
         self.device = choose_device(device)
         self.attention = attention  # "fast" or "heads": convert a GPT to that attention class; "": as saved
         self.model = None
-        self.vocab: CharVocab | None = None
+        self.vocab = None  # the checkpoint's tokenizer (tokenizer.py): characters, BPE or GPT-2's
         self.state: dict | None = None
         self.compiled_decoding = False  # replies use the compiled decode step (compile_decoding)
         self.batcher: Batcher | None = None  # replies join one continuous batch (start_batching; serve.py)
@@ -127,17 +134,17 @@ class ModelHandler:
             config = dataclasses.replace(config, attention=self.attention)
             config.validate()
             self.state = train.switch_attention(self.state, config, GPT, gpt_final_version.convert_attention_weights)
-        self.vocab = CharVocab(self.state["vocab"])
+        self.vocab = tokenizer.from_checkpoint(self.state)
         self.model = MODEL_KINDS[kind](config)
         load_weights(self.model, self.state["model"], self.path)
         self.model.to(self.device).eval()
         return self
 
     def _load_pretrained(self) -> ModelHandler:
-        """GPT-2's weights from a hub directory or name. Its text needs GPT-2's tokenizer.
-        TODO(lead, with tokenizer.py): set self.vocab to GPT2Tokenizer over
-        self.state["pretrained"]["tokenizer_files"], so --prompt and generate() take text."""
+        """GPT-2's weights from a hub directory or name, with GPT-2's tokenizer from the files beside
+        them (without those files, only --prompt_ids)."""
         self.state = pretrained.load_pretrained(self.path)
+        self.vocab = pretrained.hub_tokenizer(self.state)
         self.model = GPT(apply(GPTConfig(), self.state["model_config"]))
         load_weights(self.model, self.state["model"], self.path)
         self.model.to(self.device).eval()
@@ -157,7 +164,7 @@ class ModelHandler:
         # from here on a plain checkpoint: merged weights, no adapters, no adapter optimizer state
         self.state = {k: v for k, v in self.state.items() if k not in ("lora", "optimizer", "rng")}
         self.state["train_config"] = {**self.state["train_config"], "lora_rank": 0}
-        self.vocab = CharVocab(self.state["vocab"])
+        self.vocab = tokenizer.from_checkpoint(self.state)
         self.model.to(self.device).eval()
         return self
 
@@ -165,9 +172,13 @@ class ModelHandler:
         """Write the loaded checkpoint to `path` atomically. Without the training state (optimizer,
         random streams) and in half precision, a checkpoint is a quarter of the size: for shipping."""
         self._require_loaded()
-        if "pretrained" in self.state:  # TODO(lead, with tokenizer.py): the tokenizer's state() as the vocabulary
-            raise UserError(f"{self.path} is a hub directory already; a checkpoint of it needs its tokenizer, not wired in yet.")
         state = dict(self.state)
+        if "pretrained" in state:  # a hub model becomes a checkpoint of ours: its tokenizer goes in it
+            if self.vocab is None:
+                raise UserError(f"{self.path} has no tokenizer files, so a checkpoint of it could not read text: "
+                                "copy GPT-2's tokenizer files into that directory first.")
+            state = {k: v for k, v in state.items() if k != "pretrained"} | {
+                "tokenizer": self.vocab.state(), "train_config": {}, "iter_num": 0}
         state["model"] = {k: (v.half() if half and v.is_floating_point() else v).cpu()
                           for k, v in self.model.state_dict().items()}
         if not include_training_state:
@@ -187,8 +198,8 @@ class ModelHandler:
         """The prompt as ids (1, T); a character outside the vocabulary is a UserError naming it."""
         self._require_loaded()
         if self.vocab is None:
-            raise UserError(f"{self.path} is GPT-2's model, whose text needs GPT-2's tokenizer (not wired in yet): "
-                            "give token ids with --prompt_ids=464,3290.")
+            raise UserError(f"{self.path} has no tokenizer files (vocab.json + merges.txt, encoder.json + vocab.bpe, "
+                            "or tokenizer.json): copy GPT-2's there, or give token ids with --prompt_ids=464,3290.")
         return torch.tensor([self.vocab.encode(prompt or "\n")], dtype=torch.long, device=self.device)
 
     def generate(self, prompt: str = "\n", max_new_tokens: int = 500, temperature: float = 0.8,
@@ -220,13 +231,15 @@ class ModelHandler:
     def is_chat_model(self) -> bool:
         """Trained on chat pairs: its vocabulary has the markers of the two sides and of the end."""
         self._require_loaded()
-        return self.vocab is not None and all(mark in self.vocab.index for mark in MARKERS)
+        return self.vocab is not None and all(mark in self.vocab.specials for mark in MARKERS)
 
     def fit_to_vocabulary(self, text: str) -> FittedText:
         """`text` in characters this model knows, never refused: a close character stands in where
         there is one (café -> cafe), the rest are left out; both are reported. The chat markers are
         layout, never text, so a message cannot forge a turn with them."""
         self._require_loaded()
+        if self.vocab.kind != "char":  # bytes: every character is known; only the markers go
+            return FittedText("".join(ch for ch in text if ch not in MARKERS), sorted(set(text) & set(MARKERS)), {})
         known = self.vocab.index.keys() - set(MARKERS)
         out, dropped, replaced = [], set(), {}
         for ch in text:
@@ -263,7 +276,7 @@ class ModelHandler:
     def complete_stream(self, prompt: str, max_new_tokens: int = 200, temperature: float = 0.8,
                         top_k: int | None = None, seed: int | None = None, deadline: float | None = None) -> TextStream:
         """The characters that follow `prompt` (plain text models such as the Shakespeare one)."""
-        start = "\n" if "\n" in self.vocab.index else self.vocab.chars[0]  # for an empty prompt
+        start = "\n" if self.vocab.can_encode("\n") else self.vocab.decode([0])  # for an empty prompt
         return self._stream(prompt or start, max_new_tokens, temperature, top_k, seed, deadline, None)
 
     def compile_decoding(self) -> str:
@@ -306,10 +319,11 @@ class ModelHandler:
         return None
 
     def _stream(self, context, max_new_tokens, temperature, top_k, seed, deadline, stop) -> TextStream:
-        """The engine's tokens after `context` as text. The model sees at most block_size characters
-        of context, which also bounds the cost of a long conversation."""
-        ids = self.encode_prompt(context[-self.model.config.block_size:])[0].tolist()
-        stop_token = None if stop is None else self.vocab.index[stop]
+        """The engine's tokens after `context` as text. The model sees at most block_size tokens
+        (of the last block_size characters) of context, which also bounds the cost of a long conversation."""
+        block = self.model.config.block_size
+        ids = self.vocab.encode_with_specials(context[-block:])[-block:]
+        stop_token = None if stop is None else self.vocab.specials[stop]
         if self.batcher is not None:
             tokens = self.batcher.submit(ids, max_new_tokens, temperature, top_k, seeded_generator(seed), stop_token, deadline)
         else:

@@ -83,6 +83,16 @@ def tokenizer_files(directory: Path) -> dict[str, str]:
     return {name: str(directory / name) for name in TOKENIZER_FILES if (directory / name).is_file()}
 
 
+def hub_tokenizer(state: dict):
+    """GPT-2's tokenizer from the files beside a loaded hub model's weights (load_pretrained's
+    state), or None where its directory has none (then only token ids go in and out)."""
+    import tokenizer  # only here: loading weights alone does not need it
+
+    if not state["pretrained"]["tokenizer_files"]:
+        return None
+    return tokenizer.GPT2Tokenizer.from_directory(state["pretrained"]["directory"])
+
+
 # ==============================================================================================
 # The shape: config.json -> GPTConfig
 

@@ -33,17 +33,20 @@ import devices
 import lora
 import loss_curves
 import pretrained
+import tokenizer
 from atomic_write import write_text_atomically
 from checkpoint import load_checkpoint, load_weights, save_checkpoint
 from config import (GPTConfig, TrainConfig, UserError, apply, choose_device, default_preset, help_text,
                     parse_args, preset_values)
-from corpus import (END_MARK, INPUT_MARK, OUTPUT_MARK, CharVocab, TextDataset, ensure_default_corpus, is_pairs_file,
-                    pairs_dataset, pairs_vocab, prepared_dataset, read_pairs, read_text, seeded_generator)
+from corpus import (END_MARK, INPUT_MARK, OUTPUT_MARK, TRAIN_FRACTION, CharVocab, TextDataset, ensure_default_corpus,
+                    is_pairs_file, pairs_dataset, pairs_vocab, prepared_dataset, read_pairs, read_text,
+                    seeded_generator)
 
 # Model-shape fields that may change when resuming; the others must match the checkpoint's weights.
 # (A change of attention class converts the weights and the optimizer state: the function is the same.)
 RESUMABLE_MODEL_FIELDS = {"dropout", "attention"}
 MEMMAP_ABOVE_BYTES = 256 << 20  # a text this large is read through a memory map even without --memmap
+DEFAULT_BPE_VOCAB = 512  # --tokenizer=bpe without --vocab_size: 253 merges, small enough to train in a second
 CURVE_ROWS = 100  # rows of NAME.csv in a run whose --log_interval is 0 (automatic)
 END_OF_RUN_SECONDS = 5.0  # a timed run keeps this for its sample and picture, beyond evaluation and save
 
@@ -61,6 +64,7 @@ class TrainResult:
     history: list = field(default_factory=list)  # (iteration, train loss, val loss) at each evaluation
     interrupted: str = ""  # the signal that stopped the run early ("SIGINT", "SIGTERM"), if any
     first_step_seconds: float = 0.0  # the first step, timed apart: torch.compile works there
+    val_bpb: float = float("nan")  # val loss in bits per byte of text: compares across tokenizers
 
 
 # ==============================================================================================
@@ -162,7 +166,7 @@ def _train(args, build_model, kind, state, init_state, processes, device, conver
     # (machines may not share a filesystem; where they do, writes are atomic, so repeats are harmless).
     if processes.local_rank != 0:
         processes.wait_for_all()
-    dataset = load_dataset(cfg, state, init_state)
+    dataset = load_dataset(cfg, state, init_state, args.overrides.get("vocab_size"))
     if processes.local_rank == 0:
         processes.wait_for_all()
     model_cfg = dataclasses.replace(model_cfg, vocab_size=len(dataset.vocab))
@@ -291,6 +295,9 @@ def _settings(overrides: dict, preset: str, state: dict | None, init_state: dict
         cfg = TrainConfig(**settings)
         for line in changes:
             print(f"on {device}: {line}")
+    if init_state is not None:  # fine-tuning keeps the tokenizer the weights were trained with
+        kind = "gpt2" if "pretrained" in init_state else tokenizer.from_checkpoint(init_state).kind
+        cfg = dataclasses.replace(cfg, tokenizer=kind)
     return apply(model_cfg, overrides), apply(cfg, overrides)
 
 
@@ -315,24 +322,37 @@ def switch_attention(state: dict, model_cfg: GPTConfig, build_model, convert_wei
 
 
 
-def load_dataset(cfg: TrainConfig, state: dict | None, init_state: dict | None) -> TextDataset:
+def load_dataset(cfg: TrainConfig, state: dict | None, init_state: dict | None,
+                 vocab_size: int | None = None) -> TextDataset:
     """Plain text, or chat pairs from a .jsonl file. A resumed run keeps its vocabulary; a run
-    started from trained weights extends that model's vocabulary with the new characters."""
-    if init_state is not None and "pretrained" in init_state:
+    started from trained weights extends that model's vocabulary with the new characters.
+    `vocab_size` (--vocab_size) is the size to train BPE to; characters and GPT-2 take theirs from the data."""
+    if init_state is not None and "pretrained" in init_state and not state:
         return pretrained_dataset(cfg, init_state)
+    source = state or init_state
+    saved_kind = tokenizer.from_checkpoint(source).kind if source else cfg.tokenizer
+    if saved_kind != cfg.tokenizer:
+        raise UserError(f"the checkpoint's tokenizer is {saved_kind!r}; --tokenizer={cfg.tokenizer} cannot change "
+                        "what its token ids mean. Drop the option, or train a new model.")
+    if vocab_size is not None and not source and cfg.tokenizer != "bpe":
+        given = "the text's own characters" if cfg.tokenizer == "char" else "GPT-2's 50,257 tokens"
+        raise UserError(f"--vocab_size={vocab_size} is for --tokenizer=bpe; with --tokenizer={cfg.tokenizer} the "
+                        f"vocabulary is {given}. Drop --vocab_size or use --tokenizer=bpe.")
+    if cfg.tokenizer != "char":
+        return subword_dataset(cfg, source, vocab_size)
     if _use_memmap(cfg):
         return _memmap_dataset(cfg, state, init_state)
     pairs = read_pairs(cfg.data) if is_pairs_file(cfg.data) else None
     text = None if pairs else read_text(cfg.data)
     if state:
-        vocab = CharVocab(state["vocab"])
+        vocab = tokenizer.from_checkpoint(state)
         unknown = sorted((set(text) if text else pairs_vocab(pairs).index.keys()) - vocab.index.keys())
         if unknown:
             shown = ", ".join(repr(ch) for ch in unknown[:10])
             raise UserError(f"{cfg.data} has character(s) {shown} that the resumed model's vocabulary lacks; "
                             "start a new run from its weights with --init_from instead of --resume.")
     else:
-        base = CharVocab(init_state["vocab"]) if init_state else None
+        base = tokenizer.from_checkpoint(init_state) if init_state else None
         if pairs:
             vocab = pairs_vocab(pairs, base)
         else:
@@ -342,13 +362,45 @@ def load_dataset(cfg: TrainConfig, state: dict | None, init_state: dict | None) 
 
 
 def pretrained_dataset(cfg: TrainConfig, init_state: dict) -> TextDataset:
-    """Text for a model started from GPT-2's weights, in GPT-2's tokens.
+    """Text for a model started from GPT-2's weights, in GPT-2's tokens (the tokenizer files of its
+    directory), which the checkpoint then keeps as its tokenizer."""
+    source = init_state["pretrained"]["source"]
+    if cfg.tokenizer != "gpt2":
+        raise UserError(f"{source} reads GPT-2's tokens; drop --tokenizer={cfg.tokenizer}.")
+    tokens = pretrained.hub_tokenizer(init_state)
+    if tokens is None:
+        raise UserError(f"{source} has no tokenizer files (vocab.json + merges.txt, encoder.json + vocab.bpe, or "
+                        "tokenizer.json): copy GPT-2's into that directory.")
+    return TextDataset.from_text(_text_for_subwords(cfg), tokens)
 
-    TODO(lead, with tokenizer.py): encode cfg.data with GPT2Tokenizer built from
-    init_state["pretrained"]["tokenizer_files"] and record its state() in the checkpoint as the
-    vocabulary. Until then the run stops here, saying so, before anything is written."""
-    raise UserError(f"training {init_state['pretrained']['source']} on {cfg.data} needs GPT-2's tokenizer "
-                    "(tokenizer.py's GPT2Tokenizer), which is not wired into training yet.")
+
+def subword_dataset(cfg: TrainConfig, source: dict | None, vocab_size: int | None) -> TextDataset:
+    """Plain text in byte-level BPE tokens: the checkpoint's tokenizer when there is one, GPT-2's
+    from its files, or one trained here on the training split (the val text stays unseen)."""
+    text = _text_for_subwords(cfg)
+    if source:
+        tokens = tokenizer.from_checkpoint(source)
+    elif cfg.tokenizer == "gpt2":
+        if not Path(cfg.tokenizer_dir).is_dir():
+            raise UserError(f"--tokenizer=gpt2 needs GPT-2's tokenizer files in {cfg.tokenizer_dir!r} (encoder.json + "
+                            "vocab.bpe, vocab.json + merges.txt, or tokenizer.json): put them there or pass --tokenizer_dir=DIR.")
+        tokens = tokenizer.GPT2Tokenizer.from_directory(cfg.tokenizer_dir)
+    else:
+        started = time.time()
+        tokens = tokenizer.ByteBPE.train(text[:int(TRAIN_FRACTION * len(text))], vocab_size or DEFAULT_BPE_VOCAB)
+        print(f"tokenizer: byte-level BPE of {len(tokens)} tokens trained on the training split in {time.time() - started:.1f}s")
+    return TextDataset.from_text(text, tokens)
+
+
+def _text_for_subwords(cfg: TrainConfig) -> str:
+    """The text, where byte-level tokens can read it for now: plain text held in memory."""
+    if is_pairs_file(cfg.data):
+        raise UserError(f"byte-level tokens (BPE, GPT-2's) are for plain text for now; chat pairs ({cfg.data}) train on "
+                        "characters: drop --tokenizer (and start from a character model).")
+    if cfg.memmap or (Path(cfg.data).is_file() and Path(cfg.data).stat().st_size > MEMMAP_ABOVE_BYTES):
+        raise UserError(f"byte-level tokens (BPE, GPT-2's) read the text into memory for now; memory-mapped corpora "
+                        f"(--memmap, or files above {MEMMAP_ABOVE_BYTES >> 20} MB) are characters only.")
+    return read_text(cfg.data)
 
 
 def _use_memmap(cfg: TrainConfig) -> bool:
@@ -364,11 +416,11 @@ def _use_memmap(cfg: TrainConfig) -> bool:
 
 
 def _memmap_dataset(cfg: TrainConfig, state: dict | None, init_state: dict | None) -> TextDataset:
-    base = CharVocab((state or init_state)["vocab"]) if (state or init_state) else None
+    base = tokenizer.from_checkpoint(state or init_state) if (state or init_state) else None
     dataset = prepared_dataset(cfg.data, cfg.min_char_count, base)
-    if state and dataset.vocab.chars != state["vocab"]:
+    if state and dataset.vocab.chars != base.chars:
         raise UserError(f"{cfg.data} (prepared) has a vocabulary of {len(dataset.vocab)} characters that differs from "
-                        f"the resumed model's {len(state['vocab'])}; start a new run from its weights with --init_from.")
+                        f"the resumed model's {len(base)}; start a new run from its weights with --init_from.")
     meta = dataset.prepared
     if meta["replaced_chars"]:
         print(f"data: {meta['rare_chars']} character(s) rarer than --min_char_count={cfg.min_char_count} "
@@ -758,7 +810,12 @@ class Run:
         self.eval_seconds += seconds
         self.history.append((self.iter_num, self.losses["train"], self.losses["val"]))
         write(f"step {self.iter_num}: train loss {self.losses['train']:.4f}, val loss {self.losses['val']:.4f} "
-              f"(eval {seconds:.1f}s, {t0 - self.started:.0f}s into the run)")
+              f"= {self.val_bpb:.4f} bits per byte (eval {seconds:.1f}s, {t0 - self.started:.0f}s into the run)")
+
+    @property
+    def val_bpb(self) -> float:
+        """The latest val loss in bits per byte: (nats per token) x (tokens per byte) / ln 2."""
+        return bits_per_byte(self.losses["val"], self.dataset, "val")
 
     def keep_if_best(self) -> None:
         """With periodic saving, the best-val model is kept apart, so a worse later one never replaces it."""
@@ -808,7 +865,7 @@ class Run:
             "model_config": dataclasses.asdict(self.model_cfg),
             "train_config": dataclasses.asdict(self.cfg),
             "preset": self.preset,
-            "vocab": self.dataset.vocab.chars,
+            **tokenizer_entries(self.dataset.vocab),
             "optimizer": self.optimizer.state_dict(),
             "iter_num": self.iter_num,
             "best_val_loss": self.best_val if best_val is None else best_val,
@@ -819,7 +876,7 @@ class Run:
     def result(self, interrupted: str) -> TrainResult:
         return TrainResult(self.iter_num, self.losses["train"], self.losses["val"], self.best_val,
                            _num_params(self.model), self.tokens_per_s, time.time() - self.started, self.out,
-                           self.history, interrupted, self.first_step_seconds)
+                           self.history, interrupted, self.first_step_seconds, self.val_bpb)
 
 
 # ==============================================================================================
@@ -902,7 +959,7 @@ def report(r: Run, result: TrainResult) -> None:
     if r.dataset.pairs:
         print(f"val loss of replies only (held-out pairs): {result.val_loss:.4f}")
     print(f"final: iters={result.iters} train_loss={result.train_loss:.4f} val_loss={result.val_loss:.4f} "
-          f"best_val_loss={result.best_val_loss:.4f} params={result.params} "
+          f"best_val_loss={result.best_val_loss:.4f} val_bpb={result.val_bpb:.4f} params={result.params} "
           f"tokens_per_s={result.tokens_per_s:.0f} seconds={result.seconds:.1f} checkpoint={result.checkpoint}")
 
 
@@ -922,17 +979,17 @@ def write_sample(model, dataset, cfg, device, checkpoint_path) -> None:
     model.eval()
     if dataset.pairs:  # a chat model answers a held-out message, stopping at the end marker
         their = (dataset.pairs["val"] or dataset.pairs["train"])[0][0]
-        start = torch.tensor([dataset.vocab.encode(INPUT_MARK + their + OUTPUT_MARK)], device=device)
+        start = torch.tensor([dataset.vocab.encode_with_specials(INPUT_MARK + their + OUTPUT_MARK)], device=device)
         ids = model.generate(start, cfg.sample_chars, temperature=0.8, generator=generator,
-                             stop_token=dataset.vocab.index[END_MARK])
+                             stop_token=dataset.vocab.specials[END_MARK])
         reply = dataset.vocab.decode(ids[0, start.shape[1]:].tolist()).split(END_MARK)[0]
         text = f"> {their}\n< {reply}"
     else:
-        start = torch.tensor([dataset.vocab.encode("\n")] if "\n" in dataset.vocab.index else [[0]], device=device)
+        start = torch.tensor([dataset.vocab.encode("\n") if dataset.vocab.can_encode("\n") else [0]], device=device)
         ids = model.generate(start, cfg.sample_chars, temperature=0.8, top_k=None, generator=generator)
         text = dataset.vocab.decode(ids[0, 1:].tolist())
     model.train()
-    print(f"--- sample ({cfg.sample_chars} characters at most) ---\n{text}\n---")
+    print(f"--- sample ({cfg.sample_chars} tokens at most) ---\n{text}\n---")
     if cfg.samples_dir:
         path = Path(cfg.samples_dir) / (Path(checkpoint_path).stem + ".txt")
         write_text_atomically(path, text)
@@ -946,10 +1003,25 @@ def append_notes(r: Run, result: TrainResult) -> None:
     compiled = f" (+{r.first_step_seconds:.1f}s compiling)" if r.compiled else ""
     line = (f"{datetime.now():%Y-%m-%d %H:%M} | {result.checkpoint} | params={result.params} | "
             f"preset={r.preset} {settings} | iters={result.iters} train_loss={result.train_loss:.4f} "
-            f"val_loss={result.val_loss:.4f} best_val_loss={result.best_val_loss:.4f} | "
+            f"val_loss={result.val_loss:.4f} best_val_loss={result.best_val_loss:.4f} val_bpb={result.val_bpb:.4f} | "
             f"{result.seconds:.1f}s | {r.device} {r.dtype} | {result.tokens_per_s:.0f} tokens/s{compiled}\n")
     with open(r.cfg.notes, "a", encoding="utf-8") as notes:
         notes.write(line)
+
+
+def bits_per_byte(loss: float, dataset: TextDataset, split: str) -> float:
+    """A loss in nats per token as bits per byte of text: the number that compares a character
+    model with a BPE one (for characters on ASCII text it is loss / ln 2)."""
+    return loss / (math.log(2) * dataset.bytes_per_token(split))
+
+
+def tokenizer_entries(vocab) -> dict:
+    """The checkpoint's tokenizer: its state, and for characters also the "vocab" list that older
+    code reads."""
+    entries = {"tokenizer": vocab.state()}
+    if vocab.kind == "char":
+        entries["vocab"] = list(vocab.chars)
+    return entries
 
 
 def _num_params(model) -> int:
@@ -974,7 +1046,8 @@ def print_startup(r: Run) -> None:
     print(f"tokens per iteration: {r.tokens_per_iter:,} (batch {cfg.batch_size} x context {m.block_size}"
           f" x {cfg.gradient_accumulation_steps} accumulation steps{per_process})")
     n_train, n_val = len(dataset.splits["train"]), len(dataset.splits["val"])
-    print(f"data: {cfg.data}: vocabulary {len(dataset.vocab)}, {n_train:,} train / {n_val:,} val tokens")
+    print(f"data: {cfg.data}: {dataset.vocab.kind} tokenizer, vocabulary {len(dataset.vocab)}, "
+          f"{n_train:,} train / {n_val:,} val tokens")
     if dataset.prepared:
         print(f"data: memory-mapped from {cfg.data}.bin ({dataset.prepared['dtype']}); the text is never read into memory")
     if dataset.pairs:

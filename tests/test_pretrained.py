@@ -19,11 +19,11 @@ pytest.importorskip("safetensors")
 SHAPE = dict(n_layer=2, n_head=2, n_embd=32, n_positions=64, vocab_size=100)
 
 
-def perturbed_hub_model(seed: int = 0):
+def perturbed_hub_model(seed: int = 0, shape: dict = SHAPE, eos: int = 0):
     """A random GPT-2 whose LayerNorm gains are not 1 and whose biases are not 0: a loader that
     dropped any tensor would give other logits."""
     torch.manual_seed(seed)
-    hub_config = transformers.GPT2Config(**SHAPE, bos_token_id=0, eos_token_id=0)
+    hub_config = transformers.GPT2Config(**shape, bos_token_id=eos, eos_token_id=eos)
     model = transformers.GPT2LMHeadModel(hub_config).eval()
     with torch.no_grad():
         for param in model.parameters():
@@ -212,7 +212,7 @@ def test_the_training_command_says_what_is_missing_for_text_and_writes_nothing(h
     import gpt_final_version
     _, folder = hub_dirs
     out = tmp_path / "never.pt"
-    with pytest.raises(UserError, match="needs GPT-2's tokenizer"):
+    with pytest.raises(UserError, match="has no tokenizer files"):
         gpt_final_version.main([f"--init_from={folder / 'safetensors'}", f"--out={out}", "--block_size=32", "--device=cpu"])
     with pytest.raises(UserError, match="does not exist"):
         gpt_final_version.main([f"--init_from={tmp_path / 'missing'}", f"--out={out}"])

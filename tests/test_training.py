@@ -24,7 +24,7 @@ def test_a_run_writes_checkpoint_sample_notes_and_a_final_line(small_corpus, tmp
     printed = capsys.readouterr().out
     assert out.is_file() and (tmp_path / "samples" / "run.txt").read_text(encoding="utf-8")
     last = printed.strip().splitlines()[-1]
-    assert re.fullmatch(r"final: iters=20 train_loss=[\d.]+ val_loss=[\d.]+ best_val_loss=[\d.]+ params=\d+ "
+    assert re.fullmatch(r"final: iters=20 train_loss=[\d.]+ val_loss=[\d.]+ best_val_loss=[\d.]+ val_bpb=[\d.]+ params=\d+ "
                         r"tokens_per_s=\d+ seconds=[\d.]+ checkpoint=\S+run\.pt", last), last
     assert f"params={result.params}" in last and result.iters == 20
     for expected in ("device: cpu", "parameters", "tokens per iteration: 512", "dtype: float32"):
