@@ -23,6 +23,7 @@ import hmac
 import json
 import math
 import os
+import signal
 import sys
 import threading
 import time
@@ -137,11 +138,21 @@ class Service:
         self.waiting = 0
         self.lock = threading.Lock()
         self.stats = {"served": 0, "refused_busy": 0, "rejected": 0}
+        self.in_flight = 0  # requests being answered (and logged): a stop waits for them
+        self.idle = threading.Condition(self.lock)
         self.page = CHAT_PAGE.read_bytes()  # read once: the page a browser gets at GET /
 
     def count(self, key: str) -> None:
         with self.lock:
             self.stats[key] += 1
+
+    def answering(self) -> "_InFlight":
+        return _InFlight(self)
+
+    def wait_until_idle(self, seconds: float) -> bool:
+        """Wait (at most `seconds`) until no request is being answered; whether none is."""
+        with self.idle:
+            return self.idle.wait_for(lambda: self.in_flight == 0, timeout=seconds)
 
     def generate_endpoint(self, body: dict) -> dict:
         text = field(body, "text", (str,), required=True)
@@ -237,6 +248,22 @@ def change_headers(answer: dict) -> list[tuple[str, str]]:
     return [(name, json.dumps(answer[key])) for name, key in (("X-Dropped-Characters", "dropped_characters"),
                                                                ("X-Replaced-Characters", "replaced_characters"))
             if answer.get(key)]
+
+
+class _InFlight:
+    """Counts a request as being answered from its start until its log line is written."""
+
+    def __init__(self, service: Service):
+        self.service = service
+
+    def __enter__(self):
+        with self.service.lock:
+            self.service.in_flight += 1
+
+    def __exit__(self, *exc):
+        with self.service.idle:
+            self.service.in_flight -= 1
+            self.service.idle.notify_all()
 
 
 class _Release:
@@ -354,6 +381,10 @@ class Handler(BaseHTTPRequestHandler):
         return body
 
     def _respond(self, route):
+        with self.service.answering():
+            self._answer(route)
+
+    def _answer(self, route):
         started = time.monotonic()
         try:
             answer = route()
@@ -534,13 +565,20 @@ def main(argv=None):
     if config.host not in ("127.0.0.1", "localhost", "::1") and not config.api_key:
         print(f"warning: listening on {config.host} without an API key: anyone who can reach this "
               "machine can use the model. Set --api_key or $" + API_KEY_ENV, flush=True)
+    signal.signal(signal.SIGTERM, _stop_serving)  # kill, docker stop, systemd: stop as Ctrl-C does
     try:
         server.serve_forever()
     except KeyboardInterrupt:
-        print("stopped", flush=True)
+        # requests already being answered finish (and are logged) first: a generation ends by --timeout
+        finished = server.RequestHandlerClass.service.wait_until_idle(config.timeout + config.read_timeout)
+        print("stopped" if finished else "stopped (requests still running were cut off)", flush=True)
     finally:
         server.server_close()
     return None
+
+
+def _stop_serving(signum, frame):
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

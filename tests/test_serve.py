@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections import Counter
@@ -395,3 +396,19 @@ def test_on_mps_the_server_generates_one_at_a_time(device, slots):
     service = serve.Service(handler=None, config=config)
     acquired = [service.slots.acquire(blocking=False) for _ in range(4)]
     assert sum(acquired) == slots
+
+
+def test_sigterm_lets_the_requests_being_answered_finish_then_stops(chat_model):
+    """kill / docker stop send SIGTERM: the server stops listening, the reply in progress is still
+    sent and logged, and the process ends with status 0."""
+    running = Server(chat_model, "--batching=false", "--temperature=2", "--max_tokens=600")
+    results = []
+    asking = threading.Thread(target=lambda: results.append(
+        running.post("/generate", {"text": "what time?", "max_new_tokens": 600, "temperature": 2})))
+    asking.start()
+    time.sleep(0.5)  # the request is being answered (600 characters take well over a second here)
+    running.process.terminate()
+    asking.join(timeout=60)
+    _, log = running.process.communicate(timeout=60)
+    assert results and results[0][0] == 200 and len(results[0][1]["response"]) > 0
+    assert "POST /generate 200" in log and running.process.returncode == 0
