@@ -299,6 +299,15 @@ def decoder_for(model, use_cache: bool = True, fast: bool = True, compiled: bool
     return StaticCacheDecoder(model) if fast else CachedDecoder(model)
 
 
+def next_id(logits, temperature, top_k, generator, banned=()) -> int:
+    """The id sampled from logits (1, V), never one of `banned` (a chat reply never writes the markers
+    that open a message or a reply: only the end marker may end it)."""
+    if banned:
+        logits = logits.clone()
+        logits[:, list(banned)] = float("-inf")
+    return int(sample_next(logits, temperature, top_k or None, generator)[0, 0])
+
+
 class TokenStream:
     """The ids sampled after a prompt, one at a time, from one decoder. The stop token ends the
     stream and is not yielded; so do max_new_tokens and the deadline (checked after each id, so at
@@ -306,16 +315,16 @@ class TokenStream:
 
     def __init__(self, decoder, prompt_ids: list[int], max_new_tokens: int, temperature: float = 1.0,
                  top_k: int | None = None, generator: torch.Generator | None = None, stop_token: int | None = None,
-                 deadline: float | None = None):
+                 deadline: float | None = None, banned: tuple[int, ...] = ()):
         self.decoder, self.prompt_ids = decoder, prompt_ids
         self.max_new_tokens, self.temperature, self.top_k, self.generator = max_new_tokens, temperature, top_k, generator
-        self.stop_token, self.deadline = stop_token, deadline
+        self.stop_token, self.deadline, self.banned = stop_token, deadline, banned
         self.finish_reason: str | None = None  # set when the stream ends
 
     def __iter__(self) -> Iterator[int]:
         logits = self.decoder.start(self.prompt_ids)
         for made in range(1, self.max_new_tokens + 1):
-            token = int(sample_next(logits, self.temperature, self.top_k or None, self.generator)[0, 0])
+            token = next_id(logits, self.temperature, self.top_k, self.generator, self.banned)
             if token == self.stop_token:
                 self.finish_reason = "stop"
                 return
@@ -422,9 +431,9 @@ class BatchedStream:
     do (same stop token, max_new_tokens and deadline rules, same finish_reason). Leaving the loop
     early (a client gone) frees its row at the batch's next step."""
 
-    def __init__(self, prompt_ids, max_new_tokens, temperature, top_k, generator, stop_token, deadline):
+    def __init__(self, prompt_ids, max_new_tokens, temperature, top_k, generator, stop_token, deadline, banned=()):
         self.prompt_ids, self.max_new_tokens, self.temperature, self.top_k = prompt_ids, max_new_tokens, temperature, top_k
-        self.generator, self.stop_token, self.deadline = generator, stop_token, deadline
+        self.generator, self.stop_token, self.deadline, self.banned = generator, stop_token, deadline, banned
         self.finish_reason: str | None = None
         self.made, self.last = 0, None  # ids sampled so far, and the last one (fed at the next step)
         self.cancelled = False
@@ -469,8 +478,8 @@ class Batcher:
 
     def submit(self, prompt_ids: list[int], max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
                generator: torch.Generator | None = None, stop_token: int | None = None,
-               deadline: float | None = None) -> BatchedStream:
-        stream = BatchedStream(prompt_ids, max_new_tokens, temperature, top_k, generator, stop_token, deadline)
+               deadline: float | None = None, banned: tuple[int, ...] = ()) -> BatchedStream:
+        stream = BatchedStream(prompt_ids, max_new_tokens, temperature, top_k, generator, stop_token, deadline, banned)
         with self.wake:
             self.waiting.append(stream)
             self.wake.notify()
@@ -536,7 +545,7 @@ class Batcher:
             return self._leave(row, "cancelled")
         if stream.max_new_tokens < 1:
             return self._leave(row, "length")
-        token = int(sample_next(logits, stream.temperature, stream.top_k or None, stream.generator)[0, 0])
+        token = next_id(logits, stream.temperature, stream.top_k, stream.generator, stream.banned)
         if token == stream.stop_token:
             return self._leave(row, "stop")
         stream._ids.put(token)

@@ -324,11 +324,13 @@ class ModelHandler:
         block = self.model.config.block_size
         ids = self.vocab.encode_with_specials(context[-block:])[-block:]
         stop_token = None if stop is None else self.vocab.specials[stop]
+        # a reply may end with the end marker, never write the markers that open a message or a reply
+        banned = tuple(self.vocab.specials[mark] for mark in (INPUT_MARK, OUTPUT_MARK)) if stop is not None else ()
+        sampling = (max_new_tokens, temperature, top_k, seeded_generator(seed), stop_token, deadline, banned)
         if self.batcher is not None:
-            tokens = self.batcher.submit(ids, max_new_tokens, temperature, top_k, seeded_generator(seed), stop_token, deadline)
+            tokens = self.batcher.submit(ids, *sampling)
         else:
-            tokens = TokenStream(decoder_for(self.model, compiled=self.compiled_decoding), ids, max_new_tokens,
-                                 temperature, top_k, seeded_generator(seed), stop_token, deadline)
+            tokens = TokenStream(decoder_for(self.model, compiled=self.compiled_decoding), ids, *sampling)
         return TextStream(tokens, self.vocab, len(ids))
 
     def chat(self, options: SampleConfig, lines=None, write=print) -> list[tuple[str, str]]:

@@ -189,3 +189,18 @@ def test_the_compiled_step_gives_the_tokens_of_generate_for_a_seed():
     finally:
         batcher.close()
     assert tokens == [generate_tokens(model, prompt, 30, seed) for seed, prompt in enumerate(PROMPTS[:3])]
+
+
+def test_banned_ids_are_never_sampled_alone_or_batched():
+    """A chat reply never writes the markers that open a message or a reply (the model may give
+    them weight; they would corrupt the conversation sent back as history)."""
+    model = tiny_gpt()
+    free = generate_tokens(model, [1], 200, seed=0)
+    banned = tuple(sorted(set(free))[:3])  # ids this model does sample
+    alone = list(TokenStream(decoder_for(model), [1], 200, generator=torch.Generator().manual_seed(0), banned=banned))
+    batcher = Batcher(model, rows=2)
+    try:
+        batched = list(batcher.submit([1], 200, generator=torch.Generator().manual_seed(0), banned=banned))
+    finally:
+        batcher.close()
+    assert len(alone) == 200 and not set(alone) & set(banned) and batched == alone
