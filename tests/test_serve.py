@@ -195,12 +195,13 @@ def ask_at_once(running: "Server", requests: list[dict]) -> list:
 
 
 def test_a_compiled_server_gives_the_same_answers(chat_model, server):
-    """--compile=true compiles the decode step at start-up; replies are the same for a seed."""
-    compiled = Server(chat_model, "--compile=true", "--concurrency=1")  # one graph (tests/test_engine.py batches two)
+    """--compile=true compiles the decode step at start-up; replies are the same for a seed. Here
+    unbatched (CompiledDecoder, one graph): tests/test_engine.py compiles the batch's graphs."""
+    compiled = Server(chat_model, "--compile=true", "--batching=false", "--concurrency=1")
     try:
         requests = [{"text": text, "max_new_tokens": 30, "seed": seed}
                     for text in ("what time?", "lunch tomorrow?") for seed in (1, 2)]
-        answers = ask_at_once(compiled, requests)  # one row: they take turns
+        answers = ask_at_once(compiled, requests)  # one at a time: they take turns
     finally:
         log = compiled.stop()
     for request, (status, body) in zip(requests, answers):
