@@ -22,21 +22,27 @@ def find_shakespeare() -> Path | None:
     """The corpus is never committed. Tests read, in this order: $TINYSHAKESPEARE; the copy a
     training run downloads into this checkout; shared/data/... beside this checkout, beside the
     main checkout of this repository (a git worktree elsewhere shares the main one's .git), or
-    beside the local repository this one was cloned from."""
+    beside the local repository this one was cloned from (or that one's origin, up to three hops)."""
     if os.environ.get("TINYSHAKESPEARE"):
         return Path(os.environ["TINYSHAKESPEARE"])
     candidates = [ROOT / CORPUS]
-    for top in [ROOT, _git_path("rev-parse", "--path-format=absolute", "--git-common-dir", parent=True),
-                _git_path("remote", "get-url", "origin")]:
+    tops = [ROOT, _git_path("rev-parse", "--path-format=absolute", "--git-common-dir", parent=True)]
+    origin = ROOT
+    for _ in range(3):  # a clone of a clone (CI's fresh clone of a local checkout, say): follow the origins
+        origin = _git_path("remote", "get-url", "origin", cwd=origin)
+        if origin is None:
+            break
+        tops.append(origin)
+    for top in tops:
         if top is not None:
             candidates += [folder / "shared" / CORPUS for folder in [top.parent, *top.parent.parents][:3]]
     return next((path for path in candidates if path.is_file()), None)
 
 
-def _git_path(*command: str, parent: bool = False) -> Path | None:
+def _git_path(*command: str, parent: bool = False, cwd: Path = ROOT) -> Path | None:
     """A local path that git reports (None without git, or for a remote URL)."""
     try:
-        answer = subprocess.run(["git", *command], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+        answer = subprocess.run(["git", *command], cwd=cwd, capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     path = Path(answer) if answer and "://" not in answer else None
