@@ -23,6 +23,7 @@ A decoder turns ids into the logits of the next one:
 from __future__ import annotations
 
 import collections
+import os
 import queue
 import threading
 import time
@@ -251,7 +252,7 @@ def compiled_step(model, rows: int = 1, capacity: int | None = None):
     capacity = capacity or rows
     steps = _COMPILED_STEPS.setdefault(model, {})  # not an attribute of the model: it would become a submodule
     if (rows, capacity) not in steps:
-        step = torch.compile(CompiledStep(model).eval(), fullgraph=True, dynamic=False, options={"max_autotune": True})
+        step = torch.compile(CompiledStep(model).eval(), fullgraph=True, dynamic=False, options={"max_autotune": AUTOTUNE})
         c, weights = model.config, next(model.parameters())
         cache = weights.new_zeros(c.n_layer, capacity, c.n_head, c.block_size, c.n_embd // c.n_head)
         tokens, positions = (torch.zeros(rows, dtype=torch.long, device=weights.device) for _ in range(2))
@@ -262,6 +263,10 @@ def compiled_step(model, rows: int = 1, capacity: int | None = None):
 
 
 _COMPILED_STEPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {(rows, capacity): step}
+# Autotuning times each matmul shape's kernels (seconds per shape, most of a compile's time);
+# GPT_COMPILE_AUTOTUNE=0 skips it: start-up in seconds, decoding slower, the same tokens. The tests
+# use it (they check tokens, not speed).
+AUTOTUNE = os.environ.get("GPT_COMPILE_AUTOTUNE", "1") != "0"
 
 
 class CompiledDecoder(StaticCacheDecoder):
