@@ -5,6 +5,7 @@ peak memory. Prints a table and writes the same numbers as JSON.
     python bench.py --quick                 # fewer iterations, smaller lecture batch, ~2 minutes
     python bench.py --json=bench_results/cpu.json --device=cuda
     python bench.py --only=decode           # (e) only: decoding speed, eager against the engine's decoders
+    python bench.py --only=nanogpt --nanogpt=DIR   # (f) only: a training step against nanoGPT's (a clone in DIR)
 
 Each measurement runs in its own Python process, so peak memory (max RSS) is per configuration and
 one configuration's allocator state cannot speed up or slow down the next.
@@ -217,6 +218,14 @@ def main(argv: list[str]) -> None:
         print(f"\nJSON: {out}")
         return
 
+    if options.get("only") == "nanogpt":  # (f) our training step against nanoGPT's, one run each
+        report["vs_nanogpt"] = step_vs_nanogpt(options.get("nanogpt", ""), options.get("data", ""))
+        out = Path(options.get("json", "bench_results/vs_nanogpt.json"))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2))
+        print(f"\nJSON: {out}")
+        return
+
     facts = devices.probe(device)
     peak_dtype = devices.matmul_peak_dtype(devices.choose_dtype("auto", facts))
     compiles, why_not = devices.can_compile(facts)
@@ -295,6 +304,53 @@ def decode_table(device: str, quick: bool) -> list[dict]:
     if device.startswith("cuda"):
         print("    on cuda the compiled step could also be captured as a CUDA graph (mode='reduce-overhead'); "
               "not measured here")
+    return rows
+
+
+
+# ----------------------------------------------------------------------------------------------
+# (f) A training step against nanoGPT's
+
+
+LECTURE_STEP = dict(n_layer=6, n_head=6, n_embd=384, block_size=256, batch_size=16, dropout=0.2)
+
+
+def step_vs_nanogpt(nanogpt: str, data: str, short: int = 6, long: int = 18) -> list[dict]:
+    """Milliseconds per training step at the lecture's shape (6 x 384, context 256, batch 16,
+    dropout 0.2, float32, no compile, the CPU) for nanoGPT's train.py and ours, each timed as the
+    difference between whole runs of `short` and `long` steps, so start-up, evaluation and saving
+    cancel. Both use learned positions and GELU, as nanoGPT does. nanoGPT is a clone you give
+    (--nanogpt=DIR, git clone https://github.com/karpathy/nanoGPT): its char data is prepared there
+    from our copy of the corpus."""
+    if not (Path(nanogpt) / "train.py").is_file():
+        raise SystemExit("--only=nanogpt needs --nanogpt=DIR, a clone of https://github.com/karpathy/nanoGPT")
+    corpus = Path(data or os.environ.get("TINYSHAKESPEARE", "data/tinyshakespeare/input.txt")).resolve()
+    char_data = Path(nanogpt) / "data" / "shakespeare_char"
+    if not (char_data / "train.bin").is_file():
+        (char_data / "input.txt").write_bytes(corpus.read_bytes())
+        subprocess.run([sys.executable, "prepare.py"], cwd=char_data, check=True, capture_output=True)
+    shape = [f"--{name}={value}" for name, value in LECTURE_STEP.items()]
+    theirs = [sys.executable, "train.py", "config/train_shakespeare_char.py", "--device=cpu", "--compile=False",
+              "--dtype=float32", "--bias=True", "--eval_interval=100000", "--eval_iters=1", "--log_interval=100000",
+              "--always_save_checkpoint=False", "--out_dir=/tmp/bench-nanogpt", *shape]
+    ours = [sys.executable, str(Path(__file__).with_name("gpt_final_version.py")), "--preset=cpu", "--device=cpu",
+            "--compile=false", "--position=learned", "--activation=gelu", "--eval_interval=100000", "--eval_iters=1",
+            f"--data={corpus}", "--out=/tmp/bench-ours.pt", "--notes=", "--samples_dir=", "--sample_chars=0",
+            "--progress=false", "--learning_rate=1e-3", *shape]
+    print(f"\n(f) a training step at the lecture's shape against nanoGPT's train.py, cpu, float32, no compile: "
+          f"runs of {short} and {long} steps, ms/step = the difference / {long - short}")
+    rows = []
+    for name, command, cwd in (("nanoGPT train.py", theirs, nanogpt), ("ours (fast attention)", ours, None)):
+        seconds = {}
+        for steps in (short, long):
+            started = time.perf_counter()
+            subprocess.run([*command, f"--max_iters={steps}"], cwd=cwd, check=True, capture_output=True)
+            seconds[steps] = time.perf_counter() - started
+        rows.append({"program": name, "short_s": seconds[short], "long_s": seconds[long],
+                     "ms_per_step": 1000 * (seconds[long] - seconds[short]) / (long - short)})
+    for row in rows:
+        print(f"    {row['program']:24s} {row['short_s']:7.1f}s {row['long_s']:7.1f}s {row['ms_per_step']:8.0f} ms/step "
+              f"{rows[0]['ms_per_step'] / row['ms_per_step']:6.2f}x nanoGPT")
     return rows
 
 

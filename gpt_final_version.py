@@ -16,7 +16,12 @@ convert_attention_weights() moves a trained model from one to the other):
     and a Python loop over them. Read this one first.
   * CausalSelfAttention (--attention=fast, the default): one matmul makes q, k, v for all heads and
     PyTorch's fused scaled_dot_product_attention does the rest. It also supports the KV cache used
-    by generate(), so each new character costs one position instead of the whole context.
+    by generate(), so each new character costs one position instead of the whole context. Training
+    on a CPU with dropout, where torch's kernel falls back to plain arithmetic anyway, it writes
+    attention out itself (attend_with_dropout) so its dropout masks come from dropout_mask.
+
+Dropout outside the lecture's Head uses FastDropout: nn.Dropout's function, with masks drawn two
+elements per random number on a CPU (at the lecture's shape torch's own masks were a sixth of a step).
 
 GPT-2's published weights load into this same GPT (pretrained.py maps them by name): GPTConfig's
 qkv_bias, lm_head_bias, tie_embeddings and activation="gelu_tanh" switch on what GPT-2 has and our
@@ -59,6 +64,30 @@ def apply_rotary(x, cos, sin):
     """Rotate the two halves of the last dimension of x (..., T, hs) as pairs of coordinates."""
     x1, x2 = x.float().chunk(2, dim=-1)
     return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).type_as(x)
+
+
+def dropout_mask(shape, p, device):
+    """A bool mask, True with probability 1 - p (to 1/65536), drawn two elements per 32-bit random
+    number: torch's CPU dropout draws a whole float per element, and at the lecture's shape those
+    draws (mostly the attention weights' B x H x T x T) are a sixth of a training step."""
+    count = math.prod(shape)
+    bits = torch.randint(-2**31, 2**31 - 1, ((count + 1) // 2,), dtype=torch.int32, device=device)
+    halves = bits.view(torch.int16)[:count].view(shape)  # uniform over -32768 .. 32767
+    return halves >= round(p * 65536) - 32768
+
+
+class FastDropout(nn.Module):
+    """nn.Dropout with dropout_mask on the CPU (the same keep probability, a quarter of the random
+    draws); elsewhere, and outside training, exactly nn.Dropout."""
+
+    def __init__(self, p):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x):
+        if not self.training or self.p == 0 or x.device.type != "cpu":
+            return F.dropout(x, self.p, self.training)
+        return (x * dropout_mask(x.shape, self.p, x.device)).mul_(1.0 / (1.0 - self.p))
 
 
 def sliding_window_mask(T, window, device):
@@ -134,7 +163,8 @@ class CausalSelfAttention(nn.Module):
         self.dropout_p = config.dropout
         self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.qkv_bias)
         self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
-        self.dropout = nn.Dropout(config.dropout)
+        self.attention_dropout = FastDropout(config.dropout)
+        self.dropout = FastDropout(config.dropout)
 
     def forward(self, x, cache: LayerCache | None = None, rotary=None):
         B, T, C = x.shape
@@ -150,10 +180,23 @@ class CausalSelfAttention(nn.Module):
             k_all, v_all = cache.append(k, v)  # (B, H, cached, hs): the new position's keys included
             if T == 1:  # one new query may see every cached key; rotary keys need no order
                 k, v, causal = k_all, v_all, False
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
-                                             dropout_p=self.dropout_p if self.training else 0.0)
+        if self.training and self.dropout_p > 0 and x.device.type == "cpu":
+            out = self.attend_with_dropout(q, k, v, mask)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
+                                                 dropout_p=self.dropout_p if self.training else 0.0)
         out = out.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side again
         return self.dropout(self.proj(out))
+
+    def attend_with_dropout(self, q, k, v, mask=None):
+        """What scaled_dot_product_attention(dropout_p) computes in training, written out: on a CPU
+        torch falls back to this same arithmetic with a slower dropout mask (tests/test_model.py
+        proves the two equal for the same mask)."""
+        T = q.size(-2)
+        allowed = mask if mask is not None else torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
+        weights = (q * q.size(-1) ** -0.5) @ k.transpose(-2, -1)  # (B, H, T, T); scaled on the smaller side
+        weights = weights.masked_fill_(~allowed, float("-inf")).softmax(dim=-1)
+        return self.attention_dropout(weights) @ v  # (B, H, T, hs)
 
 
 # ==============================================================================================
@@ -176,7 +219,7 @@ class FeedForward(nn.Module):
         self.activation = {"relu": nn.ReLU(), "gelu": nn.GELU(), "gelu_tanh": nn.GELU(approximate="tanh"),
                            "relu2": ReLUSquared()}[config.activation]
         self.proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = FastDropout(config.dropout)  # nn.Dropout's function, cheaper masks on a CPU
 
     def forward(self, x):
         return self.dropout(self.proj(self.activation(self.up(x))))
@@ -266,7 +309,7 @@ class GPT(nn.Module):
         self.token_embedding = nn.Embedding(config.vocab_size, config.n_embd)
         if config.position == "learned":  # one learned vector per position (the lecture's way)
             self.position_embedding = nn.Embedding(config.block_size, config.n_embd)
-        self.drop = nn.Dropout(config.dropout)
+        self.drop = FastDropout(config.dropout)
         self.blocks = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
         self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=config.lm_head_bias)

@@ -179,3 +179,45 @@ def test_greedy_generation_with_temperature_zero_takes_the_argmax():
     out = model.generate(prompt, 1, temperature=0)
     logits, _ = model(prompt)
     assert out[0, -1].item() == logits[0, -1].argmax().item()
+
+
+# ----------------------------------------------------------------------------------------------
+# The CPU's training path with dropout: attention written out, masks drawn 16 bits at a time
+
+
+def test_dropout_masks_keep_one_minus_p_and_fast_dropout_is_nn_dropouts_formula():
+    import gpt_final_version as model_file
+    torch.manual_seed(3)
+    mask = model_file.dropout_mask((1000, 1000), 0.2, "cpu")
+    assert abs(mask.float().mean().item() - 0.8) < 4 * math.sqrt(0.8 * 0.2 / 1e6)  # four standard errors
+    dropout = model_file.FastDropout(0.2).train()
+    x = torch.randn(64, 33)  # an odd count: the last 32-bit draw is split
+    torch.manual_seed(5)
+    expected = x * model_file.dropout_mask(x.shape, 0.2, "cpu") / 0.8
+    torch.manual_seed(5)
+    assert torch.allclose(dropout(x), expected)
+    assert torch.equal(dropout.eval()(x), x)
+
+
+@pytest.mark.parametrize("length", [8, 20])  # 20: past block_size 8, the sliding-window mask (rotary)
+def test_attention_written_out_equals_the_fused_kernel_when_nothing_is_dropped(monkeypatch, length):
+    """The path training takes on a CPU with dropout, given a mask that keeps everything, gives the
+    fused kernel's outputs and gradients: the same arithmetic, only the mask drawn differently."""
+    import gpt_final_version as model_file
+    monkeypatch.setattr(model_file, "dropout_mask", lambda shape, p, device: torch.ones(shape, dtype=torch.bool))
+    torch.manual_seed(0)
+    fast = GPT(tiny_config(position="rope", dropout=0.2)).train()
+    plain = GPT(tiny_config(position="rope", dropout=0.0)).train()
+    plain.load_state_dict(fast.state_dict())
+    idx, targets = random_tokens(2, length), random_tokens(2, length, seed=2)
+    (fast_logits, fast_loss), (plain_logits, plain_loss) = fast(idx, targets), plain(idx, targets)
+    assert not torch.allclose(fast_logits, plain_logits)  # kept everything, yet scaled by 1 / (1 - p): it ran
+    for module in fast.modules():  # without the scaling, the two are the same function
+        if isinstance(module, model_file.FastDropout):
+            module.p = 1e-12
+    fast_logits, fast_loss = fast(idx, targets)
+    fast_loss.backward()
+    plain_loss.backward()
+    assert torch.allclose(fast_logits, plain_logits, atol=1e-5)
+    for (name, a), b in zip(fast.named_parameters(), plain.parameters()):
+        assert torch.allclose(a.grad, b.grad, atol=1e-5), name
