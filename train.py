@@ -1094,7 +1094,8 @@ def print_startup(r: Run) -> None:
         print(f"data: memory-mapped from {cfg.data}.bin ({dataset.prepared['dtype']}); the text is never read into memory")
     if dataset.pairs:
         print(f"chat pairs: {len(dataset.pairs['train']):,} train / {len(dataset.pairs['val']):,} held-out val; "
-              "losses count reply characters only (their side is masked)")
+              + ("losses count reply characters only (their side is masked)" if dataset.vocab.kind == "char" else
+                 "each row is one whole pair, padded; losses count the reply's tokens and the END only"))
     if cfg.init_from:
         print(f"starting from the weights of {cfg.init_from}")
     resumed = f", resuming at iteration {r.iter_num}" if r.iter_num else ""

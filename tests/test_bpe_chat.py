@@ -2,6 +2,7 @@
 special ids, the loss on the reply and the END only; LoRA fine-tuning from a GPT-2-vocabulary hub
 directory (random tiny body, GPT-2's real tokenizer files) from the command line, then `--chat`,
 ModelHandler.reply and one HTTP request to serve.py; and a BPE trained on the pairs does the same."""
+import io
 import json
 import math
 import threading
@@ -121,7 +122,7 @@ def ask_over_http(handler: ModelHandler, message: str) -> dict:
         server.server_close()
 
 
-def check_chats(out, capsys=None):
+def check_chats(out, monkeypatch=None, capsys=None):
     """ModelHandler replies, `--chat` answers two typed lines, and the server answers over HTTP."""
     handler = ModelHandler(str(out), "cpu").load()
     assert handler.is_chat_model
@@ -131,12 +132,17 @@ def check_chats(out, capsys=None):
     history = handler.chat(model_handler.SampleConfig(max_new_tokens=6, seed=0),
                            lines=["coffee later?", "did you feed Bramble? 🙂", ""], write=lambda line: None)
     assert [message for message, _ in history] == ["coffee later?", "did you feed Bramble? 🙂"]
+    if monkeypatch is not None:  # the command line: two piped lines, each answered as it streams
+        monkeypatch.setattr("sys.stdin", io.StringIO("coffee later?\nare you free on day 4?\n"))
+        model_handler.main([str(out), "--chat", "--max_new_tokens=6", "--device=cpu"])
+        printed = capsys.readouterr().out
+        assert printed.count("you> ") == 2 and printed.count(f"{handler.name}> ") == 2
     answer = ask_over_http(handler, "are you free?")
     assert isinstance(answer["choices"][0]["message"]["content"], str)
 
 
 @needs_gpt2
-def test_lora_chat_fine_tuning_from_a_gpt2_hub_directory_then_chat_and_serve(hub_dir, pairs_file, tmp_path):  # noqa: F811
+def test_lora_chat_fine_tuning_from_a_gpt2_hub_directory_then_chat_and_serve(hub_dir, pairs_file, tmp_path, monkeypatch, capsys):  # noqa: F811
     _, folder = hub_dir
     out = tmp_path / "me-lora.pt"
     result = gpt_final_version.main([f"--init_from={folder}", f"--data={pairs_file}", "--lora_rank=8",
@@ -145,7 +151,8 @@ def test_lora_chat_fine_tuning_from_a_gpt2_hub_directory_then_chat_and_serve(hub
     state = torch.load(out, weights_only=True)
     assert state["model_config"]["vocab_size"] == 50260 and "lora" in state
     assert not any("token_embedding" in name for name in state["model"])  # still adapters only
-    check_chats(out)
+    capsys.readouterr()
+    check_chats(out, monkeypatch, capsys)
 
 
 @needs_gpt2
