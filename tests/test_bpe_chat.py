@@ -106,6 +106,19 @@ def test_gpt2_gains_the_markers_as_three_appended_specials():
     assert tokenizer.with_chat_markers(chat) is chat
 
 
+def test_grown_rows_start_at_the_mean_and_tied_copies_stay_equal():
+    import train
+    torch.manual_seed(0)
+    table = torch.randn(10, 4)
+    grown = train.extend_vocab_rows({"token_embedding.weight": table, "lm_head.weight": table,
+                                     "blocks.0.w": torch.ones(10, 4)}, 13)
+    assert torch.equal(grown["token_embedding.weight"][:10], table) and grown["blocks.0.w"].shape == (10, 4)
+    assert torch.equal(grown["token_embedding.weight"], grown["lm_head.weight"])  # tied: the same rows
+    new = grown["token_embedding.weight"][10:]
+    assert (new - table.mean(0)).abs().max() < 0.5 * table.std()  # offsets of 0.1 std and not torch.equal(new[0], new[1])
+    assert torch.equal(train.extend_vocab_rows({"lm_head.weight": table}, 13)["lm_head.weight"], grown["lm_head.weight"])
+
+
 def ask_over_http(handler: ModelHandler, message: str) -> dict:
     server = make_server(handler, ServeConfig(port=0, default_tokens=8))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -153,6 +166,9 @@ def test_lora_chat_fine_tuning_from_a_gpt2_hub_directory_then_chat_and_serve(hub
     assert not any("token_embedding" in name for name in state["model"])  # still adapters only
     capsys.readouterr()
     check_chats(out, monkeypatch, capsys)
+    again = gpt_final_version.main([f"--resume={out}", "--max_iters=8", f"--out={tmp_path / 'resumed.pt'}",
+                                    "--progress=false", "--notes=", "--samples_dir=", "--sample_chars=0"])
+    assert again.iters == 8  # the base is rebuilt with the same marker rows: the fingerprint matches
 
 
 @needs_gpt2
