@@ -2,6 +2,7 @@
 special ids, the loss on the reply and the END only; LoRA fine-tuning from a GPT-2-vocabulary hub
 directory (random tiny body, GPT-2's real tokenizer files) from the command line, then `--chat`,
 ModelHandler.reply and one HTTP request to serve.py; and a BPE trained on the pairs does the same."""
+import contextlib
 import io
 import json
 import math
@@ -119,20 +120,37 @@ def test_grown_rows_start_at_the_mean_and_tied_copies_stay_equal():
     assert torch.equal(train.extend_vocab_rows({"lm_head.weight": table}, 13)["lm_head.weight"], grown["lm_head.weight"])
 
 
-def ask_over_http(handler: ModelHandler, message: str) -> dict:
+@contextlib.contextmanager
+def serving(handler: ModelHandler):
+    """serve.py's server on a free port, in a thread of this process; yields a request function."""
     server = make_server(handler, ServeConfig(port=0, default_tokens=8))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        body = json.dumps({"messages": [{"role": "user", "content": message}], "seed": 1}).encode()
-        request = urllib.request.Request(f"http://127.0.0.1:{server.server_address[1]}/v1/chat/completions",
-                                         data=body, headers={"Content-Type": "application/json"})
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    def ask(path: str, body: dict | None = None) -> tuple[int, str]:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(f"http://127.0.0.1:{server.server_address[1]}{path}", data=data,
+                                         headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=60) as response:
-            assert response.status == 200
-            return json.loads(response.read())
+            return response.status, response.read().decode()
+    try:
+        yield ask
     finally:
         server.shutdown()
         server.server_close()
+
+
+def check_serving(handler: ModelHandler) -> None:
+    """The page, /health, /generate, and /v1/chat/completions whole and streamed all answer."""
+    messages = [{"role": "user", "content": "are you free? 🙂"}]
+    with serving(handler) as ask:
+        assert ask("/")[0] == 200
+        assert json.loads(ask("/health")[1])["kind"] == "chat"
+        status, body = ask("/generate", {"text": "coffee later?", "seed": 1})
+        assert status == 200 and isinstance(json.loads(body)["response"], str)
+        status, body = ask("/v1/chat/completions", {"messages": messages, "seed": 1})
+        assert status == 200 and isinstance(json.loads(body)["choices"][0]["message"]["content"], str)
+        status, body = ask("/v1/chat/completions", {"messages": messages, "seed": 1, "stream": True})
+        assert status == 200 and body.rstrip().endswith("data: [DONE]")
 
 
 def check_chats(out, monkeypatch=None, capsys=None):
@@ -150,8 +168,7 @@ def check_chats(out, monkeypatch=None, capsys=None):
         model_handler.main([str(out), "--chat", "--max_new_tokens=6", "--device=cpu"])
         printed = capsys.readouterr().out
         assert printed.count("you> ") == 2 and printed.count(f"{handler.name}> ") == 2
-    answer = ask_over_http(handler, "are you free?")
-    assert isinstance(answer["choices"][0]["message"]["content"], str)
+    check_serving(handler)
 
 
 @needs_gpt2
