@@ -217,7 +217,7 @@ def prepare_model(build_model, model_cfg: GPTConfig, cfg: TrainConfig, state: di
             raise UserError(f"{resume_path} trained LoRA adapters of rank {saved[0]}, alpha {saved[1]:g}; "
                             "a resumed run keeps them: drop --lora_rank / --lora_alpha.")
         load_weights(model, load_lora_base(state, resume_path)["model"], state["lora"]["base"])
-        _add_lora(model, model_cfg, state["lora"]["rank"], state["lora"]["alpha"])
+        _add_lora(model, model_cfg, state["lora"]["rank"], state["lora"]["alpha"], state["lora"].get("rows_from"))
         load_weights(model, {**lora.base_weights(model), **state["model"]}, resume_path)
         return model, state
     if state:
@@ -236,16 +236,17 @@ def prepare_model(build_model, model_cfg: GPTConfig, cfg: TrainConfig, state: di
         if grown and cfg.tokenizer != "char":  # the chat markers' special ids, appended (with_chat_markers)
             weights = extend_vocab_rows(weights, model_cfg.vocab_size)
         load_weights_extending_vocab(model, weights, init_path)
-        if cfg.lora_rank:
-            _add_lora(model, model_cfg, cfg.lora_rank, cfg.lora_alpha)
+        if cfg.lora_rank:  # the appended marker rows learn beside the adapters (lora.TrainedRows)
+            rows_from = init_state["model_config"]["vocab_size"] if grown and cfg.tokenizer != "char" else None
+            _add_lora(model, model_cfg, cfg.lora_rank, cfg.lora_alpha, rows_from)
     return model, state
 
 
-def _add_lora(model, model_cfg: GPTConfig, rank: int, alpha: float) -> None:
+def _add_lora(model, model_cfg: GPTConfig, rank: int, alpha: float, rows_from: int | None = None) -> None:
     if model_cfg.attention != "fast":
         raise UserError("LoRA adapts the fused attention's qkv and proj layers: use --attention=fast "
                         "(the per-Head model converts to it with the same function).")
-    lora.add_adapters(model, rank, alpha)
+    lora.add_adapters(model, rank, alpha, rows_from)
     lora.freeze_all_but_adapters(model)
 
 
@@ -269,6 +270,7 @@ def load_lora_base(state: dict, path: str) -> dict:
 def lora_reference(model, model_cfg: GPTConfig, cfg: TrainConfig) -> dict:
     """What a LoRA checkpoint keeps besides its adapters, to rebuild base + adapters later."""
     return {"rank": cfg.lora_rank, "alpha": cfg.lora_alpha, "targets": list(lora.TARGETS), "base": cfg.init_from,
+            "rows_from": lora.trained_rows_from(model),
             "base_fingerprint": lora.fingerprint(lora.base_weights(model)),
             "model_config": dataclasses.asdict(model_cfg)}
 

@@ -180,7 +180,11 @@ def test_lora_chat_fine_tuning_from_a_gpt2_hub_directory_then_chat_and_serve(hub
     assert out.is_file() and result.history[-1][2] < result.history[0][2]  # held-out reply loss falls
     state = torch.load(out, weights_only=True)
     assert state["model_config"]["vocab_size"] == 50260 and "lora" in state
-    assert not any("token_embedding" in name for name in state["model"])  # still adapters only
+    assert all(t.shape[0] in (3, 8) or t.shape[1] == 8 for t in state["model"].values())  # no whole table
+    assert state["model"]["token_embedding.lora_rows"].shape == (3, 32) and state["lora"]["rows_from"] == 50257
+    handler = ModelHandler(str(out), "cpu").load()  # merged: one tied table whose marker rows learned
+    assert handler.model.lm_head.weight is handler.model.token_embedding.weight
+    assert torch.equal(handler.model.token_embedding.weight[50257:], state["model"]["token_embedding.lora_rows"])
     capsys.readouterr()
     check_chats(out, monkeypatch, capsys)
     again = gpt_final_version.main([f"--resume={out}", "--max_iters=8", f"--out={tmp_path / 'resumed.pt'}",
