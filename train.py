@@ -454,9 +454,9 @@ def extend_vocab_rows(weights: dict, vocab_size: int) -> dict:
 
     A new row is the mean of the trained rows plus a small fixed offset: the mean keeps the new
     token's output logit ordinary at the start (a fresh random row would be far from where the
-    trained ones live), the offset keeps the three markers apart as inputs. The rows are a fixed
-    function of the base, so a LoRA checkpoint rebuilds them from its base and stays adapters-only
-    (LoRA leaves them as they are; full fine-tuning trains them like any row)."""
+    trained ones live), the offset keeps the three markers apart as inputs. The starting rows are
+    a fixed function of the base, so a LoRA checkpoint rebuilds them from its base (fingerprint
+    included) and keeps only what its lora_rows learned (lora.TrainedRows)."""
     grown = {}
     for name, tensor in weights.items():
         is_vocab = name.endswith(("token_embedding.weight", "lm_head.weight", "lm_head.bias"))
