@@ -208,3 +208,30 @@ def test_bpe_trained_on_the_pairs_trains_and_chats(pairs_file, tmp_path):
                                      "--n_head=2", "--n_embd=32", f"--out={out}", *RUN])
     assert result.history and math.isfinite(result.history[-1][2])
     check_chats(out)
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_trained_rows_compute_the_same_function_learn_alone_and_merge(tied):
+    import lora
+    torch.manual_seed(0)
+    config = GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=16, vocab_size=40, tie_embeddings=tied, dropout=0.0)
+    model = gpt_final_version.GPT(config)
+    idx = torch.randint(40, (2, 12))
+    idx[:, 3] = 38  # an appended id as input
+    before, _ = model(idx, idx)
+    lora.add_adapters(model, 4, 8.0, rows_from=37)
+    lora.freeze_all_but_adapters(model)
+    logits, loss = model(idx, idx)
+    assert torch.allclose(logits, before, atol=1e-6)  # adapters start at zero, rows at their values
+    loss.backward()
+    learning = {name for name, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert "token_embedding.lora_rows" in learning and not any(n.endswith(".weight") for n in learning)
+    with torch.no_grad():
+        model.token_embedding.lora_rows.add_(1.0)
+        if not tied:
+            model.lm_head.lora_rows.sub_(0.5)
+    wrapped, _ = model(idx, idx)
+    lora.merge_adapters(model)
+    merged, _ = model(idx, idx)
+    assert torch.allclose(merged, wrapped, atol=1e-5)
+    assert (model.lm_head.weight is model.token_embedding.weight) == tied
