@@ -173,7 +173,8 @@ def measure_decoding(shape_name: str, path: str, new_tokens: int, device: str, t
 
 
 # (f) fine-tuning GPT-2 124M: its shape as pretrained.read_config builds it (random weights: the
-# cost does not depend on their values), batch 4 x 256 tokens of its 1024 positions, as a chat run uses it
+# cost does not depend on their values), batch 4 x 256 tokens of its 1024 positions, 3 chat markers
+# appended to its vocabulary, as a chat run uses it
 GPT2_124M = dict(n_layer=12, n_head=12, n_embd=768, vocab_size=50257, block_size=1024, dropout=0.0, bias=True,
                  attention="fast", position="learned", activation="gelu_tanh", qkv_bias=True, lm_head_bias=False,
                  tie_embeddings=True)
@@ -203,11 +204,12 @@ def measure_finetune(method: str, iters: int, warmup: int, device: str, threads:
     if device == "cpu":
         train.keep_freed_memory_in_process()
     torch.manual_seed(0)
-    model_cfg = GPTConfig(**GPT2_124M)
+    # a chat run's shape: GPT-2's vocabulary plus the three chat markers (tokenizer.with_chat_markers)
+    model_cfg = GPTConfig(**{**GPT2_124M, "vocab_size": GPT2_124M["vocab_size"] + 3})
     cfg = TrainConfig(batch_size=FINETUNE_BATCH, dtype="float32", lora_rank=8 if method == "lora" else 0)
     model = GPT(model_cfg).to(device)
-    if method == "lora":
-        lora.add_adapters(model, cfg.lora_rank, cfg.lora_alpha)
+    if method == "lora":  # as a chat run: the adapters and the markers' rows (lora.TrainedRows) learn
+        lora.add_adapters(model, cfg.lora_rank, cfg.lora_alpha, rows_from=GPT2_124M["vocab_size"])
         lora.freeze_all_but_adapters(model)
     optimizer = train.configure_optimizer(model, cfg, device)
     scaler = torch.amp.GradScaler(enabled=False)
