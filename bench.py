@@ -5,7 +5,8 @@ peak memory. Prints a table and writes the same numbers as JSON.
     python bench.py --quick                 # fewer iterations, smaller lecture batch, ~2 minutes
     python bench.py --json=bench_results/cpu.json --device=cuda
     python bench.py --only=decode           # (e) only: decoding speed, eager against the engine's decoders
-    python bench.py --only=nanogpt --nanogpt=DIR   # (f) only: a training step against nanoGPT's (a clone in DIR)
+    python bench.py --only=finetune         # (f) only: fine-tuning GPT-2 124M, full and LoRA, ~4 minutes on 2 cores
+    python bench.py --only=nanogpt --nanogpt=DIR   # (g) only: a training step against nanoGPT's (a clone in DIR)
 
 Each measurement runs in its own Python process, so peak memory (max RSS) is per configuration and
 one configuration's allocator state cannot speed up or slow down the next.
@@ -16,6 +17,7 @@ the CPU: the practical peak of this machine for that work), counting 6 FLOPs per
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -171,6 +173,83 @@ def measure_decoding(shape_name: str, path: str, new_tokens: int, device: str, t
             "same_tokens": tokens == reference, "params": model.num_params(), "peak_rss_mb": _peak_rss_mb()}
 
 
+# (f) fine-tuning GPT-2 124M: its shape as pretrained.read_config builds it (random weights: the
+# cost does not depend on their values), batch 4 x 256 tokens of its 1024 positions, 3 chat markers
+# appended to its vocabulary, as a chat run uses it
+GPT2_124M = dict(n_layer=12, n_head=12, n_embd=768, vocab_size=50257, block_size=1024, dropout=0.0, bias=True,
+                 attention="fast", position="learned", activation="gelu_tanh", qkv_bias=True, lm_head_bias=False,
+                 tie_embeddings=True)
+FINETUNE_BATCH, FINETUNE_TOKENS = 4, 256
+FINETUNE_TARGETS = {"full": 150, "lora": 220}  # tokens/s on 2 CPU cores (issue 13 item 5)
+FINETUNE_RSS_MB = 4096
+
+
+class RandomTokens:
+    """Batches of random ids, drawn as a dataset's get_batch draws (train.train_step takes it)."""
+
+    def __init__(self, vocab_size: int, rows: int, tokens: int):
+        self.vocab_size, self.rows, self.tokens = vocab_size, rows, tokens
+
+    def get_batch(self, split, batch_size, block_size, generator=None, device="cpu", rank=0, world_size=1):
+        ids = torch.randint(self.vocab_size, (self.rows, self.tokens + 1), generator=generator)
+        return ids[:, :-1].to(device), ids[:, 1:].to(device)
+
+
+def measure_finetune(method: str, iters: int, warmup: int, device: str, threads: int) -> dict:
+    """Steady-state tokens/s of fine-tuning steps (forward, backward, clip, AdamW) and peak RSS:
+    "full" updates all 124M weights, "lora" rank-8 adapters on qkv and proj (lora.py) alone."""
+    import lora
+    from gpt_final_version import GPT
+
+    torch.set_num_threads(threads)
+    if device == "cpu":
+        train.keep_freed_memory_in_process()
+    torch.manual_seed(0)
+    # a chat run's shape: GPT-2's vocabulary plus the three chat markers (tokenizer.with_chat_markers)
+    model_cfg = GPTConfig(**{**GPT2_124M, "vocab_size": GPT2_124M["vocab_size"] + 3})
+    cfg = TrainConfig(batch_size=FINETUNE_BATCH, dtype="float32", lora_rank=8 if method == "lora" else 0)
+    model = GPT(model_cfg).to(device)
+    if method == "lora":  # as a chat run: the adapters and the markers' rows (lora.TrainedRows) learn
+        lora.add_adapters(model, cfg.lora_rank, cfg.lora_alpha, rows_from=GPT2_124M["vocab_size"])
+        lora.freeze_all_but_adapters(model)
+    optimizer = train.configure_optimizer(model, cfg, device)
+    scaler = torch.amp.GradScaler(enabled=False)
+    data = RandomTokens(model_cfg.vocab_size, FINETUNE_BATCH, FINETUNE_TOKENS)
+    batches = torch.Generator().manual_seed(0)
+    times = []
+    for _ in range(warmup + iters):
+        start = time.perf_counter()
+        train.train_step(model, optimizer, scaler, data, cfg, model_cfg, device, contextlib.nullcontext(),
+                         batches)
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    measured = times[warmup:]
+    trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"method": method, "tokens_per_s": FINETUNE_BATCH * FINETUNE_TOKENS * len(measured) / sum(measured),
+            "step_s": sum(measured) / len(measured), "first_step_s": times[0], "trained_params": trained,
+            "params": sum(p.numel() for p in model.parameters()), "peak_rss_mb": _peak_rss_mb(), "threads": threads}
+
+
+def finetune_table(device: str, quick: bool) -> list[dict]:
+    """(f) Fine-tuning GPT-2 124M, full and LoRA, each in its own process, against the issue's targets."""
+    iters, warmup, threads = (3, 1, 2) if quick else (5, 2, 2)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"\n(f) fine-tuning GPT-2 124M shape, batch {FINETUNE_BATCH} x {FINETUNE_TOKENS} tokens, float32, {threads} threads, "
+          f"{iters} steps after {warmup} warm-up (load average {load:.2f} at the start)")
+    print(f"    {'method':8s} {'trained':>12s} {'tokens/s':>9s} {'target':>7s} {'step':>7s} {'peak RSS':>9s} {'target':>7s}")
+    rows = []
+    for method in ("full", "lora"):
+        row = in_subprocess({"kind": "finetune", "method": method, "iters": iters, "warmup": warmup,
+                             "device": device, "threads": threads})
+        row["load_average"] = load
+        row["meets_targets"] = (row["tokens_per_s"] >= FINETUNE_TARGETS[method]
+                                and row["peak_rss_mb"] <= FINETUNE_RSS_MB)
+        rows.append(row)
+        print(f"    {method:8s} {row['trained_params']:12,d} {row['tokens_per_s']:9.0f} {'>=' + str(FINETUNE_TARGETS[method]):>7s} "
+              f"{row['step_s']:6.2f}s {row['peak_rss_mb']:7.0f}MB {'<=4096':>7s}  {'ok' if row['meets_targets'] else 'BELOW TARGET'}")
+    return rows
+
+
 def _sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -196,6 +275,8 @@ def run_worker(job: dict) -> dict:
         return measure_training(**job)
     if kind == "decode":
         return measure_decoding(**job)
+    if kind == "finetune":
+        return measure_finetune(**job)
     return measure_sampling(**job)
 
 
@@ -210,15 +291,18 @@ def main(argv: list[str]) -> None:
     report = {"device": device, "torch": torch.__version__, "threads": torch.get_num_threads(),
               "quick": quick, "date": time.strftime("%Y-%m-%d %H:%M")}
     print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads")
-    if options.get("only") == "decode":  # the decoding rows alone, in their own JSON
-        report["decoding"] = decode_table(device, quick)
-        out = Path(options.get("json", "bench_results/decode.json"))
+    sections = {"decode": ("decoding", decode_table), "finetune": ("finetune", finetune_table)}
+    only = options.get("only")
+    if only in sections:  # one section alone, in its own JSON
+        key, table = sections[only]
+        report[key] = table(device, quick)
+        out = Path(options.get("json", f"bench_results/{only}.json"))
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report, indent=2))
         print(f"\nJSON: {out}")
         return
 
-    if options.get("only") == "nanogpt":  # (f) our training step against nanoGPT's, one run each
+    if options.get("only") == "nanogpt":  # (g) our training step against nanoGPT's, one run each
         report["vs_nanogpt"] = step_vs_nanogpt(options.get("nanogpt", ""), options.get("data", ""))
         out = Path(options.get("json", "bench_results/vs_nanogpt.json"))
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -277,6 +361,7 @@ def main(argv: list[str]) -> None:
 
     print("\n(d) peak memory is the peak RSS column of each row above.")
     report["decoding"] = decode_table(device, quick)
+    report["finetune"] = finetune_table(device, quick)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
     print(f"\nJSON: {out}")
@@ -309,7 +394,7 @@ def decode_table(device: str, quick: bool) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------------------------
-# (f) A training step against nanoGPT's
+# (g) A training step against nanoGPT's
 
 
 LECTURE_STEP = dict(n_layer=6, n_head=6, n_embd=384, block_size=256, batch_size=16, dropout=0.2)
@@ -337,7 +422,7 @@ def step_vs_nanogpt(nanogpt: str, data: str, short: int = 6, long: int = 18) -> 
             "--compile=false", "--position=learned", "--activation=gelu", "--eval_interval=100000", "--eval_iters=1",
             f"--data={corpus}", "--out=/tmp/bench-ours.pt", "--notes=", "--samples_dir=", "--sample_chars=0",
             "--progress=false", "--learning_rate=1e-3", *shape]
-    print(f"\n(f) a training step at the lecture's shape against nanoGPT's train.py, cpu, float32, no compile: "
+    print(f"\n(g) a training step at the lecture's shape against nanoGPT's train.py, cpu, float32, no compile: "
           f"runs of {short} and {long} steps, ms/step = the difference / {long - short}")
     rows = []
     for name, command, cwd in (("nanoGPT train.py", theirs, nanogpt), ("ours (fast attention)", ours, None)):

@@ -380,3 +380,92 @@ def _sha256(path: Path) -> str:
         while chunk := file.read(CHUNK_BYTES):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+# ----------------------------------------------------------------------------------------------
+# Chat pairs in byte-level tokens (BPE, GPT-2's): batches of whole pairs, padded
+
+
+PAD_TARGET = -1  # a target the loss skips (masked_cross_entropy): padding and their side of a pair
+
+
+def held_out_split(pairs: list[tuple[str, str]], seed: int = 0) -> dict:
+    """{"train": ..., "val": ...}: the pairs in pairs_dataset's shuffled order, the last 10% held out."""
+    order = list(pairs)
+    random.Random(seed).shuffle(order)
+    n_val = max(1, round((1 - TRAIN_FRACTION) * len(order))) if len(order) > 1 else 0
+    return {"train": order[:len(order) - n_val], "val": order[len(order) - n_val:]}
+
+
+class PairBatches:
+    """Chat pairs for a byte-level tokenizer, drawn as whole pairs: each row of a batch is one pair
+    from its first token (never a window that starts inside a pair), right-padded to the longest
+    row. The targets are the reply and the END marker only; their words, the markers the model is
+    given, and the padding are PAD_TARGET. The markers are special ids (encode_with_specials), so
+    nothing typed can produce them.
+
+    Characters keep TextDataset's windows over the concatenated pairs (their tests pin that path);
+    subword pairs are short and few, and a window cut mid-pair would teach the model replies
+    without their message.
+    """
+
+    def __init__(self, pairs: list[tuple[str, str]], vocab, seed: int = 0):
+        self.vocab = vocab
+        self.masks = None
+        self.prepared = None
+        self.pairs = held_out_split(pairs, seed)
+        self.rows = {split: [self.encode_pair(a, b) for a, b in ps] for split, ps in self.pairs.items()}
+        # splits: all ids of a split in one tensor, for the start-up line's token counts
+        self.splits = {split: torch.cat([ids for ids, _ in rows]) if rows else torch.zeros(0, dtype=torch.long)
+                       for split, rows in self.rows.items()}
+        self.pad_id = vocab.specials[END_MARK]  # any id: padding is never a target and sits after the END
+
+    def encode_pair(self, their: str, mine: str) -> tuple[torch.Tensor, int]:
+        """The pair's ids and the index of the first learned token (the reply's first)."""
+        given = self.vocab.encode_with_specials(INPUT_MARK) + self.vocab.encode(their) + \
+            self.vocab.encode_with_specials(OUTPUT_MARK)
+        learned = self.vocab.encode(mine) + self.vocab.encode_with_specials(END_MARK)
+        return torch.tensor(given + learned, dtype=torch.long), len(given)
+
+    def fitted(self, ids: torch.Tensor, first_learned: int, block_size: int) -> tuple[torch.Tensor, int]:
+        """A pair cut to block_size + 1 tokens from the left (the oldest words of their message go
+        first, the reply stays; a reply longer than the context keeps its end, with the END)."""
+        cut = max(0, len(ids) - (block_size + 1))
+        return ids[cut:], max(1, first_learned - cut)
+
+    def batch_from(self, rows: list[tuple[torch.Tensor, int]], block_size: int):
+        """x, y of the given pairs: row i is pair i, padded on the right with PAD_TARGET targets."""
+        fitted = [self.fitted(ids, first, block_size) for ids, first in rows]
+        width = max(len(ids) for ids, _ in fitted) - 1
+        x = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        y = torch.full((len(rows), width), PAD_TARGET, dtype=torch.long)
+        for i, (ids, first) in enumerate(fitted):
+            x[i, :len(ids) - 1] = ids[:-1]
+            y[i, first - 1:len(ids) - 1] = ids[first:]  # position t predicts token t+1
+        return x, y
+
+    def get_batch(self, split: str, batch_size: int, block_size: int,
+                  generator: torch.Generator | None = None, device: str = "cpu", rank: int = 0, world_size: int = 1):
+        """Random whole pairs (with replacement), as TextDataset.get_batch draws windows: under
+        torchrun every process draws the same global batch and keeps its own slice."""
+        rows = self.rows[split]
+        picks = torch.randint(len(rows), (batch_size * world_size,), generator=generator)
+        picks = picks[rank * batch_size:(rank + 1) * batch_size].tolist()
+        x, y = self.batch_from([rows[i] for i in picks], block_size)
+        return x.to(device), y.to(device)
+
+    def bytes_per_token(self, split: str) -> float:
+        """UTF-8 bytes per learned token: the replies' bytes, the END marker counted as one byte (as
+        the character model's END character is), over the reply + END tokens. The loss is a mean
+        over those tokens, so loss / ln 2 / this is bits per byte of the replies, comparable with a
+        character model trained on the same pairs."""
+        pairs, rows = self.pairs[split], self.rows[split]
+        reply_bytes = sum(len(mine.encode("utf-8")) + 1 for _, mine in pairs)
+        learned = sum(len(ids) - first for ids, first in rows)
+        return reply_bytes / max(1, learned)
+
+    def check_fits(self, block_size: int) -> None:
+        """Any pair fits (fitted() cuts it); there must be pairs to train on and to hold out."""
+        if not self.rows["train"] or not self.rows["val"]:
+            raise UserError(f"chat pairs: {len(self.rows['train']) + len(self.rows['val'])} pair(s) is too few: "
+                            "training needs at least 2 (the last 10% are held out for val).")

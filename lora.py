@@ -22,7 +22,7 @@ from torch.nn import functional as F
 
 # The linear layers that get adapters, by the end of their names: the attention's, as in the paper.
 TARGETS = ("attn.qkv", "attn.proj")
-ADAPTER_NAMES = ("lora_A", "lora_B")
+ADAPTER_NAMES = ("lora_A", "lora_B", "lora_rows")
 
 
 class LoRALinear(nn.Module):
@@ -52,10 +52,63 @@ class LoRALinear(nn.Module):
         return linear
 
 
-def add_adapters(model: nn.Module, rank: int, alpha: float) -> list[str]:
-    """Wrap every target linear layer of `model` in a LoRALinear; returns the wrapped layers' names."""
+class TrainedRows(nn.Module):
+    """A frozen token embedding or output layer whose rows from `first` on (special ids appended
+    for fine-tuning, such as the chat markers) learn: those rows are a small parameter of their own,
+    `lora_rows`, so the optimizer keeps moments for a few rows, not the whole table, and a LoRA
+    checkpoint stays small. It keeps the base's parameter names (weight, bias), as LoRALinear does.
+    With tied embeddings the embedding and the output layer share one `lora_rows`."""
+
+    def __init__(self, base: nn.Module, first: int, rows: nn.Parameter | None = None):
+        super().__init__()
+        self.first, self.is_embedding = first, isinstance(base, nn.Embedding)
+        self.weight, self.bias = base.weight, getattr(base, "bias", None)
+        self.lora_rows = rows if rows is not None else nn.Parameter(base.weight.detach()[first:].clone())
+
+    def forward(self, x):
+        if self.is_embedding:  # the appended ids read their rows from lora_rows
+            out = F.embedding(x, self.weight)
+            new = x >= self.first
+            return torch.where(new[..., None], F.embedding((x - self.first).clamp(min=0), self.lora_rows), out)
+        out = F.linear(x, self.weight, self.bias)
+        extra = F.linear(x, self.lora_rows, None if self.bias is None else self.bias[self.first:])
+        out[..., self.first:] = extra  # linear's backward needs its input and weight, not its output
+        return out
+
+    def merged(self) -> nn.Module:
+        """The plain nn.Embedding or nn.Linear with the trained rows written into its weight."""
+        with torch.no_grad():
+            weight = torch.cat([self.weight[:self.first], self.lora_rows])
+        if self.is_embedding:
+            plain = nn.Embedding(*weight.shape, device=weight.device, dtype=weight.dtype)
+        else:
+            plain = nn.Linear(weight.shape[1], weight.shape[0], bias=self.bias is not None,
+                              device=weight.device, dtype=weight.dtype)
+            if self.bias is not None:
+                plain.bias = self.bias
+        plain.weight = nn.Parameter(weight)
+        return plain
+
+
+def add_trained_rows(model: nn.Module, first: int) -> None:
+    """Let the token embedding's (and output layer's) rows from `first` on learn beside the adapters."""
+    tied = model.lm_head.weight is model.token_embedding.weight
+    model.token_embedding = TrainedRows(model.token_embedding, first)
+    model.lm_head = TrainedRows(model.lm_head, first, model.token_embedding.lora_rows if tied else None)
+
+
+def trained_rows_from(model: nn.Module) -> int | None:
+    """The first id whose rows learn (add_trained_rows), None when the model has no such rows."""
+    return model.token_embedding.first if isinstance(getattr(model, "token_embedding", None), TrainedRows) else None
+
+
+def add_adapters(model: nn.Module, rank: int, alpha: float, rows_from: int | None = None) -> list[str]:
+    """Wrap every target linear layer of `model` in a LoRALinear; returns the wrapped layers' names.
+    `rows_from`: ids appended to the base's vocabulary (chat markers) learn their rows too."""
     if rank < 1:
         raise ValueError(f"LoRA rank must be at least 1, got {rank}")
+    if rows_from is not None:
+        add_trained_rows(model, rows_from)
     wrapped = []
     for name, module in list(model.named_modules()):
         if isinstance(module, nn.Linear) and name.endswith(TARGETS):
@@ -87,10 +140,15 @@ def base_weights(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def merge_adapters(model: nn.Module) -> nn.Module:
     """Replace each LoRALinear by the plain nn.Linear it computes; the model is an ordinary one again."""
+    tied = isinstance(getattr(model, "lm_head", None), TrainedRows) and \
+        model.lm_head.lora_rows is model.token_embedding.lora_rows
     for name, module in list(model.named_modules()):
-        if isinstance(module, LoRALinear):
+        if isinstance(module, (LoRALinear, TrainedRows)):
             parent_name, _, child = name.rpartition(".")
-            setattr(model.get_submodule(parent_name), child, module.merged())
+            parent = model.get_submodule(parent_name) if parent_name else model
+            setattr(parent, child, module.merged())
+    if tied:  # one table again, as the model was built
+        model.lm_head.weight = model.token_embedding.weight
     for param in model.parameters():
         param.requires_grad = True
     return model

@@ -158,7 +158,8 @@ class ModelHandler:
         config = apply(GPTConfig(), self.state["model_config"])
         self.model = GPT(config)
         load_weights(self.model, base["model"], self.state["lora"]["base"])
-        lora.add_adapters(self.model, self.state["lora"]["rank"], self.state["lora"]["alpha"])
+        lora.add_adapters(self.model, self.state["lora"]["rank"], self.state["lora"]["alpha"],
+                          self.state["lora"].get("rows_from"))
         load_weights(self.model, {**lora.base_weights(self.model), **self.state["model"]}, self.path)
         lora.merge_adapters(self.model)
         # from here on a plain checkpoint: merged weights, no adapters, no adapter optimizer state

@@ -397,6 +397,19 @@ def bytes_to_unicode() -> list[str]:
 # Checkpoints
 
 
+def with_chat_markers(tokens):
+    """A byte-level tokenizer that has the chat markers as special ids: itself when it has them
+    (ByteBPE trained here, a chat checkpoint's), else a copy with three ids appended after its last
+    (GPT-2: 50257-50259). Appended, so every id GPT-2's weights know keeps its meaning; the model's
+    embedding grows by as many rows (train.extend_vocab_rows). encode() never yields a special,
+    so typed text cannot forge a turn."""
+    if all(mark in tokens.specials for mark in CHAT_MARKERS):
+        return tokens
+    first = len(tokens)
+    added = {mark: first + i for i, mark in enumerate(m for m in CHAT_MARKERS if m not in tokens.specials)}
+    return type(tokens)(tokens.merges, {**tokens.specials, **added}, tokens.byte_ids)
+
+
 def from_state(state: dict):
     """The tokenizer a checkpoint's "tokenizer" entry describes (see each class's state())."""
     kind = state.get("kind")

@@ -38,7 +38,8 @@ from atomic_write import write_text_atomically
 from checkpoint import load_checkpoint, load_weights, save_checkpoint
 from config import (GPTConfig, TrainConfig, UserError, apply, choose_device, default_preset, help_text,
                     parse_args, preset_values)
-from corpus import (END_MARK, INPUT_MARK, OUTPUT_MARK, TRAIN_FRACTION, CharVocab, TextDataset, ensure_default_corpus,
+from corpus import (END_MARK, INPUT_MARK, OUTPUT_MARK, TRAIN_FRACTION, CharVocab, PairBatches, TextDataset,
+                    ensure_default_corpus, held_out_split,
                     is_pairs_file, pairs_dataset, pairs_vocab, prepared_dataset, read_pairs, read_text,
                     seeded_generator)
 
@@ -216,7 +217,7 @@ def prepare_model(build_model, model_cfg: GPTConfig, cfg: TrainConfig, state: di
             raise UserError(f"{resume_path} trained LoRA adapters of rank {saved[0]}, alpha {saved[1]:g}; "
                             "a resumed run keeps them: drop --lora_rank / --lora_alpha.")
         load_weights(model, load_lora_base(state, resume_path)["model"], state["lora"]["base"])
-        _add_lora(model, model_cfg, state["lora"]["rank"], state["lora"]["alpha"])
+        _add_lora(model, model_cfg, state["lora"]["rank"], state["lora"]["alpha"], state["lora"].get("rows_from"))
         load_weights(model, {**lora.base_weights(model), **state["model"]}, resume_path)
         return model, state
     if state:
@@ -227,20 +228,25 @@ def prepare_model(build_model, model_cfg: GPTConfig, cfg: TrainConfig, state: di
         load_weights(model, state["model"], resume_path)
     elif init_state:
         init_state = switch_attention(init_state, model_cfg, build_model, convert_weights)
-        if cfg.lora_rank and model_cfg.vocab_size != init_state["model_config"]["vocab_size"]:
+        grown = model_cfg.vocab_size != init_state["model_config"]["vocab_size"]
+        if cfg.lora_rank and grown and cfg.tokenizer == "char":
             raise UserError(f"the data has characters that {init_path}'s vocabulary lacks; LoRA trains adapters "
                             "only and cannot learn new embedding rows: fine-tune without --lora_rank.")
-        load_weights_extending_vocab(model, init_state["model"], init_path)
-        if cfg.lora_rank:
-            _add_lora(model, model_cfg, cfg.lora_rank, cfg.lora_alpha)
+        weights = init_state["model"]
+        if grown and cfg.tokenizer != "char":  # the chat markers' special ids, appended (with_chat_markers)
+            weights = extend_vocab_rows(weights, model_cfg.vocab_size)
+        load_weights_extending_vocab(model, weights, init_path)
+        if cfg.lora_rank:  # the appended marker rows learn beside the adapters (lora.TrainedRows)
+            rows_from = init_state["model_config"]["vocab_size"] if grown and cfg.tokenizer != "char" else None
+            _add_lora(model, model_cfg, cfg.lora_rank, cfg.lora_alpha, rows_from)
     return model, state
 
 
-def _add_lora(model, model_cfg: GPTConfig, rank: int, alpha: float) -> None:
+def _add_lora(model, model_cfg: GPTConfig, rank: int, alpha: float, rows_from: int | None = None) -> None:
     if model_cfg.attention != "fast":
         raise UserError("LoRA adapts the fused attention's qkv and proj layers: use --attention=fast "
                         "(the per-Head model converts to it with the same function).")
-    lora.add_adapters(model, rank, alpha)
+    lora.add_adapters(model, rank, alpha, rows_from)
     lora.freeze_all_but_adapters(model)
 
 
@@ -254,6 +260,8 @@ def load_lora_base(state: dict, path: str) -> dict:
                         "(moved or deleted?): put it back at that path, or export a merged copy where it is.")
     config = reference["model_config"]
     base_state = load_start(base, {"block_size": config["block_size"], "dropout": config["dropout"]})
+    if config["vocab_size"] > base_state["model_config"]["vocab_size"]:  # the chat markers' rows, rebuilt
+        base_state = {**base_state, "model": extend_vocab_rows(base_state["model"], config["vocab_size"])}
     if not lora.same_fingerprint(lora.fingerprint(base_state["model"]), reference["base_fingerprint"]):
         raise UserError(f"{base} is not the base model {path}'s adapters were trained on (its weights differ).")
     return base_state
@@ -262,6 +270,7 @@ def load_lora_base(state: dict, path: str) -> dict:
 def lora_reference(model, model_cfg: GPTConfig, cfg: TrainConfig) -> dict:
     """What a LoRA checkpoint keeps besides its adapters, to rebuild base + adapters later."""
     return {"rank": cfg.lora_rank, "alpha": cfg.lora_alpha, "targets": list(lora.TARGETS), "base": cfg.init_from,
+            "rows_from": lora.trained_rows_from(model),
             "base_fingerprint": lora.fingerprint(lora.base_weights(model)),
             "model_config": dataclasses.asdict(model_cfg)}
 
@@ -371,13 +380,21 @@ def pretrained_dataset(cfg: TrainConfig, init_state: dict) -> TextDataset:
     if tokens is None:
         raise UserError(f"{source} has no tokenizer files (vocab.json + merges.txt, encoder.json + vocab.bpe, or "
                         "tokenizer.json): copy GPT-2's into that directory.")
+    if is_pairs_file(cfg.data):
+        return PairBatches(read_pairs(cfg.data), tokenizer.with_chat_markers(tokens), cfg.seed)
     return TextDataset.from_text(_text_for_subwords(cfg), tokens)
 
 
-def subword_dataset(cfg: TrainConfig, source: dict | None, vocab_size: int | None) -> TextDataset:
-    """Plain text in byte-level BPE tokens: the checkpoint's tokenizer when there is one, GPT-2's
-    from its files, or one trained here on the training split (the val text stays unseen)."""
-    text = _text_for_subwords(cfg)
+def subword_dataset(cfg: TrainConfig, source: dict | None, vocab_size: int | None):
+    """Text in byte-level BPE tokens: the checkpoint's tokenizer when there is one, GPT-2's from its
+    files, or one trained here on the training split (the val text stays unseen). Chat pairs come
+    as whole pairs (PairBatches), the markers as special ids."""
+    pairs = read_pairs(cfg.data) if is_pairs_file(cfg.data) else None
+    if pairs is None:
+        text = _text_for_subwords(cfg)
+        training_text = text[:int(TRAIN_FRACTION * len(text))]
+    else:  # BPE learns from the training pairs' words only; the markers are its specials
+        training_text = "\n".join(side for pair in held_out_split(pairs, cfg.seed)["train"] for side in pair)
     if source:
         tokens = tokenizer.from_checkpoint(source)
     elif cfg.tokenizer == "gpt2":
@@ -387,16 +404,16 @@ def subword_dataset(cfg: TrainConfig, source: dict | None, vocab_size: int | Non
         tokens = tokenizer.GPT2Tokenizer.from_directory(cfg.tokenizer_dir)
     else:
         started = time.time()
-        tokens = tokenizer.ByteBPE.train(text[:int(TRAIN_FRACTION * len(text))], vocab_size or DEFAULT_BPE_VOCAB)
+        tokens = tokenizer.ByteBPE.train(training_text, vocab_size or DEFAULT_BPE_VOCAB)
         print(f"tokenizer: byte-level BPE of {len(tokens)} tokens trained on the training split in {time.time() - started:.1f}s")
+    if pairs is not None:
+        return PairBatches(pairs, tokenizer.with_chat_markers(tokens), cfg.seed)
     return TextDataset.from_text(text, tokens)
 
 
 def _text_for_subwords(cfg: TrainConfig) -> str:
-    """The text, where byte-level tokens can read it for now: plain text held in memory."""
-    if is_pairs_file(cfg.data):
-        raise UserError(f"byte-level tokens (BPE, GPT-2's) are for plain text for now; chat pairs ({cfg.data}) train on "
-                        "characters: drop --tokenizer (and start from a character model).")
+    """The text, where byte-level tokens can read it for now: plain text held in memory (chat
+    pairs go to PairBatches)."""
     if cfg.memmap or (Path(cfg.data).is_file() and Path(cfg.data).stat().st_size > MEMMAP_ABOVE_BYTES):
         raise UserError(f"byte-level tokens (BPE, GPT-2's) read the text into memory for now; memory-mapped corpora "
                         f"(--memmap, or files above {MEMMAP_ABOVE_BYTES >> 20} MB) are characters only.")
@@ -426,6 +443,33 @@ def _memmap_dataset(cfg: TrainConfig, state: dict | None, init_state: dict | Non
         print(f"data: {meta['rare_chars']} character(s) rarer than --min_char_count={cfg.min_char_count} "
               f"({meta['replaced_chars']:,} occurrences) are read as {meta['unknown_char']!r}")
     return dataset
+
+
+MARKER_ROW_SEED = 1234  # the markers' rows are a fixed function of the base (see extend_vocab_rows)
+
+
+def extend_vocab_rows(weights: dict, vocab_size: int) -> dict:
+    """Weights with the vocabulary-sized tensors (token embedding, output layer, tied or not)
+    grown to vocab_size rows for special ids appended at the end (the chat markers).
+
+    A new row is the mean of the trained rows plus a small fixed offset: the mean keeps the new
+    token's output logit ordinary at the start (a fresh random row would be far from where the
+    trained ones live), the offset keeps the three markers apart as inputs. The starting rows are
+    a fixed function of the base, so a LoRA checkpoint rebuilds them from its base (fingerprint
+    included) and keeps only what its lora_rows learned (lora.TrainedRows)."""
+    grown = {}
+    for name, tensor in weights.items():
+        is_vocab = name.endswith(("token_embedding.weight", "lm_head.weight", "lm_head.bias"))
+        if not is_vocab or tensor.shape[0] >= vocab_size:
+            grown[name] = tensor
+            continue
+        extra = vocab_size - tensor.shape[0]
+        mean = tensor.float().mean(dim=0, keepdim=True)
+        scale = tensor.float().std().item() * 0.1
+        generator = torch.Generator().manual_seed(MARKER_ROW_SEED)  # per tensor: tied copies stay equal
+        offset = torch.randn((extra, *tensor.shape[1:]), generator=generator) * scale
+        grown[name] = torch.cat([tensor, (mean + offset).to(tensor.dtype)])
+    return grown
 
 
 def load_weights_extending_vocab(model, weights: dict, path: str) -> None:
@@ -1052,7 +1096,8 @@ def print_startup(r: Run) -> None:
         print(f"data: memory-mapped from {cfg.data}.bin ({dataset.prepared['dtype']}); the text is never read into memory")
     if dataset.pairs:
         print(f"chat pairs: {len(dataset.pairs['train']):,} train / {len(dataset.pairs['val']):,} held-out val; "
-              "losses count reply characters only (their side is masked)")
+              + ("losses count reply characters only (their side is masked)" if dataset.vocab.kind == "char" else
+                 "each row is one whole pair, padded; losses count the reply's tokens and the END only"))
     if cfg.init_from:
         print(f"starting from the weights of {cfg.init_from}")
     resumed = f", resuming at iteration {r.iter_num}" if r.iter_num else ""
