@@ -31,7 +31,6 @@ import torch
 import devices
 import train
 from config import GPTConfig, TrainConfig, apply, choose_device, preset_values
-
 from corpus import TextDataset, read_text
 
 SHAPES = {

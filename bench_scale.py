@@ -92,8 +92,7 @@ def write_corpus(path: Path, megabytes: int) -> None:
     """Tiny-shakespeare repeated to the requested size (the same 65 characters, any length)."""
     block = Path(SHAKESPEARE).read_bytes()
     with open(path, "wb") as out:
-        for _ in range(max(1, megabytes * 1_000_000 // len(block))):
-            out.write(block)
+        out.writelines(block for _ in range(max(1, megabytes * 1_000_000 // len(block))))
 
 
 def memory_budget(megabytes: int) -> dict | None:
@@ -119,7 +118,7 @@ def memory_budget(megabytes: int) -> dict | None:
 def budget_hits(budget: dict) -> int:
     """How often the limit was reached (and the kernel reclaimed pages instead of failing)."""
     text = budget["hits"].read_text()
-    found = re.search(r"^max (\d+)", text, re.M)
+    found = re.search(r"^max (\d+)", text, re.MULTILINE)
     return int(found.group(1)) if found else int(text.split()[0])
 
 
@@ -343,7 +342,7 @@ def bench_server(work: Path, requests: int, clients: int) -> list[dict]:
         print(f"    {r['settings']:42s} {r['ok']:4d} {r['bad_request']:4d} {r['busy_503']:4d} {r['other']:5d} "
               f"{r['malformed_answers']:8d} {r['p50_s']:5.2f}s {r['p95_s']:5.2f}s {r['wall_s']:5.1f}s "
               f"{r['answers_per_s']:9.1f} {r['chars_per_s']:7.0f} "
-              f"{r['server_peak_rss_mb']:7.0f}MB {str(r['server_alive']):>5s}")
+              f"{r['server_peak_rss_mb']:7.0f}MB {r['server_alive']!s:>5s}")
         for failure in r["failures"]:
             print(f"      failed: {failure}")
     return rows

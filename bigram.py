@@ -10,7 +10,7 @@ character.
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 from config import GPTConfig, run_cli
 from gpt_final_version import masked_cross_entropy, sample_next

@@ -26,14 +26,34 @@ from pathlib import Path
 
 from atomic_write import atomic_write
 from chat.cleaning import RULES, Cleaner
-from chat.detect import JSON_READERS, TEXT_READERS, detect_format, detect_json_format, parse_export, read_export
+from chat.detect import (
+    JSON_READERS,
+    TEXT_READERS,
+    detect_format,
+    detect_json_format,
+    parse_export,
+    read_export,
+)
 from chat.facts import fact_pairs
 from chat.files import decode, load_json
 from chat.imessage import read_imessage_csv, read_imessage_text
 from chat.meta import fix_mojibake, read_messenger
-from chat.model import MALFORMED, MEDIA_PLACEHOLDER, Conversation, Imported, Message, clean_name, me_matcher
+from chat.model import (
+    MALFORMED,
+    MEDIA_PLACEHOLDER,
+    Conversation,
+    Imported,
+    Message,
+    clean_name,
+    me_matcher,
+)
 from chat.options import FORMATS, KNOWN_FORMATS, ChatDataConfig
-from chat.pairing import merge_conversations, reply_pairs, select_conversations, turns_of
+from chat.pairing import (
+    merge_conversations,
+    reply_pairs,
+    select_conversations,
+    turns_of,
+)
 from chat.report import FileReport, Report, file_report
 from chat.sources import Source, find_sources, read_source
 from chat.telegram import read_telegram
@@ -41,12 +61,49 @@ from chat.times import parse_time_text
 from chat.whatsapp import read_whatsapp
 from config import UserError, apply, help_text, parse_args, run_cli
 
-__all__ = ["RULES", "Cleaner", "JSON_READERS", "TEXT_READERS", "detect_format", "detect_json_format", "parse_export",
-           "read_export", "fact_pairs", "decode", "load_json", "read_imessage_csv", "read_imessage_text", "fix_mojibake",
-           "read_messenger", "MALFORMED", "MEDIA_PLACEHOLDER", "Conversation", "Imported", "Message", "clean_name",
-           "me_matcher", "FORMATS", "KNOWN_FORMATS", "ChatDataConfig", "merge_conversations", "reply_pairs",
-           "select_conversations", "turns_of", "FileReport", "Report", "file_report", "read_telegram", "parse_time_text",
-           "read_whatsapp", "Source", "find_sources", "read_source", "build_pairs", "write_pairs", "main"]
+__all__ = [
+    "FORMATS",
+    "JSON_READERS",
+    "KNOWN_FORMATS",
+    "MALFORMED",
+    "MEDIA_PLACEHOLDER",
+    "RULES",
+    "TEXT_READERS",
+    "ChatDataConfig",
+    "Cleaner",
+    "Conversation",
+    "FileReport",
+    "Imported",
+    "Message",
+    "Report",
+    "Source",
+    "build_pairs",
+    "clean_name",
+    "decode",
+    "detect_format",
+    "detect_json_format",
+    "fact_pairs",
+    "file_report",
+    "find_sources",
+    "fix_mojibake",
+    "load_json",
+    "main",
+    "me_matcher",
+    "merge_conversations",
+    "parse_export",
+    "parse_time_text",
+    "read_export",
+    "read_imessage_csv",
+    "read_imessage_text",
+    "read_messenger",
+    "read_source",
+    "read_telegram",
+    "read_whatsapp",
+    "reply_pairs",
+    "select_conversations",
+    "turns_of",
+    "write_pairs",
+]
 
 USAGE = 'usage: python chat_data.py EXPORT... --me="Your Name" [--out=data/chat/pairs.jsonl] [--name=value ...]'
 

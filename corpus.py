@@ -19,7 +19,14 @@ from tqdm import tqdm
 
 from atomic_write import atomic_write, write_bytes_atomically
 from config import UserError
-from tokenizer import CHAT_MARKERS, END_MARK, INPUT_MARK, OUTPUT_MARK, CharTokenizer, compact_dtype  # noqa: F401
+from tokenizer import (
+    CHAT_MARKERS,
+    END_MARK,
+    INPUT_MARK,
+    OUTPUT_MARK,
+    CharTokenizer,
+    compact_dtype,
+)
 
 # The copy nanoGPT's shakespeare_char/prepare.py downloads, and its sha256.
 SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
@@ -122,7 +129,7 @@ class TextDataset:
         self.prepared: dict | None = None  # for a memory-mapped corpus: its metadata
 
     @classmethod
-    def from_text(cls, text: str, vocab=None) -> "TextDataset":
+    def from_text(cls, text: str, vocab=None) -> TextDataset:
         """The text cut at 90% of its characters, each part encoded on its own (nanoGPT's
         prepare.py does the same, so GPT-2 token counts compare with its: 301,966 / 36,059 for
         tiny-shakespeare). For characters this is the same as cutting the ids."""

@@ -27,7 +27,6 @@ import torch
 import config
 from config import UserError
 
-
 # ==============================================================================================
 # Facts: what the machine reports. probe() asks; nothing else in this file does.
 

@@ -28,7 +28,7 @@ import queue
 import threading
 import time
 import weakref
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from torch.nn import functional as F
@@ -504,11 +504,11 @@ class Batcher:
                     return
                 joining = self._take_waiting()
             for stream in joining:
-                self._guarded(lambda: self._join(stream), stream)
+                self._guarded(self._join, stream, joining=stream)
             self._free_rows()
             tokens = {row: stream.last for row, stream in self.running.items()}  # the joined too: at this step
             if tokens:
-                self._guarded(lambda: self._advance(tokens))
+                self._guarded(self._advance, tokens)
             self._free_rows()
 
     def _take_waiting(self) -> list[BatchedStream]:
@@ -530,11 +530,11 @@ class Batcher:
             self._sample(row, self.running[row], logits)
         self.steps += 1
 
-    def _guarded(self, work, joining: BatchedStream | None = None) -> None:
-        """Do `work`; if it fails, the replies it concerned (the one joining, or every running one
-        for a step) end with its error, which their readers raise, and the loop goes on."""
+    def _guarded(self, work, argument, joining: BatchedStream | None = None) -> None:
+        """Do work(argument); if it fails, the replies it concerned (the one joining, or every running
+        one for a step) end with its error, which their readers raise, and the loop goes on."""
         try:
-            work()
+            work(argument)
         except Exception as error:  # noqa: BLE001 - handed to the readers concerned
             if joining is not None and joining not in self.running.values():  # failed before it had a row
                 joining._ids.put(error)

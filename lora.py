@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn as nn
+from torch import nn
 from torch.nn import functional as F
 
 # The linear layers that get adapters, by the end of their names: the attention's, as in the paper.

@@ -33,7 +33,16 @@ import tokenizer
 from atomic_write import write_text_atomically
 from bigram import BigramLanguageModel
 from checkpoint import load_checkpoint, load_weights, save_checkpoint
-from config import GPTConfig, SampleConfig, UserError, apply, choose_device, help_text, parse_args, run_cli
+from config import (
+    GPTConfig,
+    SampleConfig,
+    UserError,
+    apply,
+    choose_device,
+    help_text,
+    parse_args,
+    run_cli,
+)
 from corpus import END_MARK, INPUT_MARK, MARKERS, OUTPUT_MARK, seeded_generator
 from engine import Batcher, TokenStream, compiled_step, decoder_for, has_kv_cache
 from gpt_final_version import GPT

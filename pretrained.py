@@ -205,7 +205,7 @@ def hub_to_ours(hub_weights: dict[str, torch.Tensor], config: GPTConfig, positio
 
 def _strip_prefix(name: str) -> str:
     """GPT2LMHeadModel writes transformer.h.0...; OpenAI's original files (and GPT2Model) write h.0..."""
-    return name[len("transformer."):] if name.startswith("transformer.") else name
+    return name.removeprefix("transformer.")
 
 
 def _expected_hub_shapes(config: GPTConfig, positions: int) -> dict[str, tuple]:

@@ -146,7 +146,7 @@ class Service:
         with self.lock:
             self.stats[key] += 1
 
-    def answering(self) -> "_InFlight":
+    def answering(self) -> _InFlight:
         return _InFlight(self)
 
     def wait_until_idle(self, seconds: float) -> bool:
@@ -162,7 +162,7 @@ class Service:
         return {"response": completion.text, "finish_reason": completion.finish_reason,
                 "model": self.handler.name} | prompt.changes()
 
-    def chat_endpoint(self, body: dict, stream: "_Stream | None" = None) -> dict:
+    def chat_endpoint(self, body: dict, stream: _Stream | None = None) -> dict:
         """OpenAI's chat completion; with a stream, each piece of the reply is sent as it is made."""
         messages = field(body, "messages", (list,), required=True)
         message, history = conversation(messages)
@@ -185,13 +185,13 @@ class Service:
         return {"object": "list", "data": [{"id": self.handler.name, "object": "model", "created": 0,
                                             "owned_by": "local"}]}
 
-    def _prompt(self, message: str, history: list) -> "Prompt":
+    def _prompt(self, message: str, history: list) -> Prompt:
         size = len(message) + sum(len(a) + len(b) for a, b in history)
         if size > self.config.max_prompt_chars:
             raise RequestError(400, f"the prompt has {size} characters; the limit is {self.config.max_prompt_chars}")
         return Prompt(self.handler, message, history, size)
 
-    def _run(self, prompt: "Prompt", sampling: Sampling, on_text=None):
+    def _run(self, prompt: Prompt, sampling: Sampling, on_text=None):
         """Generate in a free slot; with `on_text`, each piece of text goes out as it is made."""
         with self._slot():
             deadline = time.monotonic() + self.config.timeout
@@ -460,7 +460,7 @@ class _Stream:
     an ordinary JSON error), then one chunk per piece as it is generated, a final chunk, [DONE].
     The body has no length, so the connection closes after it."""
 
-    def __init__(self, request: "Handler"):
+    def __init__(self, request: Handler):
         self.request, self.answer, self.changes = request, {}, {}
 
     def send_text(self, text: str) -> None:
@@ -492,7 +492,7 @@ class _Stream:
 
     def _event(self, fields: dict) -> None:
         chunk = {k: self.answer[k] for k in ("id", "created", "model")} | {"object": "chat.completion.chunk"} | fields
-        self.request.wfile.write(f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n".encode("utf-8"))
+        self.request.wfile.write(f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n".encode())
         self.request.wfile.flush()
 
 
@@ -544,7 +544,7 @@ def main(argv=None):
     args = parse_args(argv or [], [ServeConfig], max_positional=1)
     if args.help:
         print(help_text([ServeConfig], USAGE, show_presets=False))
-        return None
+        return
     if not args.positional:
         raise UserError(f"no checkpoint given. {USAGE}")
     config = apply(ServeConfig(api_key=os.environ.get(API_KEY_ENV, "")), args.overrides)
@@ -574,7 +574,7 @@ def main(argv=None):
         print("stopped" if finished else "stopped (requests still running were cut off)", flush=True)
     finally:
         server.server_close()
-    return None
+    return
 
 
 def _stop_serving(signum, frame):

@@ -36,12 +36,35 @@ import pretrained
 import tokenizer
 from atomic_write import write_text_atomically
 from checkpoint import load_checkpoint, load_weights, save_checkpoint
-from config import (GPTConfig, TrainConfig, UserError, apply, choose_device, default_preset, help_text,
-                    parse_args, preset_values)
-from corpus import (END_MARK, INPUT_MARK, OUTPUT_MARK, TRAIN_FRACTION, CharVocab, PairBatches, TextDataset,
-                    ensure_default_corpus, held_out_split,
-                    is_pairs_file, pairs_dataset, pairs_vocab, prepared_dataset, read_pairs, read_text,
-                    seeded_generator)
+from config import (
+    GPTConfig,
+    TrainConfig,
+    UserError,
+    apply,
+    choose_device,
+    default_preset,
+    help_text,
+    parse_args,
+    preset_values,
+)
+from corpus import (
+    END_MARK,
+    INPUT_MARK,
+    OUTPUT_MARK,
+    TRAIN_FRACTION,
+    CharVocab,
+    PairBatches,
+    TextDataset,
+    ensure_default_corpus,
+    held_out_split,
+    is_pairs_file,
+    pairs_dataset,
+    pairs_vocab,
+    prepared_dataset,
+    read_pairs,
+    read_text,
+    seeded_generator,
+)
 
 # Model-shape fields that may change when resuming; the others must match the checkpoint's weights.
 # (A change of attention class converts the weights and the optimizer state: the function is the same.)
@@ -318,7 +341,7 @@ def switch_attention(state: dict, model_cfg: GPTConfig, build_model, convert_wei
     if convert_weights is None or saved == model_cfg.attention:
         return state
     state = dict(state)
-    convert = lambda tensors: convert_weights(tensors, model_cfg, model_cfg.attention)  # noqa: E731
+    convert = lambda tensors: convert_weights(tensors, model_cfg, model_cfg.attention)
     state["model"] = convert(state["model"])
     if "optimizer" in state:
         with torch.device("meta"):  # shapes and names only: no memory, no initialisation cost

@@ -7,7 +7,6 @@ from collections import Counter
 from .model import INVISIBLE
 from .options import ChatDataConfig
 
-
 _MEDIA = re.compile(
     r"<Media omitted>|<attached: [^>\n]*>|<This message was edited>|\ufffc"
     r"|^(?:.*\s)?(?:image|video|audio|sticker|GIF|document|Contact card|media) omitted$"

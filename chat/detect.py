@@ -18,7 +18,6 @@ from .telegram import read_telegram
 from .telegram_html import looks_like_telegram_html, read_telegram_html
 from .whatsapp import looks_like_whatsapp, read_whatsapp, whatsapp_header
 
-
 TEXT_READERS = {"whatsapp": read_whatsapp, "imessage-csv": read_imessage_csv, "imessage-text": read_imessage_text,
                 "discord-csv": read_discord_csv, "csv": read_csv_columns, "jsonl": read_jsonl,
                 "telegram-html": read_telegram_html}

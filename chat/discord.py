@@ -6,7 +6,14 @@ from pathlib import Path
 from config import UserError
 
 from .csv_format import csv_rows
-from .model import MALFORMED, MEDIA_PLACEHOLDER, Conversation, Imported, Message, clean_name
+from .model import (
+    MALFORMED,
+    MEDIA_PLACEHOLDER,
+    Conversation,
+    Imported,
+    Message,
+    clean_name,
+)
 from .options import ChatDataConfig
 from .times import parse_time_text
 

@@ -9,7 +9,6 @@ from .files import decode, load_json
 from .jsonl import pair_of
 from .model import MALFORMED
 
-
 _FACT_QUESTIONS = {
     "name": ("what is your name?", "what's your name?", "who are you?"),
     "hometown": ("where are you from?", "where is your hometown?"),

@@ -6,10 +6,16 @@ from datetime import datetime
 from pathlib import Path
 
 from .csv_format import csv_rows
-from .model import MALFORMED, MEDIA_PLACEHOLDER, Conversation, Imported, Message, clean_name
+from .model import (
+    MALFORMED,
+    MEDIA_PLACEHOLDER,
+    Conversation,
+    Imported,
+    Message,
+    clean_name,
+)
 from .options import ChatDataConfig
 from .times import parse_time_text
-
 
 IMESSAGE_DATE = re.compile(r"([A-Z][a-z]{2}) (\d{1,2}), (\d{4})\s+(\d{1,2}):(\d{2}):(\d{2})\s*([AP]M)\b")
 # imessage-exporter's own lines: notes about a message, not its words.

@@ -7,7 +7,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 
-
 MEDIA_PLACEHOLDER = "<Media omitted>"  # what importers write for a message that is only a photo, file...
 # A record that breaks one of these while being read is malformed: counted, skipped, never fatal.
 MALFORMED = (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError, OSError,

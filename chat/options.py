@@ -6,7 +6,6 @@ from datetime import date
 
 from config import UserError
 
-
 FORMATS = ("whatsapp", "telegram", "telegram-html", "messenger", "instagram", "imessage-csv", "imessage-text",
            "discord-json", "discord-csv", "csv", "jsonl")
 KNOWN_FORMATS = ("WhatsApp .txt or .zip (Android or iOS), Telegram result.json or messages.html, Messenger/Instagram message_N.json, "

@@ -10,7 +10,14 @@ from datetime import datetime
 from html.parser import HTMLParser
 from pathlib import Path
 
-from .model import MALFORMED, MEDIA_PLACEHOLDER, Conversation, Imported, Message, clean_name
+from .model import (
+    MALFORMED,
+    MEDIA_PLACEHOLDER,
+    Conversation,
+    Imported,
+    Message,
+    clean_name,
+)
 from .options import ChatDataConfig
 
 JOINED = "\x00joined"  # a follow-up whose sender is the previous message's, possibly in the previous file

@@ -7,9 +7,16 @@ from datetime import date, datetime
 from pathlib import Path
 
 from .cleaning import CALL_RECORD
-from .model import INVISIBLE, MALFORMED, MEDIA_PLACEHOLDER, Conversation, Imported, Message, clean_name
+from .model import (
+    INVISIBLE,
+    MALFORMED,
+    MEDIA_PLACEHOLDER,
+    Conversation,
+    Imported,
+    Message,
+    clean_name,
+)
 from .options import ChatDataConfig
-
 
 # A header: date (day, month, year in some order; "13. 6. 2018." too), an optional word ("klo"), the
 # time (":" or "." between, maybe seconds, maybe "p. m."), then " - " (Android), "] " (iOS), ": " or a space.

@@ -7,10 +7,10 @@ import urllib.request
 
 import pytest
 import torch
+from conftest import tiny_run_args
 
 import gpt_final_version
 from checkpoint import load_checkpoint
-from conftest import tiny_run_args
 from model_handler import ModelHandler
 from serve import ServeConfig, make_server
 

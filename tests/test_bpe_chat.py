@@ -11,6 +11,8 @@ import urllib.request
 
 import pytest
 import torch
+from test_gpt2_text import hub_dir  # noqa: F401  (the fixture: a random GPT-2-vocabulary hub directory)
+from test_tokenizer import GPT2_DIR, needs_gpt2
 from torch.nn import functional as F
 
 import gpt_final_version
@@ -20,8 +22,6 @@ from config import GPTConfig
 from corpus import END_MARK, INPUT_MARK, OUTPUT_MARK, PAD_TARGET, PairBatches
 from model_handler import ModelHandler
 from serve import ServeConfig, make_server
-from test_gpt2_text import hub_dir  # noqa: F401  (the fixture: a random GPT-2-vocabulary hub directory)
-from test_tokenizer import GPT2_DIR, needs_gpt2
 
 # Invented people, invented words: a friend asks, "I" answer in my short way.
 PAIRS = [(f"Hey Ottoline, are you free on day {i}?", f"yes, day {i} works, see you at the lake 🙂") for i in range(30)] + \

@@ -15,14 +15,26 @@ from hypothesis import strategies as st
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import chat.whatsapp  # noqa: E402
-import chat_data  # noqa: E402
-from chat_data import (ChatDataConfig, Cleaner, Conversation, Message, build_pairs, decode,  # noqa: E402
-                       fact_pairs, main, parse_export, read_export, reply_pairs, select_conversations)
-from config import UserError  # noqa: E402
+import chat.whatsapp
+import chat_data
+from chat_data import (
+    ChatDataConfig,
+    Cleaner,
+    Conversation,
+    Message,
+    build_pairs,
+    decode,
+    fact_pairs,
+    main,
+    parse_export,
+    read_export,
+    reply_pairs,
+    select_conversations,
+)
+from config import UserError
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "chats"
-CONTROL = set(map(chr, [*range(0x00, 0x09), *range(0x0B, 0x20)]))
+CONTROL = set(map(chr, [*range(0x09), *range(0x0B, 0x20)]))
 
 
 def make_config(**options) -> ChatDataConfig:

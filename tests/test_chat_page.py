@@ -10,7 +10,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, run_command, tiny_run_args
 from test_serve import PAIRS, Server
 
@@ -23,10 +22,10 @@ if not (CHROMIUM and CHROMEDRIVER) and not os.environ.get("CI"):
                 allow_module_level=True)
 if not os.environ.get("CI"):
     pytest.importorskip("selenium", reason="selenium is not installed (pip install -r requirements-dev.txt)")
-from selenium import webdriver  # noqa: E402
-from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.common.keys import Keys  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+from selenium import webdriver
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support.ui import WebDriverWait
 
 SCREENSHOTS = os.environ.get("CHAT_PAGE_SCREENSHOTS")  # a folder: keep pictures of the page to look at
 

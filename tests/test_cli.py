@@ -1,7 +1,6 @@
 """The real command line in a subprocess: bad input gets one clear message, a non-zero exit status
 and no traceback; sampling prints text that begins with the prompt, the same for the same seed."""
 import pytest
-
 from conftest import ROOT, assert_clean_error, run_command, tiny_run_args
 
 pytestmark = pytest.mark.slow  # real processes: the whole module is in the slow tier

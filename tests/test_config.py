@@ -3,7 +3,15 @@ import pytest
 import torch
 
 import config
-from config import GPTConfig, SampleConfig, TrainConfig, UserError, choose_device, help_text, parse_args
+from config import (
+    GPTConfig,
+    SampleConfig,
+    TrainConfig,
+    UserError,
+    choose_device,
+    help_text,
+    parse_args,
+)
 
 SECTIONS = [GPTConfig, TrainConfig]
 

@@ -8,9 +8,9 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import ROOT, run_command, tiny_run_args
 
 from checkpoint import load_checkpoint
-from conftest import ROOT, run_command, tiny_run_args
 
 pytestmark = pytest.mark.slow  # real processes: the whole module is in the slow tier
 

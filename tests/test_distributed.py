@@ -6,10 +6,10 @@ import subprocess
 import sys
 
 import pytest
+from conftest import ROOT, tiny_run_args
 
 import loss_curves
 from checkpoint import load_checkpoint
-from conftest import ROOT, tiny_run_args
 from model_handler import ModelHandler
 
 pytestmark = pytest.mark.slow  # real processes: the whole module is in the slow tier

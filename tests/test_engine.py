@@ -12,7 +12,14 @@ import torch
 
 from bigram import BigramLanguageModel
 from config import GPTConfig
-from engine import Batcher, CachedDecoder, RecomputingDecoder, StaticCacheDecoder, TokenStream, decoder_for
+from engine import (
+    Batcher,
+    CachedDecoder,
+    RecomputingDecoder,
+    StaticCacheDecoder,
+    TokenStream,
+    decoder_for,
+)
 from gpt_final_version import GPT
 
 VOCAB = 11

@@ -7,7 +7,6 @@ import shutil
 
 import pytest
 import torch
-
 from test_pretrained import perturbed_hub_model
 from test_tokenizer import GPT2_DIR, needs_gpt2
 

@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT
 
 MODULES = {p.stem for p in ROOT.glob("*.py")}

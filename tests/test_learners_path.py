@@ -4,6 +4,7 @@ preset resumed with this device's settings."""
 import sys
 
 import pytest
+from conftest import tiny_run_args
 
 import config
 import gpt_final_version
@@ -11,7 +12,6 @@ import loss_curves
 import model_handler
 from checkpoint import load_checkpoint, save_checkpoint
 from config import UserError
-from conftest import tiny_run_args
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -6,13 +6,13 @@ import sys
 
 import pytest
 import torch
+from conftest import ROOT, tiny_run_args
 
 import gpt_final_version
 import lora
 import model_handler
 from checkpoint import load_checkpoint, save_checkpoint
 from config import GPTConfig, UserError
-from conftest import ROOT, tiny_run_args
 from gpt_final_version import GPT
 from model_handler import ModelHandler
 

@@ -4,11 +4,18 @@ import subprocess
 import sys
 
 import pytest
+from conftest import ROOT
 
 from config import UserError
-from conftest import ROOT
-from loss_curves import (PLOT_INSTALL, curve_paths, missing_matplotlib_hint, plot_comparison,
-                         plot_run, read_csv, write_csv)
+from loss_curves import (
+    PLOT_INSTALL,
+    curve_paths,
+    missing_matplotlib_hint,
+    plot_comparison,
+    plot_run,
+    read_csv,
+    write_csv,
+)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

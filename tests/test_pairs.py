@@ -3,11 +3,19 @@ import json
 
 import pytest
 import torch
+from conftest import run_command, tiny_run_args
 
 from checkpoint import load_checkpoint
 from config import GPTConfig, UserError
-from conftest import run_command, tiny_run_args
-from corpus import END_MARK, INPUT_MARK, OUTPUT_MARK, layout_pair, pairs_dataset, pairs_vocab, read_pairs
+from corpus import (
+    END_MARK,
+    INPUT_MARK,
+    OUTPUT_MARK,
+    layout_pair,
+    pairs_dataset,
+    pairs_vocab,
+    read_pairs,
+)
 from gpt_final_version import GPT
 
 PAIRS = [("are you coming tonight?", "yes!! bringing cake"), ("what time?", "around 10"),

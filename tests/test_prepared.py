@@ -5,9 +5,9 @@ import os
 import numpy as np
 import pytest
 import torch
+from conftest import run_command, tiny_run_args
 
 from config import UserError
-from conftest import run_command, tiny_run_args
 from corpus import UNKNOWN_CHAR, TextDataset, prepared_dataset, prepared_paths
 
 

@@ -14,7 +14,6 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, run_command, tiny_run_args
 
 pytestmark = pytest.mark.slow  # real processes: the whole module is in the slow tier
@@ -179,7 +178,7 @@ def test_a_text_model_reads_what_it_can_and_the_stream_says_what_it_left_out(tex
     connection.close()
 
 
-def ask_at_once(running: "Server", requests: list[dict]) -> list:
+def ask_at_once(running: Server, requests: list[dict]) -> list:
     """Send every request at the same time, each from its own thread; the (status, body) of each."""
     answers = [None] * len(requests)
 

@@ -8,9 +8,9 @@ import sys
 import threading
 
 import pytest
+from conftest import ROOT, tiny_run_args
 
 from checkpoint import load_checkpoint
-from conftest import ROOT, tiny_run_args
 
 pytestmark = pytest.mark.slow
 

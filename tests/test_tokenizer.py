@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import SHAKESPEARE, tiny_run_args
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import gpt_final_version
 import tokenizer
 from config import UserError
-from conftest import SHAKESPEARE, tiny_run_args
 from corpus import END_MARK, INPUT_MARK, OUTPUT_MARK
 from model_handler import ModelHandler, TextStream
 

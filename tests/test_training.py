@@ -7,13 +7,13 @@ import time
 
 import pytest
 import torch
+from conftest import tiny_run_args
 
 import bigram
 import gpt_final_version
 import train
 from checkpoint import load_checkpoint, save_checkpoint
 from config import TrainConfig, UserError
-from conftest import tiny_run_args
 from corpus import TextDataset
 from model_handler import ModelHandler
 
