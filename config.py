@@ -45,6 +45,7 @@ class GPTConfig:
     qkv_bias: bool = False  # biases on the query/key/value projections: GPT-2 has them, the lecture's Heads do not
     lm_head_bias: bool = True  # a bias on the output layer: ours has one, GPT-2 has none (its output layer is the embedding)
     tie_embeddings: bool = False  # the output layer reuses the token embedding matrix (GPT-2): fewer parameters, one vocabulary table
+    qk_norm: bool = False  # RMS-normalise each head's queries and keys before they meet (modded-nanogpt): bounded attention logits
 
     def validate(self) -> None:
         if self.n_embd % self.n_head != 0:
@@ -77,6 +78,11 @@ class TrainConfig:
     learning_rate: float = 1e-3  # peak rate; small models tolerate 1e-3 with warm-up and clipping
     min_lr: float = 1e-4  # the cosine schedule ends here, a tenth of the peak
     warmup_iters: int = 100  # linear warm-up steps; keeps Adam's first noisy steps small
+    schedule: str = "cosine"  # after warm-up: "cosine" decays to min_lr over the whole run (nanoGPT's); "wsd" stays at the peak, then decays linearly to min_lr over the last decay_fraction
+    decay_fraction: float = 0.2  # with --schedule=wsd: the share of the run spent decaying
+    optimizer: str = "adamw"  # "adamw" for every weight (nanoGPT's); "muon": Muon for the blocks' matrices, AdamW for the rest (muon.py)
+    muon_lr: float = 0.02  # with --optimizer=muon: the matrices' peak rate; the schedule moves it in step with learning_rate
+    muon_momentum: float = 0.95  # with --optimizer=muon: the matrices' Nesterov momentum
     lr_decay_iters: int = 0  # cosine decay length; 0 means max_iters. Set it to resume a run exactly
     weight_decay: float = 0.1  # AdamW decay, applied to 2-D weights only (not biases, norms)
     beta1: float = 0.9  # Adam momentum
@@ -123,6 +129,14 @@ class TrainConfig:
         if self.lora_alpha <= 0:
             raise UserError(f"lora_alpha must be positive, got {self.lora_alpha}.")
         _check_choice("tokenizer", self.tokenizer, ("char", "bpe", "gpt2"))
+        _check_choice("schedule", self.schedule, ("cosine", "wsd"))
+        _check_choice("optimizer", self.optimizer, ("adamw", "muon"))
+        if not 0.0 < self.decay_fraction <= 1.0:
+            raise UserError(f"decay_fraction must be in (0, 1], got {self.decay_fraction}.")
+        if self.muon_lr <= 0 or not 0.0 <= self.muon_momentum < 1.0:
+            raise UserError(f"muon_lr must be positive and muon_momentum in [0, 1); got {self.muon_lr}, {self.muon_momentum}.")
+        if self.optimizer == "muon" and self.lora_rank:
+            raise UserError("--optimizer=muon is for full training; LoRA's small adapters train with --optimizer=adamw.")
 
 
 @dataclass

@@ -173,6 +173,8 @@ class StaticCacheDecoder(CachedDecoder):
         for i, block in enumerate(model.blocks):
             h = F.layer_norm(x, (C,), block.ln1.weight, block.ln1.bias)
             q, k, v = F.linear(h, block.attn.qkv.weight, block.attn.qkv.bias).view(1, 1, 3, H, hs).transpose(1, 3).unbind(2)  # (1, H, 1, hs)
+            if self.config.qk_norm:
+                q, k = F.rms_norm(q, (hs,)), F.rms_norm(k, (hs,))
             if self.config.position == "rope":
                 q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
             self.keys[i, :, :, slot:slot + 1] = k
@@ -222,6 +224,8 @@ class CompiledStep(torch.nn.Module):
         for i, block in enumerate(model.blocks):
             h = F.layer_norm(x, (C,), block.ln1.weight, block.ln1.bias)
             q, k, v = F.linear(h, block.attn.qkv.weight, block.attn.qkv.bias).view(rows, 1, 3, H, hs).transpose(1, 3).unbind(2)
+            if model.config.qk_norm:
+                q, k = F.rms_norm(q, (hs,)), F.rms_norm(k, (hs,))
             if model.config.position == "rope":
                 q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
             out = _attend_one(q, k, v, keys[i], values[i], earlier, hs)

@@ -113,12 +113,15 @@ class Head(nn.Module):
         # the lower-triangular mask: position t may look at positions 0..t only
         self.register_buffer("tril", torch.tril(torch.ones(config.block_size, config.block_size)), persistent=False)
         self.block_size = config.block_size
+        self.qk_norm = config.qk_norm
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x, rotary=None):
         B, T, C = x.shape
         k = self.key(x)  # (B, T, hs)
         q = self.query(x)  # (B, T, hs)
+        if self.qk_norm:  # every query and key gets root-mean-square 1, so no affinity can blow up
+            q, k = F.rms_norm(q, q.shape[-1:]), F.rms_norm(k, k.shape[-1:])
         if rotary is not None:  # rotary positions: turn q and k by angles that grow with position
             q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
         # affinities, scaled by 1/sqrt(hs) so the softmax stays soft at initialisation
@@ -161,6 +164,7 @@ class CausalSelfAttention(nn.Module):
         self.n_head = config.n_head
         self.block_size = config.block_size
         self.dropout_p = config.dropout
+        self.qk_norm = config.qk_norm
         self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.qkv_bias)
         self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.attention_dropout = FastDropout(config.dropout)
@@ -170,6 +174,8 @@ class CausalSelfAttention(nn.Module):
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)  # each (B, T, C)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, H, T, hs)
+        if self.qk_norm:
+            q, k = F.rms_norm(q, q.shape[-1:]), F.rms_norm(k, k.shape[-1:])
         if rotary is not None:
             q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
         mask, causal = None, True

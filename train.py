@@ -32,6 +32,7 @@ from tqdm import tqdm
 import devices
 import lora
 import loss_curves
+import muon
 import pretrained
 import tokenizer
 from atomic_write import write_text_atomically
@@ -343,6 +344,8 @@ def switch_attention(state: dict, model_cfg: GPTConfig, build_model, convert_wei
     state = dict(state)
     convert = lambda tensors: convert_weights(tensors, model_cfg, model_cfg.attention)
     state["model"] = convert(state["model"])
+    if state.get("train_config", {}).get("optimizer") == "muon":  # Muon orthogonalizes each matrix
+        state.pop("optimizer", None)  # as it is; the other layout's matrices are other matrices
     if "optimizer" in state:
         with torch.device("meta"):  # shapes and names only: no memory, no initialisation cost
             old_groups = decay_groups(build_model(dataclasses.replace(model_cfg, attention=saved)).named_parameters())
@@ -540,13 +543,21 @@ def decay_groups(named_parameters) -> tuple[list[str], list[str]]:
 
 
 def configure_optimizer(model, cfg: TrainConfig, device: str):
-    """AdamW; weight decay on matrices and embeddings only, never on biases or LayerNorm gains."""
+    """AdamW; weight decay on matrices and embeddings only, never on biases or LayerNorm gains.
+    With --optimizer=muon the blocks' matrices move to a third group that Muon steps (muon.py)."""
     params = dict(model.named_parameters())
     decayed, not_decayed = decay_groups(params.items())
+    if cfg.optimizer == "muon":
+        matrices = [n for n in decayed if muon.is_hidden_matrix(n, params[n])]
+        decayed = [n for n in decayed if n not in matrices]
     groups = [
         {"params": [params[n] for n in decayed], "weight_decay": cfg.weight_decay},
         {"params": [params[n] for n in not_decayed], "weight_decay": 0.0},
     ]
+    if cfg.optimizer == "muon":  # last, so that group 0's rate stays the one the curve reports
+        groups.append({"params": [params[n] for n in matrices], "weight_decay": 0.0, "muon": True,
+                       "lr_scale": cfg.muon_lr / cfg.learning_rate})
+        return muon.Muon(groups, lr=cfg.learning_rate, momentum=cfg.muon_momentum, betas=(cfg.beta1, cfg.beta2))
     fused = True if device.startswith("cuda") else None  # one kernel for all parameters on cuda
     return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2), fused=fused)
 
@@ -574,8 +585,9 @@ def _regrouped(saved: dict, new_groups) -> list[dict]:
 
 
 def learning_rate_at(it: int, cfg: TrainConfig, time_fraction: float | None = None) -> float:
-    """Linear warm-up to learning_rate, then cosine decay to min_lr at lr_decay_iters (or max_iters).
-    A run with a time budget (--max_minutes) decays over the fraction of its time used instead."""
+    """Linear warm-up to learning_rate, then cosine decay to min_lr at lr_decay_iters (or max_iters);
+    with --schedule=wsd, the peak held until the last decay_fraction of the run, then a straight line
+    down to min_lr. A run with a time budget (--max_minutes) counts the fraction of its time used."""
     if it < cfg.warmup_iters:
         return cfg.learning_rate * (it + 1) / (cfg.warmup_iters + 1)
     if time_fraction is not None:
@@ -585,6 +597,9 @@ def learning_rate_at(it: int, cfg: TrainConfig, time_fraction: float | None = No
         progress = (it - cfg.warmup_iters) / max(1, decay_iters - cfg.warmup_iters)
     if progress >= 1:
         return cfg.min_lr
+    if cfg.schedule == "wsd":
+        remaining = 1.0 - progress
+        return cfg.min_lr + min(1.0, remaining / cfg.decay_fraction) * (cfg.learning_rate - cfg.min_lr)
     return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (cfg.learning_rate - cfg.min_lr)
 
 
@@ -774,6 +789,11 @@ class Run:
         if "optimizer" not in state:
             print("note: the checkpoint has no optimizer state (an exported copy): starting a fresh optimizer")
             return
+        saved_kind = state.get("train_config", {}).get("optimizer", "adamw")
+        if saved_kind != self.cfg.optimizer:
+            print(f"note: the checkpoint was trained with --optimizer={saved_kind}; its state does not fit "
+                  f"{self.cfg.optimizer}, so a fresh optimizer starts (the weights continue)")
+            return
         self.optimizer.load_state_dict(state["optimizer"])
         rng = state["rng"]
         torch.set_rng_state(rng["torch"])
@@ -853,7 +873,7 @@ class Run:
         """One optimizer step at the scheduled learning rate; returns the loss and the rate."""
         lr = learning_rate_at(self.iter_num, self.cfg, self.time_fraction(elapsed))
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)  # Muon's matrices keep their own scale
         t0 = time.time()
         loss = train_step(self.step_model, self.optimizer, self.scaler, self.dataset, self.cfg, self.model_cfg,
                           self.device, self.autocast, self.batches, self.processes)
