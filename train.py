@@ -557,7 +557,8 @@ def configure_optimizer(model, cfg: TrainConfig, device: str):
     if cfg.optimizer == "muon":  # last, so that group 0's rate stays the one the curve reports
         groups.append({"params": [params[n] for n in matrices], "weight_decay": 0.0, "muon": True,
                        "lr_scale": cfg.muon_lr / cfg.learning_rate})
-        return muon.Muon(groups, lr=cfg.learning_rate, momentum=cfg.muon_momentum, betas=(cfg.beta1, cfg.beta2))
+        return muon.Muon(groups, lr=cfg.learning_rate, momentum=cfg.muon_momentum, betas=(cfg.beta1, cfg.beta2),
+                         newton_schulz_dtype=muon.newton_schulz_dtype(device))
     fused = True if device.startswith("cuda") else None  # one kernel for all parameters on cuda
     return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2), fused=fused)
 

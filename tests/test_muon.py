@@ -36,6 +36,19 @@ def test_orthogonalize_does_not_care_about_the_gradient_scale():
     torch.testing.assert_close(muon.orthogonalize(matrix), muon.orthogonalize(matrix * 1e-4), rtol=1e-3, atol=2e-4)
 
 
+def test_orthogonalize_in_bfloat16_lands_near_the_float32_answer():
+    matrix = torch.randn(32, 96, generator=torch.Generator().manual_seed(2))
+    exact, rounded = muon.orthogonalize(matrix), muon.orthogonalize(matrix, dtype=torch.bfloat16)
+    assert rounded.dtype == torch.float32
+    assert (rounded - exact).norm() / exact.norm() < 0.05
+
+
+def test_the_iteration_runs_in_bfloat16_only_where_the_hardware_has_it():
+    assert muon.newton_schulz_dtype("meta") == torch.float32
+    has_it = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    assert muon.newton_schulz_dtype("cpu") == (torch.bfloat16 if has_it else torch.float32)
+
+
 def _model(seed=0, **shape):
     torch.manual_seed(seed)
     return GPT(GPTConfig(vocab_size=13, block_size=8, n_layer=2, n_head=2, n_embd=16, dropout=0.0, **shape))
@@ -85,7 +98,7 @@ def test_a_muon_step_moves_a_matrix_by_its_orthogonalized_gradient():
     before = weight.detach().clone()
     idx = torch.randint(13, (4, 8), generator=torch.Generator().manual_seed(0))
     model(idx, idx)[1].backward()
-    expected = before - 0.05 * 2.0 * muon.orthogonalize(weight.grad * 1.95)  # Nesterov: g + 0.95 g
+    expected = before - 0.05 * 2.0 * muon.orthogonalize(weight.grad * 1.95, dtype=optimizer.newton_schulz_dtype)  # Nesterov: g + 0.95 g
     optimizer.step()
     torch.testing.assert_close(weight.detach(), expected, rtol=1e-5, atol=1e-6)
 
