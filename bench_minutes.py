@@ -58,6 +58,7 @@ def train_lever(name: str, options: list[str], minutes: float, data: str, folder
 @torch.no_grad()
 def whole_split_loss(model, ids: torch.Tensor, block_size: int, batch: int = 64) -> float:
     """Mean cross-entropy over every token of `ids` after the first, in consecutive windows."""
+    ids = ids.long()  # a corpus may hold its ids in uint8 or uint16
     usable = (len(ids) - 1) // block_size * block_size
     inputs = ids[:usable].view(-1, block_size)
     targets = ids[1:usable + 1].view(-1, block_size)

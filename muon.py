@@ -119,5 +119,6 @@ class Muon(torch.optim.Optimizer):
 
 
 def is_hidden_matrix(name: str, p: torch.Tensor) -> bool:
-    """The weights Muon is for: 2-D and inside a block (not the token table or the output layer)."""
-    return p.dim() == 2 and name.startswith("blocks.")
+    """The weights Muon is for: 2-D and inside a block (not the token table or the output layer).
+    LoRA's adapters are not: a (rank x n) factor has only `rank` directions to even out."""
+    return p.dim() == 2 and name.startswith("blocks.") and "lora_" not in name

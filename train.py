@@ -1116,6 +1116,15 @@ def _num_params(model) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def optimizer_summary(r: Run) -> str:
+    if not isinstance(r.optimizer, muon.Muon):
+        return "AdamW"
+    matrices = sum(len(g["params"]) for g in r.optimizer.param_groups if g["muon"])
+    dtype = str(r.optimizer.newton_schulz_dtype).removeprefix("torch.")
+    return (f"Muon (lr {r.cfg.muon_lr:g}) for the blocks' {matrices} matrices, Newton-Schulz in {dtype}; "
+            "AdamW for the rest")
+
+
 def print_startup(r: Run) -> None:
     m, cfg, processes, dataset = r.model_cfg, r.cfg, r.processes, r.dataset
     attention = {"heads": "per-Head (lecture)", "fast": "fused"}.get(getattr(m, "attention", ""), "")
@@ -1142,6 +1151,9 @@ def print_startup(r: Run) -> None:
         print(f"chat pairs: {len(dataset.pairs['train']):,} train / {len(dataset.pairs['val']):,} held-out val; "
               + ("losses count reply characters only (their side is masked)" if dataset.vocab.kind == "char" else
                  "each row is one whole pair, padded; losses count the reply's tokens and the END only"))
+    print(f"optimizer: {optimizer_summary(r)}; learning rate {cfg.learning_rate:g} -> {cfg.min_lr:g}, "
+          + ("warm-up, cosine decay" if cfg.schedule == "cosine" else
+             f"warm-up, stable, linear decay over the last {cfg.decay_fraction:.0%}"))
     if cfg.init_from:
         print(f"starting from the weights of {cfg.init_from}")
     resumed = f", resuming at iteration {r.iter_num}" if r.iter_num else ""

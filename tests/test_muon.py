@@ -125,9 +125,12 @@ def test_resuming_with_another_optimizer_says_so_and_continues(small_corpus, tmp
     assert load_checkpoint(str(tmp_path / "b.pt"))["iter_num"] == 6
 
 
-def test_muon_refuses_lora_and_bad_settings():
-    with pytest.raises(UserError, match="LoRA"):
-        TrainConfig(optimizer="muon", lora_rank=4, init_from="x.pt").validate()
+def test_muon_leaves_lora_adapters_to_adamw():
+    assert not muon.is_hidden_matrix("blocks.0.attn.qkv.lora_A", torch.zeros(4, 16))
+    assert muon.is_hidden_matrix("blocks.0.attn.qkv.weight", torch.zeros(48, 16))
+
+
+def test_bad_optimizer_and_schedule_settings_are_refused():
     with pytest.raises(UserError, match="optimizer"):
         TrainConfig(optimizer="sgd").validate()
     with pytest.raises(UserError, match="decay_fraction"):
