@@ -43,6 +43,7 @@ LEVERS = {
     "muon": ("Muon for the matrices (the cpu preset now)", []),
     "muon_wsd": ("Muon + warm-up/stable/decay", ["--schedule=wsd"]),
     "narrow_muon": ("Muon, 128 wide", ["--n_embd=128"]),
+    "muon_qknorm": ("Muon + QK-norm", ["--qk_norm=true"]),
 }
 
 
