@@ -179,7 +179,7 @@ PRESETS: dict[str, tuple[str, dict]] = {
              eval_interval=500, eval_iters=200),
     ),
     "cpu": (
-        "laptop CPU or mps: 4 layers x 192, context 128, batch 16, 3500 steps, Muon for the matrices, ~15 minutes on 2 cores",
+        "laptop CPU or mps: 4 layers x 192, context 128, batch 16, 3500 steps, Muon for the matrices, ~13 minutes on 2 cores",
         dict(n_layer=4, n_head=4, n_embd=192, block_size=128, dropout=0.0, position="rope",
              activation="relu2", batch_size=16, max_iters=3500, learning_rate=2e-3, min_lr=2e-4,
              warmup_iters=50, eval_interval=500, eval_iters=20, optimizer="muon"),
