@@ -83,6 +83,7 @@ class TrainConfig:
     optimizer: str = "adamw"  # "adamw" for every weight (nanoGPT's); "muon": Muon for the blocks' matrices, AdamW for the rest (muon.py)
     muon_lr: float = 0.02  # with --optimizer=muon: the matrices' peak rate; the schedule moves it in step with learning_rate
     muon_momentum: float = 0.95  # with --optimizer=muon: the matrices' Nesterov momentum
+    muon_weight_decay: float = 0.0  # with --optimizer=muon: the matrices' decoupled decay, times their rate each step (Muon's rate is 10x AdamW's, so 0.01 here pulls as hard as weight_decay=0.1)
     lr_decay_iters: int = 0  # cosine decay length; 0 means max_iters. Set it to resume a run exactly
     weight_decay: float = 0.1  # AdamW decay, applied to 2-D weights only (not biases, norms)
     beta1: float = 0.9  # Adam momentum
@@ -133,6 +134,8 @@ class TrainConfig:
         _check_choice("optimizer", self.optimizer, ("adamw", "muon"))
         if not 0.0 < self.decay_fraction <= 1.0:
             raise UserError(f"decay_fraction must be in (0, 1], got {self.decay_fraction}.")
+        if self.muon_weight_decay < 0:
+            raise UserError(f"muon_weight_decay must not be negative, got {self.muon_weight_decay}.")
         if self.muon_lr <= 0 or not 0.0 <= self.muon_momentum < 1.0:
             raise UserError(f"muon_lr must be positive and muon_momentum in [0, 1); got {self.muon_lr}, {self.muon_momentum}.")
 

@@ -555,7 +555,7 @@ def configure_optimizer(model, cfg: TrainConfig, device: str):
         {"params": [params[n] for n in not_decayed], "weight_decay": 0.0},
     ]
     if cfg.optimizer == "muon":  # last, so that group 0's rate stays the one the curve reports
-        groups.append({"params": [params[n] for n in matrices], "weight_decay": 0.0, "muon": True,
+        groups.append({"params": [params[n] for n in matrices], "weight_decay": cfg.muon_weight_decay, "muon": True,
                        "lr_scale": cfg.muon_lr / cfg.learning_rate})
         return muon.Muon(groups, lr=cfg.learning_rate, momentum=cfg.muon_momentum, betas=(cfg.beta1, cfg.beta2),
                          newton_schulz_dtype=muon.newton_schulz_dtype(device))
@@ -1121,7 +1121,8 @@ def optimizer_summary(r: Run) -> str:
         return "AdamW"
     matrices = sum(len(g["params"]) for g in r.optimizer.param_groups if g["muon"])
     dtype = str(r.optimizer.newton_schulz_dtype).removeprefix("torch.")
-    return (f"Muon (lr {r.cfg.muon_lr:g}) for the blocks' {matrices} matrices, Newton-Schulz in {dtype}; "
+    decay = f", weight decay {r.cfg.muon_weight_decay:g}" if r.cfg.muon_weight_decay else ""
+    return (f"Muon (lr {r.cfg.muon_lr:g}{decay}) for the blocks' {matrices} matrices, Newton-Schulz in {dtype}; "
             "AdamW for the rest")
 
 

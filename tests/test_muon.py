@@ -90,15 +90,17 @@ def test_muon_takes_the_blocks_matrices_and_adamw_the_rest():
     assert optimizer.param_groups[2]["muon"] and optimizer.param_groups[2]["lr_scale"] == pytest.approx(15.0)
 
 
-def test_a_muon_step_moves_a_matrix_by_its_orthogonalized_gradient():
+@pytest.mark.parametrize("decay", [0.0, 0.5])
+def test_a_muon_step_moves_a_matrix_by_its_orthogonalized_gradient(decay):
     model = _model()
-    optimizer = train.configure_optimizer(model, TrainConfig(optimizer="muon", muon_lr=0.05, learning_rate=1e-3), "cpu")
+    cfg = TrainConfig(optimizer="muon", muon_lr=0.05, learning_rate=1e-3, muon_weight_decay=decay)
+    optimizer = train.configure_optimizer(model, cfg, "cpu")
     optimizer.param_groups[2]["lr"] = 0.05
     weight = model.blocks[0].ffwd.up.weight  # (64, 16): tall, so scaled by sqrt(64 / 16) = 2
     before = weight.detach().clone()
     idx = torch.randint(13, (4, 8), generator=torch.Generator().manual_seed(0))
     model(idx, idx)[1].backward()
-    expected = before - 0.05 * 2.0 * muon.orthogonalize(weight.grad * 1.95, dtype=optimizer.newton_schulz_dtype)  # Nesterov: g + 0.95 g
+    expected = before * (1 - 0.05 * decay) - 0.05 * 2.0 * muon.orthogonalize(weight.grad * 1.95, dtype=optimizer.newton_schulz_dtype)  # Nesterov: g + 0.95 g
     optimizer.step()
     torch.testing.assert_close(weight.detach(), expected, rtol=1e-5, atol=1e-6)
 
@@ -135,6 +137,8 @@ def test_bad_optimizer_and_schedule_settings_are_refused():
         TrainConfig(optimizer="sgd").validate()
     with pytest.raises(UserError, match="decay_fraction"):
         TrainConfig(schedule="wsd", decay_fraction=0.0).validate()
+    with pytest.raises(UserError, match="muon_weight_decay"):
+        TrainConfig(muon_weight_decay=-0.1).validate()
 
 
 # ----------------------------------------------------------------------------------------------
