@@ -28,8 +28,11 @@ from corpus import TextDataset, read_text
 from model_handler import ModelHandler
 
 # name -> (what changes, the options). Every lever is measured against "base", the cpu preset as it
-# was before issue 16 (AdamW, cosine schedule); "muon" is the cpu preset now.
-ADAMW = ["--optimizer=adamw"]
+# was before issue 16 (AdamW, cosine schedule). The options pin what the preset has changed since,
+# so that each row keeps its meaning; "preset" is the cpu preset as it is now.
+ADAMW = ["--optimizer=adamw", "--qk_norm=false"]
+MUON = ["--optimizer=muon", "--qk_norm=false", "--muon_weight_decay=0"]
+MUON_QK = ["--optimizer=muon", "--qk_norm=true"]
 LEVERS = {
     "base": ("AdamW, cosine (the cpu preset before)", ADAMW),
     "dropout": ("dropout 0.1", [*ADAMW, "--dropout=0.1"]),
@@ -40,10 +43,18 @@ LEVERS = {
     "narrow128": ("128 wide (0.81M parameters)", [*ADAMW, "--n_embd=128"]),
     "wsd": ("warm-up/stable/decay schedule", [*ADAMW, "--schedule=wsd"]),
     "qknorm": ("QK-norm", [*ADAMW, "--qk_norm=true"]),
-    "muon": ("Muon for the matrices (the cpu preset now)", []),
-    "muon_wsd": ("Muon + warm-up/stable/decay", ["--schedule=wsd"]),
-    "narrow_muon": ("Muon, 128 wide", ["--n_embd=128"]),
-    "muon_qknorm": ("Muon + QK-norm", ["--qk_norm=true"]),
+    "muon": ("Muon for the matrices", MUON),
+    "muon_wsd": ("Muon + warm-up/stable/decay", [*MUON, "--schedule=wsd"]),
+    "narrow_muon": ("Muon, 128 wide", [*MUON, "--n_embd=128"]),
+    "muon_tied": ("Muon + tied embeddings", [*MUON, "--tie_embeddings=true"]),
+    "muon_lr03": ("Muon at peak rate 0.03", [*MUON, "--muon_lr=0.03"]),
+    "muon_qknorm": ("Muon + QK-norm", [*MUON_QK, "--muon_weight_decay=0"]),
+    "mq_drop05": ("Muon + QK-norm + dropout 0.05", [*MUON_QK, "--muon_weight_decay=0", "--dropout=0.05"]),
+    "mq_wd01": ("Muon + QK-norm + Muon weight decay 0.01", [*MUON_QK, "--muon_weight_decay=0.01"]),
+    "mq_wd05": ("Muon + QK-norm + Muon weight decay 0.05", [*MUON_QK, "--muon_weight_decay=0.05"]),
+    "mq_wd10": ("Muon + QK-norm + Muon weight decay 0.1", [*MUON_QK, "--muon_weight_decay=0.1"]),
+    "muon_wd05": ("Muon + Muon weight decay 0.05 (no QK-norm)", [*MUON, "--muon_weight_decay=0.05"]),
+    "preset": ("the cpu preset now", []),
 }
 
 

@@ -182,10 +182,10 @@ PRESETS: dict[str, tuple[str, dict]] = {
              eval_interval=500, eval_iters=200),
     ),
     "cpu": (
-        "laptop CPU or mps: 4 layers x 192, context 128, batch 16, 3500 steps, Muon for the matrices, ~13 minutes on 2 cores",
+        "laptop CPU or mps: 4 layers x 192, context 128, batch 16, 3500 steps, QK-norm, Muon with weight decay for the matrices, ~14 minutes on 2 cores",
         dict(n_layer=4, n_head=4, n_embd=192, block_size=128, dropout=0.0, position="rope",
-             activation="relu2", batch_size=16, max_iters=3500, learning_rate=2e-3, min_lr=2e-4,
-             warmup_iters=50, eval_interval=500, eval_iters=20, optimizer="muon"),
+             activation="relu2", qk_norm=True, batch_size=16, max_iters=3500, learning_rate=2e-3, min_lr=2e-4,
+             warmup_iters=50, eval_interval=500, eval_iters=20, optimizer="muon", muon_weight_decay=0.1),
     ),
     "quick": (
         "nanoGPT's CPU-recipe quality (val ~1.89) in about a minute on 2 cores: 4 x 128, context 64",

@@ -1130,7 +1130,8 @@ def print_startup(r: Run) -> None:
     m, cfg, processes, dataset = r.model_cfg, r.cfg, r.processes, r.dataset
     attention = {"heads": "per-Head (lecture)", "fast": "fused"}.get(getattr(m, "attention", ""), "")
     shape = (f"{m.n_layer} layers, {m.n_head} heads, {m.n_embd} wide, context {m.block_size}, "
-             f"{attention} attention, {m.position} positions, {m.activation}, dropout {m.dropout}")
+             f"{attention} attention, {m.position} positions, {m.activation}, dropout {m.dropout}"
+             + (", QK-norm" if getattr(m, "qk_norm", False) else ""))
     print(f"device: {r.device}, dtype: {r.dtype} ({r.precision.reason}), preset: {r.preset}")
     if processes.distributed:
         print(f"processes: {processes.world_size} (torchrun, {processes.backend}); this is rank 0 of them")
