@@ -12,8 +12,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from config import GPTConfig, run_cli
+from config import GPTConfig
 from gpt_final_version import masked_cross_entropy, sample_next
+from gptlib.errors import run_cli
 
 
 class BigramLanguageModel(nn.Module):
@@ -39,7 +40,9 @@ class BigramLanguageModel(nn.Module):
 
 
 def main(argv=None):
-    import train  # only when training: importing the model pulls in no training machinery
+    from gptlib import (
+        train,  # only when training: importing the model pulls in no training machinery
+    )
 
     return train.train_from_command_line(argv or [], build_model=BigramLanguageModel, kind="bigram",
                                          usage="usage: python bigram.py [--name=value ...]")

@@ -24,7 +24,6 @@ from collections import Counter
 from datetime import timedelta
 from pathlib import Path
 
-from atomic_write import atomic_write
 from chat.cleaning import RULES, Cleaner
 from chat.detect import (
     JSON_READERS,
@@ -59,7 +58,9 @@ from chat.sources import Source, find_sources, read_source
 from chat.telegram import read_telegram
 from chat.times import parse_time_text
 from chat.whatsapp import read_whatsapp
-from config import UserError, apply, help_text, parse_args, run_cli
+from gptlib.atomic_write import atomic_write
+from gptlib.cli import apply, help_text, parse_args
+from gptlib.errors import UserError, run_cli
 
 __all__ = [
     "FORMATS",

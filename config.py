@@ -1,4 +1,4 @@
-"""Hyperparameters, presets and the strict `--name=value` command-line parser.
+"""Hyperparameters and presets, as data: the dataclasses every command reads its options from.
 
 Edit the defaults below, or override any field from the command line:
 
@@ -10,19 +10,10 @@ unless --preset names one), then a checkpoint being resumed, then the command li
 """
 from __future__ import annotations
 
-import dataclasses
 import difflib
-import inspect
-import os
-import re
-import sys
-import typing
 from dataclasses import dataclass
 
-
-class UserError(Exception):
-    """A mistake the user can fix (bad option, missing file...): shown as one line, no traceback."""
-
+from gptlib.errors import UserError
 
 # ----------------------------------------------------------------------------------------------
 # The model's shape
@@ -213,173 +204,8 @@ PRESETS: dict[str, tuple[str, dict]] = {
 }
 
 
-# ----------------------------------------------------------------------------------------------
-# Device choice
-
-
-def choose_device(requested: str = "auto") -> str:
-    """cuda if present, else mps, else cpu; a named device that is absent is an error, not a fallback."""
-    import torch
-
-    if requested == "auto":
-        if torch.cuda.is_available():
-            return "cuda"
-        if torch.backends.mps.is_available():
-            return "mps"
-        return "cpu"
-    kind = requested.split(":")[0]
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device={requested} was asked for but no CUDA GPU is available. Use --device=cpu or --device=auto.")
-    if kind == "cuda":
-        check_cuda_index(requested, torch.cuda.device_count())
-    if kind == "mps" and not torch.backends.mps.is_available():
-        raise UserError(f"--device={requested} was asked for but mps is not available. Use --device=cpu or --device=auto.")
-    if kind not in ("cpu", "cuda", "mps"):
-        raise UserError(f"unknown device {requested!r}. Use auto, cpu, cuda, cuda:N or mps.")
-    return requested
-
-
-def check_cuda_index(device: str, count: int) -> None:
-    """cuda:N must be one of the `count` GPUs: said now, not as a CUDA error at the first tensor."""
-    kind, _, index = device.partition(":")
-    if kind != "cuda" or not index:
-        return
-    if not index.isdigit():
-        raise UserError(f"--device={device}: write cuda:N with N a GPU number, as in --device=cuda:0.")
-    if int(index) >= count:
-        choices = "cuda:0" if count == 1 else f"cuda:0 to cuda:{count - 1}"
-        raise UserError(f"--device={device}: this machine has {count} GPU(s) (those CUDA_VISIBLE_DEVICES shows); "
-                        f"use {choices}, or --device=cuda for the first.")
-
-
-def default_preset(device: str) -> str:
-    return "gpu" if device.startswith("cuda") else "cpu"
-
-
-# ----------------------------------------------------------------------------------------------
-# The strict --name=value parser
-
-
-@dataclass
-class ParsedArgs:
-    overrides: dict  # field name -> converted value, only those given on the command line
-    positional: list  # arguments that are not options (e.g. a checkpoint path)
-    preset: str | None
-    help: bool
-
-
-def parse_args(argv: list[str], sections: list[type], max_positional: int = 0) -> ParsedArgs:
-    """Turn `--name=value` arguments into typed overrides for the fields of `sections`.
-
-    An unknown name or an unconvertible value raises UserError naming the closest valid option.
-    A bare `--flag` means `--flag=true` for a boolean field.
-    """
-    fields = _field_types(sections)
-    known = sorted(fields) + ["preset", "help"]
-    overrides, positional, preset, want_help = {}, [], None, False
-    for arg in argv:
-        if not arg.startswith("--"):
-            positional.append(arg)
-            continue
-        name, has_value, value = arg[2:].partition("=")
-        if name in ("help", "h") and not has_value:
-            want_help = True
-        elif name == "preset":
-            if value not in PRESETS:
-                raise UserError(f"unknown preset {value!r}{_suggest(value, PRESETS, '--preset=')}. "
-                                f"Presets: {', '.join(PRESETS)}.")
-            preset = value
-        elif name in fields:
-            if not has_value and fields[name] is not bool:
-                raise UserError(f"--{name} needs a value, as in --{name}=VALUE.")
-            overrides[name] = _convert(name, value if has_value else "true", fields[name])
-        else:
-            raise UserError(f"unknown option --{name}{_suggest(name, known)}. See --help for the list.")
-    if len(positional) > max_positional:
-        extra = positional[max_positional]
-        raise UserError(f"unexpected argument {extra!r}: options are written --name=value{_suggest(extra.lstrip('-'), known)}.")
-    return ParsedArgs(overrides, positional, preset, want_help)
-
-
-def apply(obj, values: dict):
-    """Return a copy of dataclass `obj` with the entries of `values` that are its fields replaced."""
-    names = {f.name for f in dataclasses.fields(obj)}
-    return dataclasses.replace(obj, **{k: v for k, v in values.items() if k in names})
-
-
 def preset_values(name: str) -> dict:
     return dict(PRESETS[name][1])
-
-
-def help_text(sections: list[type], usage: str, show_presets: bool = True) -> str:
-    lines = [usage, ""]
-    for section in sections:
-        lines.append(f"{section.__name__}:")
-        comments = _field_comments(section)
-        for f in dataclasses.fields(section):
-            lines.append(f"  --{f.name}={f.default!r}".ljust(44) + f"  {comments.get(f.name, '')}")
-        lines.append("")
-    if show_presets:
-        lines.append("Presets (--preset=NAME; default: gpu on cuda, cpu otherwise):")
-        for name, (description, values) in PRESETS.items():
-            shown = " ".join(f"{k}={v}" for k, v in values.items())
-            lines.append(f"  {name:12s} {description}")
-            if shown:
-                lines.append(f"  {'':12s}   {shown}")
-    return "\n".join(lines)
-
-
-def run_cli(main, argv=None) -> None:
-    """Run `main(argv)`; a UserError becomes one line on stderr and exit status 2, no traceback."""
-    try:
-        main(sys.argv[1:] if argv is None else argv)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:  # Ctrl-C outside training (which saves and exits on its own)
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
-    except BrokenPipeError:  # output piped into `head`: stop quietly, as other command-line tools do
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        sys.exit(1)
-
-
-def _field_types(sections: list[type]) -> dict[str, type]:
-    types = {}
-    for section in sections:
-        hints = typing.get_type_hints(section)
-        for f in dataclasses.fields(section):
-            types[f.name] = hints[f.name]
-    return types
-
-
-def _convert(name: str, text: str, kind: type):
-    try:
-        if kind is bool:
-            lowered = text.lower()
-            if lowered in ("true", "yes", "on", "1"):
-                return True
-            if lowered in ("false", "no", "off", "0"):
-                return False
-            raise ValueError
-        if kind is int:
-            number = float(text)  # accepts 5e3
-            if not number.is_integer():
-                raise ValueError
-            return int(number)
-        if kind is float:
-            return float(text)
-        if name == "prompt":  # let a shell user write a newline as \n
-            return text.replace("\\n", "\n").replace("\\t", "\t")
-        return text
-    except ValueError:
-        expected = {bool: "true or false", int: "a whole number", float: "a number"}.get(kind, "text")
-        raise UserError(f"--{name}={text!r} is not valid: expected {expected}.") from None
-
-
-def _suggest(word: str, options, prefix: str = "--") -> str:
-    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.5)
-    return f" (did you mean {prefix}{close[0]}?)" if close else ""
 
 
 def _check_choice(name: str, value: str, choices: tuple) -> None:
@@ -392,13 +218,3 @@ def _check_choice(name: str, value: str, choices: tuple) -> None:
 def _nearest_divisor(n: int, near: int) -> int:
     divisors = [d for d in range(1, n + 1) if n % d == 0]
     return min(divisors, key=lambda d: (abs(d - near), d))
-
-
-def _field_comments(section: type) -> dict[str, str]:
-    """The trailing `# comment` of each field in the source: the help text lives next to the value."""
-    comments = {}
-    for line in inspect.getsource(section).splitlines():
-        match = re.match(r"\s+(\w+): [^=]+=.*?  # (.*)$", line)
-        if match:
-            comments[match.group(1)] = match.group(2)
-    return comments

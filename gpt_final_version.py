@@ -38,7 +38,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from config import GPTConfig, run_cli
+from config import GPTConfig
+from gptlib.errors import run_cli
 
 # ==============================================================================================
 # Small functions the model is built from
@@ -438,7 +439,9 @@ def convert_attention_weights(weights: dict, config: GPTConfig, to: str) -> dict
 
 def main(argv=None):
     """Parse options, build (or resume) a GPT and train it; returns the training result."""
-    import train  # here, not at the top: importing the model must not pull in the training machinery
+    from gptlib import (
+        train,  # here, not at the top: importing the model must not pull in the training machinery
+    )
 
     return train.train_from_command_line(argv or [], build_model=GPT, kind="gpt",
                                          usage="usage: python gpt_final_version.py [--name=value ...]",

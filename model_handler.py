@@ -26,26 +26,17 @@ from pathlib import Path
 import torch
 
 import gpt_final_version
-import lora
-import loss_curves
-import pretrained
-import tokenizer
-from atomic_write import write_text_atomically
 from bigram import BigramLanguageModel
-from checkpoint import load_checkpoint, load_weights, save_checkpoint
-from config import (
-    GPTConfig,
-    SampleConfig,
-    UserError,
-    apply,
-    choose_device,
-    help_text,
-    parse_args,
-    run_cli,
-)
-from corpus import END_MARK, INPUT_MARK, MARKERS, OUTPUT_MARK, seeded_generator
-from engine import Batcher, TokenStream, compiled_step, decoder_for, has_kv_cache
+from config import GPTConfig, SampleConfig
 from gpt_final_version import GPT
+from gptlib import lora, loss_curves, pretrained, tokenizer
+from gptlib.atomic_write import write_text_atomically
+from gptlib.checkpoint import load_checkpoint, load_weights, save_checkpoint
+from gptlib.cli import apply, help_text, parse_args
+from gptlib.corpus import END_MARK, INPUT_MARK, MARKERS, OUTPUT_MARK, seeded_generator
+from gptlib.devices import choose_device
+from gptlib.engine import Batcher, TokenStream, compiled_step, decoder_for, has_kv_cache
+from gptlib.errors import UserError, run_cli
 
 MODEL_KINDS = {"gpt": GPT, "bigram": BigramLanguageModel}
 # Typographic stand-ins that Unicode decomposition does not map to their plain ASCII forms.
@@ -138,7 +129,9 @@ class ModelHandler:
             raise UserError(f"{self.path} holds an unknown model kind {kind!r}; known: {', '.join(MODEL_KINDS)}.")
         config = apply(GPTConfig(), self.state["model_config"])
         if self.attention and kind == "gpt" and self.attention != config.attention:
-            import train  # only here: plain sampling does not load the training machinery
+            from gptlib import (
+                train,  # only here: plain sampling does not load the training machinery
+            )
 
             config = dataclasses.replace(config, attention=self.attention)
             config.validate()
@@ -161,7 +154,9 @@ class ModelHandler:
 
     def _load_lora(self) -> ModelHandler:
         """Base model + adapters, merged: an ordinary GPT whose save() writes a plain checkpoint."""
-        import train  # only here: finding and checking the base is the training code's knowledge
+        from gptlib import (
+            train,  # only here: finding and checking the base is the training code's knowledge
+        )
 
         base = train.load_lora_base(self.state, self.path)
         config = apply(GPTConfig(), self.state["model_config"])

@@ -5,7 +5,7 @@ import csv
 import io
 from pathlib import Path
 
-from config import UserError
+from gptlib.errors import UserError
 
 from .model import MALFORMED, Conversation, Imported, Message, clean_name
 from .options import ChatDataConfig

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from config import UserError
+from gptlib.errors import UserError
 
 from .csv_format import csv_cells, read_csv_columns
 from .discord import read_discord_csv, read_discord_json

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from config import UserError
+from gptlib.errors import UserError
 
 from .csv_format import csv_rows
 from .model import (

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from config import UserError
+from gptlib.errors import UserError
 
 from .files import decode, load_json
 from .jsonl import pair_of

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from config import UserError
+from gptlib.errors import UserError
 
 
 def decode(raw: bytes) -> tuple[str, int]:

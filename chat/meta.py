@@ -1,7 +1,7 @@
 """Facebook Messenger and Instagram: message_N.json, newest first, text as UTF-8 read as Latin-1."""
 from __future__ import annotations
 
-from config import UserError
+from gptlib.errors import UserError
 
 from .model import MEDIA_PLACEHOLDER, Conversation, Imported, Message, clean_name
 from .times import from_epoch

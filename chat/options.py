@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 
-from config import UserError
+from gptlib.errors import UserError
 
 FORMATS = ("whatsapp", "telegram", "telegram-html", "messenger", "instagram", "imessage-csv", "imessage-text",
            "discord-json", "discord-csv", "csv", "jsonl")

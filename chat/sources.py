@@ -6,7 +6,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from config import UserError
+from gptlib.errors import UserError
 
 from .detect import parse_export
 from .files import decode

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from config import UserError
+from gptlib.errors import UserError
 
 from .model import MEDIA_PLACEHOLDER, Conversation, Imported, Message, clean_name
 from .times import from_epoch, naive_utc

@@ -10,9 +10,9 @@ import torch
 from conftest import tiny_run_args
 
 import gpt_final_version
-from checkpoint import load_checkpoint
+from gptlib.checkpoint import load_checkpoint
 from model_handler import ModelHandler
-from serve import ServeConfig, make_server
+from serving.server import ServeConfig, make_server
 
 COMBINATIONS = [(attention, position) for attention in ("heads", "fast") for position in ("learned", "rope")]
 PAIRS = [("are you coming tonight?", "yes!! bringing cake"), ("what time?", "around 10"),

@@ -3,9 +3,10 @@ are checked before anything trains."""
 import pytest
 import torch
 
-import bench_minutes
-from config import GPTConfig, UserError
+from benchmarks import bench_minutes
+from config import GPTConfig
 from gpt_final_version import GPT
+from gptlib.errors import UserError
 
 
 def test_the_whole_split_loss_scores_every_token_once_in_consecutive_windows():

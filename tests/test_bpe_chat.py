@@ -17,11 +17,11 @@ from torch.nn import functional as F
 
 import gpt_final_version
 import model_handler
-import tokenizer
 from config import GPTConfig
-from corpus import END_MARK, INPUT_MARK, OUTPUT_MARK, PAD_TARGET, PairBatches
+from gptlib import tokenizer
+from gptlib.corpus import END_MARK, INPUT_MARK, OUTPUT_MARK, PAD_TARGET, PairBatches
 from model_handler import ModelHandler
-from serve import ServeConfig, make_server
+from serving.server import ServeConfig, make_server
 
 # Invented people, invented words: a friend asks, "I" answer in my short way.
 PAIRS = [(f"Hey Ottoline, are you free on day {i}?", f"yes, day {i} works, see you at the lake 🙂") for i in range(30)] + \
@@ -108,7 +108,7 @@ def test_gpt2_gains_the_markers_as_three_appended_specials():
 
 
 def test_grown_rows_start_at_the_mean_and_tied_copies_stay_equal():
-    import train
+    from gptlib import train
     torch.manual_seed(0)
     table = torch.randn(10, 4)
     grown = train.extend_vocab_rows({"token_embedding.weight": table, "lm_head.weight": table,
@@ -212,7 +212,7 @@ def test_bpe_trained_on_the_pairs_trains_and_chats(pairs_file, tmp_path):
 
 @pytest.mark.parametrize("tied", [True, False])
 def test_trained_rows_compute_the_same_function_learn_alone_and_merge(tied):
-    import lora
+    from gptlib import lora
     torch.manual_seed(0)
     config = GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=16, vocab_size=40, tie_embeddings=tied, dropout=0.0)
     model = gpt_final_version.GPT(config)

@@ -31,7 +31,7 @@ from chat_data import (
     reply_pairs,
     select_conversations,
 )
-from config import UserError
+from gptlib.errors import UserError
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "chats"
 CONTROL = set(map(chr, [*range(0x09), *range(0x0B, 0x20)]))

@@ -3,15 +3,11 @@ import pytest
 import torch
 
 import config
-from config import (
-    GPTConfig,
-    SampleConfig,
-    TrainConfig,
-    UserError,
-    choose_device,
-    help_text,
-    parse_args,
-)
+from config import GPTConfig, SampleConfig, TrainConfig
+from gptlib import cli, devices
+from gptlib.cli import help_text, parse_args
+from gptlib.devices import choose_device
+from gptlib.errors import UserError
 
 SECTIONS = [GPTConfig, TrainConfig]
 
@@ -82,8 +78,8 @@ def test_prompt_accepts_escaped_newlines():
 
 def test_presets_only_name_real_fields_and_make_valid_configs():
     for name, (_, values) in config.PRESETS.items():
-        model_cfg = config.apply(GPTConfig(), values)
-        train_cfg = config.apply(TrainConfig(), values)
+        model_cfg = cli.apply(GPTConfig(), values)
+        train_cfg = cli.apply(TrainConfig(), values)
         fields = set(vars(model_cfg)) | set(vars(train_cfg))
         assert set(values) <= fields, name
         model_cfg.validate()
@@ -96,7 +92,7 @@ def test_device_choice_prefers_cuda_then_mps_then_cpu(monkeypatch, cuda, mps, ex
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
     assert choose_device("auto") == expected
     assert choose_device("cpu") == "cpu"
-    assert config.default_preset(expected) == ("gpu" if expected == "cuda" else "cpu")
+    assert devices.default_preset(expected) == ("gpu" if expected == "cuda" else "cpu")
 
 
 def test_an_absent_device_that_is_asked_for_is_an_error_not_a_fallback(monkeypatch):

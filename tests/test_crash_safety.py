@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, run_command, tiny_run_args
 
-from checkpoint import load_checkpoint
+from gptlib.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.slow  # real processes: the whole module is in the slow tier
 
@@ -111,7 +111,7 @@ def test_a_non_finite_loss_stops_the_run_and_overwrites_nothing(small_corpus, tm
 
 
 def test_a_later_save_removes_the_temporary_file_of_a_killed_one(tmp_path):
-    from checkpoint import save_checkpoint
+    from gptlib.checkpoint import save_checkpoint
 
     abandoned, recent = tmp_path / ".run.pt.abc123.tmp", tmp_path / ".run.pt.def456.tmp"
     abandoned.write_bytes(b"half a checkpoint")

@@ -6,9 +6,11 @@ import sys
 import pytest
 import torch
 
-import devices
-from config import GPTConfig, TrainConfig, UserError, apply, preset_values
-from devices import DeviceFacts, adapt_to_device, choose_dtype, split_batch
+from config import GPTConfig, TrainConfig, preset_values
+from gptlib import devices
+from gptlib.cli import apply
+from gptlib.devices import DeviceFacts, adapt_to_device, choose_dtype, split_batch
+from gptlib.errors import UserError
 
 
 def cuda(name, capability, hardware_bf16, triton=True, platform="linux", count=1, device="cuda"):

@@ -8,8 +8,8 @@ import sys
 import pytest
 from conftest import ROOT, tiny_run_args
 
-import loss_curves
-from checkpoint import load_checkpoint
+from gptlib import loss_curves
+from gptlib.checkpoint import load_checkpoint
 from model_handler import ModelHandler
 
 pytestmark = pytest.mark.slow  # real processes: the whole module is in the slow tier

@@ -12,7 +12,8 @@ import torch
 
 from bigram import BigramLanguageModel
 from config import GPTConfig
-from engine import (
+from gpt_final_version import GPT
+from gptlib.engine import (
     Batcher,
     CachedDecoder,
     RecomputingDecoder,
@@ -20,7 +21,6 @@ from engine import (
     TokenStream,
     decoder_for,
 )
-from gpt_final_version import GPT
 
 VOCAB = 11
 

@@ -8,10 +8,10 @@ from conftest import tiny_run_args
 
 import config
 import gpt_final_version
-import loss_curves
 import model_handler
-from checkpoint import load_checkpoint, save_checkpoint
-from config import UserError
+from gptlib import loss_curves
+from gptlib.checkpoint import load_checkpoint, save_checkpoint
+from gptlib.errors import UserError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

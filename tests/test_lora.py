@@ -9,11 +9,12 @@ import torch
 from conftest import ROOT, tiny_run_args
 
 import gpt_final_version
-import lora
 import model_handler
-from checkpoint import load_checkpoint, save_checkpoint
-from config import GPTConfig, UserError
+from config import GPTConfig
 from gpt_final_version import GPT
+from gptlib import lora
+from gptlib.checkpoint import load_checkpoint, save_checkpoint
+from gptlib.errors import UserError
 from model_handler import ModelHandler
 
 SHAPE = GPTConfig(vocab_size=20, block_size=16, n_embd=32, n_head=2, n_layer=2, dropout=0.0)
@@ -92,7 +93,7 @@ def test_only_the_adapters_train_and_only_they_are_saved(base, capsys):
 
 
 def test_export_merges_and_the_merged_model_gives_the_adapted_logits(base, tmp_path):
-    import train
+    from gptlib import train
     _, out = lora_run(base, "to_export.pt")
     state = load_checkpoint(str(out))
     model_cfg = GPTConfig(**state["model_config"])

@@ -6,8 +6,8 @@ import sys
 import pytest
 from conftest import ROOT
 
-from config import UserError
-from loss_curves import (
+from gptlib.errors import UserError
+from gptlib.loss_curves import (
     PLOT_INSTALL,
     curve_paths,
     missing_matplotlib_hint,
@@ -141,6 +141,6 @@ def test_importing_the_module_does_not_import_matplotlib():
 
 def test_the_tokens_axis_mapping_goes_on_past_the_last_row():
     # Tick locators ask beyond the data; a mapping clamped at the ends piled those ticks on the edge.
-    from loss_curves import _piecewise_linear
+    from gptlib.loss_curves import _piecewise_linear
     to_tokens = _piecewise_linear([0, 10, 20], [0, 100, 300])
     assert list(to_tokens([-1, 5, 15, 30])) == [-10, 50, 200, 500]

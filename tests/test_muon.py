@@ -6,12 +6,12 @@ import torch
 from conftest import tiny_run_args
 
 import gpt_final_version
-import muon
-import train
-from checkpoint import load_checkpoint
-from config import GPTConfig, TrainConfig, UserError
-from engine import TokenStream, decoder_for
+from config import GPTConfig, TrainConfig
 from gpt_final_version import GPT
+from gptlib import muon, train
+from gptlib.checkpoint import load_checkpoint
+from gptlib.engine import TokenStream, decoder_for
+from gptlib.errors import UserError
 
 # ----------------------------------------------------------------------------------------------
 # Muon

@@ -5,9 +5,10 @@ import pytest
 import torch
 from conftest import run_command, tiny_run_args
 
-from checkpoint import load_checkpoint
-from config import GPTConfig, UserError
-from corpus import (
+from config import GPTConfig
+from gpt_final_version import GPT
+from gptlib.checkpoint import load_checkpoint
+from gptlib.corpus import (
     END_MARK,
     INPUT_MARK,
     OUTPUT_MARK,
@@ -16,7 +17,7 @@ from corpus import (
     pairs_vocab,
     read_pairs,
 )
-from gpt_final_version import GPT
+from gptlib.errors import UserError
 
 PAIRS = [("are you coming tonight?", "yes!! bringing cake"), ("what time?", "around 10"),
          ("did you see the match", "no, spoilers please"), ("lunch?", "sure, 1pm"),

@@ -7,8 +7,8 @@ import pytest
 import torch
 from conftest import run_command, tiny_run_args
 
-from config import UserError
-from corpus import UNKNOWN_CHAR, TextDataset, prepared_dataset, prepared_paths
+from gptlib.corpus import UNKNOWN_CHAR, TextDataset, prepared_dataset, prepared_paths
+from gptlib.errors import UserError
 
 
 @pytest.fixture

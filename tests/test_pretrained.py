@@ -8,10 +8,12 @@ import shutil
 import pytest
 import torch
 
-import pretrained
-from checkpoint import load_weights
-from config import GPTConfig, UserError, apply
+from config import GPTConfig
 from gpt_final_version import GPT
+from gptlib import pretrained
+from gptlib.checkpoint import load_weights
+from gptlib.cli import apply
+from gptlib.errors import UserError
 
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("safetensors")
@@ -163,13 +165,13 @@ def test_unsupported_variants_are_refused(hub_dirs, tmp_path):
 def id_dataset(vocab_size: int, length: int = 4000, seed: int = 3):
     """Random token ids under a stand-in vocabulary of one character per id, so the loop's code for
     text (vocabulary size, samples) runs unchanged."""
-    from corpus import CharVocab, TextDataset
+    from gptlib.corpus import CharVocab, TextDataset
     ids = torch.randint(0, vocab_size, (length,), generator=torch.Generator().manual_seed(seed))
     return TextDataset(ids, CharVocab([chr(0x100 + i) for i in range(vocab_size)]))
 
 
 def train_from_hub(directory, out, lora_rank=0, max_iters=4):
-    import train
+    from gptlib import train
     overrides = dict(block_size=32, init_from=str(directory), lora_rank=lora_rank, lora_alpha=8.0, max_iters=max_iters,
                      batch_size=4, eval_interval=max_iters, eval_iters=2, sample_chars=0, notes="", out=str(out),
                      device="cpu", progress=False, warmup_iters=0, learning_rate=1e-2)
@@ -235,7 +237,7 @@ def test_model_handler_samples_token_ids_from_a_hub_directory(hub_dirs, capsys):
 
 
 def test_the_streaming_engine_gives_generates_tokens_for_gpt2(hub_dirs):
-    from engine import Batcher, TokenStream, decoder_for
+    from gptlib.engine import Batcher, TokenStream, decoder_for
     _, folder = hub_dirs
     ours = our_model(folder / "safetensors")
     with torch.no_grad():

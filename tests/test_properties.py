@@ -4,8 +4,10 @@ import dataclasses
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from config import GPTConfig, SampleConfig, TrainConfig, UserError, parse_args
-from corpus import CharVocab, compact_dtype
+from config import GPTConfig, SampleConfig, TrainConfig
+from gptlib.cli import parse_args
+from gptlib.corpus import CharVocab, compact_dtype
+from gptlib.errors import UserError
 
 SECTIONS = [GPTConfig, TrainConfig]
 FIELDS = {f.name: f.type for section in SECTIONS for f in dataclasses.fields(section)}

@@ -388,7 +388,7 @@ def test_a_client_that_leaves_mid_stream_frees_its_slot(text_server):
 @pytest.mark.parametrize("device, slots", [("mps", 1), ("cpu", 4), ("cuda:0", 4)])
 def test_on_mps_the_server_generates_one_at_a_time(device, slots):
     """Two threads running mps kernels at once can kill the process inside Metal."""
-    import serve
+    from serving import server as serve
 
     config, note = serve.for_device(serve.ServeConfig(concurrency=4), device)
     assert config.concurrency == slots

@@ -10,7 +10,7 @@ import threading
 import pytest
 from conftest import ROOT, tiny_run_args
 
-from checkpoint import load_checkpoint
+from gptlib.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.slow
 

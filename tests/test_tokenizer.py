@@ -15,9 +15,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import gpt_final_version
-import tokenizer
-from config import UserError
-from corpus import END_MARK, INPUT_MARK, OUTPUT_MARK
+from gptlib import tokenizer
+from gptlib.corpus import END_MARK, INPUT_MARK, OUTPUT_MARK
+from gptlib.errors import UserError
 from model_handler import ModelHandler, TextStream
 
 
@@ -251,7 +251,7 @@ def test_bits_per_byte_of_a_character_model_on_ascii_text_is_loss_over_ln2(small
 
 
 def test_bits_per_byte_counts_the_bytes_a_token_stands_for(bpe):
-    import train
+    from gptlib import train
 
     text = "the king, the queen; " * 50
     dataset = train.TextDataset.from_text(text, bpe)

@@ -11,10 +11,11 @@ from conftest import tiny_run_args
 
 import bigram
 import gpt_final_version
-import train
-from checkpoint import load_checkpoint, save_checkpoint
-from config import TrainConfig, UserError
-from corpus import TextDataset
+from config import TrainConfig
+from gptlib import train
+from gptlib.checkpoint import load_checkpoint, save_checkpoint
+from gptlib.corpus import TextDataset
+from gptlib.errors import UserError
 from model_handler import ModelHandler
 
 

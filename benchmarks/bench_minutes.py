@@ -23,8 +23,8 @@ from pathlib import Path
 
 import torch
 
-from config import UserError
-from corpus import TextDataset, read_text
+from gptlib.corpus import TextDataset, read_text
+from gptlib.errors import UserError
 from model_handler import ModelHandler
 
 # name -> (what changes, the options). Every lever is measured against "base", the cpu preset as it
@@ -104,7 +104,7 @@ def score(name: str, folder: Path, text: str) -> dict:
 
 def print_table(rows: list[dict], minutes: float) -> None:
     base = next((r["val_whole"] for r in rows if r["lever"] == "base"), None)
-    print(f"\n| lever | change | params | steps | tokens/s | val (run's estimate) | val, whole split | vs base |")
+    print("\n| lever | change | params | steps | tokens/s | val (run's estimate) | val, whole split | vs base |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         delta = f"{r['val_whole'] - base:+.4f}" if base is not None and r["lever"] != "base" else ""

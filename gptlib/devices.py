@@ -6,11 +6,11 @@ mixed precision, loss scaling, TF32, distributed backend, serving concurrency, w
 resumed checkpoint takes from the device at hand) is a function of those facts, so every GPU and
 Mac case is tested on a CPU with fabricated facts (tests/test_devices.py).
 
-    python devices.py                       # this machine's facts and what is chosen from them
-    python devices.py --device=cuda:1       # the same for one device
-    python devices.py --flash --preset=gpu  # can attention use the flash kernel for the gpu preset's shapes?
+    python -m benchmarks.machine                       # this machine's facts and what is chosen from them
+    python -m benchmarks.machine --device=cuda:1       # the same for one device
+    python -m benchmarks.machine --flash --preset=gpu  # can attention use the flash kernel here?
 
-Sections: facts · compile · precision · processes and serving · resuming on another device · command line.
+Sections: facts · compile · precision · processes and serving · resuming on another device.
 """
 from __future__ import annotations
 
@@ -24,11 +24,48 @@ from typing import NamedTuple
 
 import torch
 
-import config
-from config import UserError
+from gptlib.errors import UserError
 
 # ==============================================================================================
-# Facts: what the machine reports. probe() asks; nothing else in this file does.
+# Which device: cuda, else mps, else cpu, unless one is named
+
+
+def choose_device(requested: str = "auto") -> str:
+    """cuda if present, else mps, else cpu; a named device that is absent is an error, not a fallback."""
+    if requested == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    kind = requested.split(":")[0]
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device={requested} was asked for but no CUDA GPU is available. Use --device=cpu or --device=auto.")
+    if kind == "cuda":
+        check_cuda_index(requested, torch.cuda.device_count())
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"--device={requested} was asked for but mps is not available. Use --device=cpu or --device=auto.")
+    if kind not in ("cpu", "cuda", "mps"):
+        raise UserError(f"unknown device {requested!r}. Use auto, cpu, cuda, cuda:N or mps.")
+    return requested
+
+
+def check_cuda_index(device: str, count: int) -> None:
+    """cuda:N must be one of the `count` GPUs: said now, not as a CUDA error at the first tensor."""
+    kind, _, index = device.partition(":")
+    if kind != "cuda" or not index:
+        return
+    if not index.isdigit():
+        raise UserError(f"--device={device}: write cuda:N with N a GPU number, as in --device=cuda:0.")
+    if int(index) >= count:
+        choices = "cuda:0" if count == 1 else f"cuda:0 to cuda:{count - 1}"
+        raise UserError(f"--device={device}: this machine has {count} GPU(s) (those CUDA_VISIBLE_DEVICES shows); "
+                        f"use {choices}, or --device=cuda for the first.")
+
+
+def default_preset(device: str) -> str:
+    return "gpu" if device.startswith("cuda") else "cpu"
+
 
 
 @dataclass(frozen=True)
@@ -249,7 +286,7 @@ def matmul_peak_dtype(choice: DtypeChoice) -> str:
 
 def check_device_index(device: str, facts: DeviceFacts) -> None:
     """cuda:N must name one of this machine's GPUs (config.choose_device applies the same check)."""
-    config.check_cuda_index(device, facts.cuda_device_count)
+    check_cuda_index(device, facts.cuda_device_count)
 
 
 class DistributedSetup(NamedTuple):
@@ -332,12 +369,6 @@ def split_batch(batch_size: int, accumulation: int, device_batch: int) -> tuple[
 # Command line: the facts and decisions of this machine, and the flash-attention check
 
 
-@dataclass
-class CheckConfig:
-    device: str = "auto"  # the device to report on ("auto", "cpu", "cuda:1", "mps")
-    flash: bool = False  # also check that attention can use the flash kernel for the preset's shapes
-
-
 def describe(facts: DeviceFacts) -> list[str]:
     """The facts and every decision taken from them, one line each."""
     gpu = (f", {facts.gpu_name}, compute capability {_shown(facts.capability)}, bfloat16 in hardware: "
@@ -352,7 +383,7 @@ def describe(facts: DeviceFacts) -> list[str]:
     auto = _dtype_or_none("auto", facts)
     tf32 = auto is not None and use_tf32(auto.dtype, facts)
     lines.append(f"  TF32 matmuls: {'on' if tf32 else 'off'} with --dtype=auto; off with --dtype=float32")
-    lines.append(f"  preset when none is named: {config.default_preset(facts.device)}")
+    lines.append(f"  preset when none is named: {default_preset(facts.device)}")
     lines.append(f"  torchrun: {_torchrun_line(facts)}")
     lines.append(f"  serve.py --concurrency=2 runs {serve_concurrency(facts.device, 2)[0]} generation(s) at once")
     return lines
@@ -405,26 +436,3 @@ def _sdpa_reasons(messages: list[str]) -> str:
     """torch's warnings on why a kernel was not used, without their C++ source locations."""
     lines = (re.sub(r"\s*\(Triggered internally at [^)]*\)\.?", "", m).strip() for m in messages)
     return "; ".join(line for line in lines if line and not line.endswith("because:"))
-
-
-def main(argv: list[str]) -> None:
-    args = config.parse_args(argv, [CheckConfig])
-    if args.help:
-        print(config.help_text([CheckConfig], "usage: python devices.py [--device=auto] [--flash] [--preset=gpu]",
-                               show_presets=False))
-        return
-    options = config.apply(CheckConfig(), args.overrides)
-    device = config.choose_device(options.device)
-    facts = probe(device)
-    print("\n".join(describe(facts)))
-    if options.flash:
-        preset = args.preset or config.default_preset(device)
-        model_cfg = config.apply(config.GPTConfig(), config.preset_values(preset))
-        train_cfg = config.apply(config.TrainConfig(), config.preset_values(preset))
-        dtype = choose_dtype("auto", facts).dtype
-        works, detail = flash_attention_check(device, model_cfg, train_cfg.batch_size, dtype)
-        print(f"  flash attention ({preset} preset): {'yes' if works else 'no'}: {detail}")
-
-
-if __name__ == "__main__":
-    config.run_cli(main)

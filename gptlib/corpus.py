@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from atomic_write import atomic_write, write_bytes_atomically
-from config import UserError
-from tokenizer import (
+from gptlib.atomic_write import atomic_write, write_bytes_atomically
+from gptlib.errors import UserError
+from gptlib.tokenizer import (
     CHAT_MARKERS,
     END_MARK,
     INPUT_MARK,

@@ -29,26 +29,12 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-import devices
-import lora
-import loss_curves
-import muon
-import pretrained
-import tokenizer
-from atomic_write import write_text_atomically
-from checkpoint import load_checkpoint, load_weights, save_checkpoint
-from config import (
-    GPTConfig,
-    TrainConfig,
-    UserError,
-    apply,
-    choose_device,
-    default_preset,
-    help_text,
-    parse_args,
-    preset_values,
-)
-from corpus import (
+from config import GPTConfig, TrainConfig, preset_values
+from gptlib import devices, lora, loss_curves, muon, pretrained, tokenizer
+from gptlib.atomic_write import write_text_atomically
+from gptlib.checkpoint import load_checkpoint, load_weights, save_checkpoint
+from gptlib.cli import apply, help_text, parse_args
+from gptlib.corpus import (
     END_MARK,
     INPUT_MARK,
     OUTPUT_MARK,
@@ -66,6 +52,8 @@ from corpus import (
     read_text,
     seeded_generator,
 )
+from gptlib.devices import choose_device, default_preset
+from gptlib.errors import UserError
 
 # Model-shape fields that may change when resuming; the others must match the checkpoint's weights.
 # (A change of attention class converts the weights and the optimizer state: the function is the same.)

@@ -1,6 +1,6 @@
 """The streaming engine: generation as an iterator of token ids, one KV cache for a whole reply.
 
-    from engine import TokenStream, decoder_for
+    from gptlib.engine import TokenStream, decoder_for
     tokens = TokenStream(decoder_for(model), prompt_ids, max_new_tokens=200, temperature=0.8,
                          generator=torch.Generator().manual_seed(1), stop_token=END_ID, deadline=...)
     for token in tokens:          # each id as soon as it is sampled

@@ -28,10 +28,11 @@ from pathlib import Path
 
 import torch
 
-import devices
-import train
-from config import GPTConfig, TrainConfig, apply, choose_device, preset_values
-from corpus import TextDataset, read_text
+from config import GPTConfig, TrainConfig, preset_values
+from gptlib import devices, train
+from gptlib.cli import apply
+from gptlib.corpus import TextDataset, read_text
+from gptlib.devices import choose_device
 
 SHAPES = {
     "cpu preset": preset_values("cpu"),
@@ -133,8 +134,8 @@ DECODE_PATHS = ("generate", "static", "compiled")  # GPT.generate (eager), the e
 def measure_decoding(shape_name: str, path: str, new_tokens: int, device: str, threads: int) -> dict:
     """Characters/s of one reply of new_tokens characters after a 6-character prompt, and whether the
     tokens are GPT.generate's for the same seed. Compiling is timed apart (it happens once per model)."""
-    import engine
     from gpt_final_version import GPT
+    from gptlib import engine
     from model_handler import ModelHandler
 
     torch.set_num_threads(threads)
@@ -197,8 +198,8 @@ class RandomTokens:
 def measure_finetune(method: str, iters: int, warmup: int, device: str, threads: int) -> dict:
     """Steady-state tokens/s of fine-tuning steps (forward, backward, clip, AdamW) and peak RSS:
     "full" updates all 124M weights, "lora" rank-8 adapters on qkv and proj (lora.py) alone."""
-    import lora
     from gpt_final_version import GPT
+    from gptlib import lora
 
     torch.set_num_threads(threads)
     if device == "cpu":

@@ -24,7 +24,8 @@ from pathlib import Path
 
 import torch
 
-from config import GPTConfig, UserError
+from config import GPTConfig
+from gptlib.errors import UserError
 
 HUB_NAMES = {  # what --init_from=NAME downloads, and the repository it comes from
     "gpt2": "openai-community/gpt2",  # 124M parameters
@@ -86,7 +87,7 @@ def tokenizer_files(directory: Path) -> dict[str, str]:
 def hub_tokenizer(state: dict):
     """GPT-2's tokenizer from the files beside a loaded hub model's weights (load_pretrained's
     state), or None where its directory has none (then only token ids go in and out)."""
-    import tokenizer  # only here: loading weights alone does not need it
+    from gptlib import tokenizer  # only here: loading weights alone does not need it
 
     if not state["pretrained"]["tokenizer_files"]:
         return None

@@ -19,8 +19,8 @@ import csv
 import io
 from pathlib import Path
 
-from atomic_write import write_bytes_atomically, write_text_atomically
-from config import UserError
+from gptlib.atomic_write import write_bytes_atomically, write_text_atomically
+from gptlib.errors import UserError
 
 COLUMNS = ("step", "tokens", "train_loss", "val_loss", "learning_rate", "tokens_per_s", "seconds")
 # Losses to 4 decimals (how nanoGPT and our notes.txt report them); the learning rate in scientific

@@ -358,7 +358,7 @@ def bench_kills(work: Path, kills: int) -> dict:
     import random
     import signal
 
-    from checkpoint import load_checkpoint
+    from gptlib.checkpoint import load_checkpoint
 
     corpus, out = work / "kills.txt", work / "kills.pt"
     corpus.write_text(Path(SHAKESPEARE).read_text(encoding="utf-8")[:200_000], encoding="utf-8")

@@ -4,7 +4,6 @@ read from GPT-2's files.
     python gpt_final_version.py                                  # characters (65 for tiny-shakespeare)
     python gpt_final_version.py --tokenizer=bpe --vocab_size=512 # BPE trained on the training split
     python gpt_final_version.py --tokenizer=gpt2                 # GPT-2's 50,257 tokens (files in data/gpt2/)
-    python tokenizer.py --time                                   # the trainers and GPT-2's encoder, timed
 
 Every tokenizer has the same face: encode(text) -> ids, decode(ids) -> text, len() (the vocabulary
 size), `specials` (name -> id), and state() -> a plain dict that travels in the checkpoint
@@ -29,15 +28,13 @@ from __future__ import annotations
 import codecs
 import heapq
 import json
-import sys
-import time
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from config import UserError
+from gptlib.errors import UserError
 
 # GPT-2's pre-split: contractions, optionally space-led runs of letters, of digits, of other symbols,
 # then whitespace (a run of spaces keeps its last one for the next word). tiktoken's "gpt2" uses it too.
@@ -447,37 +444,3 @@ class StreamDecoder:
     def flush(self) -> str:
         """What is still held back (an unfinished character shows as \ufffd)."""
         return self.utf8.decode(b"", final=True)
-
-
-# ----------------------------------------------------------------------------------------------
-# Timing: python tokenizer.py --time [--data=PATH] [--vocab_size=512] [--gpt2=DIR]
-
-
-def time_tokenizers(data: str, vocab_size: int, gpt2_dir: str) -> None:
-    text = Path(data).read_text(encoding="utf-8")
-    print(f"{data}: {len(text):,} characters, {len(text.encode('utf-8')):,} bytes")
-    for fast in (False, True):
-        started = time.perf_counter()
-        bpe = ByteBPE.train(text, vocab_size, fast=fast)
-        print(f"train BPE {'fast' if fast else 'readable'}: vocab {len(bpe)} in {time.perf_counter() - started:.2f} s")
-    started = time.perf_counter()
-    ids = bpe.encode(text)
-    print(f"encode with the trained BPE: {len(ids):,} tokens in {time.perf_counter() - started:.2f} s")
-    if Path(gpt2_dir).is_dir():
-        started = time.perf_counter()
-        gpt2 = GPT2Tokenizer.from_directory(gpt2_dir)
-        loaded = time.perf_counter() - started
-        cut = int(0.9 * len(text))
-        started = time.perf_counter()
-        train_ids, val_ids = gpt2.encode(text[:cut]), gpt2.encode(text[cut:])
-        print(f"GPT-2: loaded in {loaded:.2f} s; encoded {len(train_ids):,} train / {len(val_ids):,} val tokens "
-              f"in {time.perf_counter() - started:.2f} s")
-
-
-if __name__ == "__main__":
-    options = dict(arg[2:].partition("=")[::2] for arg in sys.argv[1:] if arg.startswith("--"))
-    if "time" not in options:
-        print(__doc__)
-    else:
-        time_tokenizers(options.get("data", "data/tinyshakespeare/input.txt"), int(options.get("vocab_size", 512)),
-                        options.get("gpt2", "data/gpt2"))

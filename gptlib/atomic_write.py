@@ -16,7 +16,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from config import UserError
+from gptlib.errors import UserError
 
 FILE_MODE = 0o644  # mkstemp makes 0600 files; what we write is meant to be read like any other file
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import torch
 
-from atomic_write import abandoned_temporaries, atomic_write
-from config import UserError
+from gptlib.atomic_write import abandoned_temporaries, atomic_write
+from gptlib.errors import UserError
 
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("model", "model_config", "train_config", "iter_num")

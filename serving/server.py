@@ -1,0 +1,583 @@
+"""Serve a trained model over HTTP: a plain JSON endpoint and an OpenAI-compatible one.
+
+    python serve.py models/me.pt                       # http://127.0.0.1:8000
+    python serve.py models/me.pt --port=8080 --api_key=SECRET
+    curl -s localhost:8000/generate -d '{"text": "are you coming tonight?"}'
+    curl -s localhost:8000/v1/chat/completions -H 'Content-Type: application/json' \\
+         -d '{"model": "me", "messages": [{"role": "user", "content": "hi!"}]}'
+
+Endpoints: GET / (a chat page for the browser, chat_page.html); POST /generate {"text", "max_new_tokens"?, "temperature"?, "top_k"?, "seed"?} ->
+{"response", "finish_reason"}; POST /v1/chat/completions ("stream": true sends the reply as it is made);
+GET /v1/models; GET /health. A model trained on chat pairs answers the last message as you would;
+a plain text model (Shakespeare) continues the text it is given.
+
+Built on the standard library's ThreadingHTTPServer: four endpoints of JSON need no framework, and
+it adds no dependency to install or keep patched. Every limit below is an option (--help).
+
+Sections: options · requests and errors · the endpoints · the HTTP handler · command line.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hmac
+import json
+import math
+import os
+import signal
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import torch
+
+from gptlib.cli import apply, help_text, parse_args
+from gptlib.devices import serve_concurrency
+from gptlib.errors import UserError
+from model_handler import ModelHandler
+
+USAGE = "usage: python serve.py CHECKPOINT [--host=127.0.0.1] [--port=8000] [--name=value ...]"
+API_KEY_ENV = "GPT_SERVE_API_KEY"
+CHAT_PAGE = Path(__file__).with_name("chat_page.html")
+
+
+# ==============================================================================================
+# Options
+
+
+@dataclass
+class ServeConfig:
+    host: str = "127.0.0.1"  # loopback only; "0.0.0.0" opens it to the network (set an api_key then)
+    port: int = 8000  # 0 picks a free port (printed at start-up)
+    api_key: str = ""  # when set (here or in $GPT_SERVE_API_KEY), every request needs "Authorization: Bearer KEY"
+    device: str = "auto"  # as for training
+    max_body_bytes: int = 65536  # larger request bodies get 413 without being read
+    max_prompt_chars: int = 8000  # longer text or conversations get 400 (the model reads only block_size of it anyway)
+    max_tokens: int = 1000  # ceiling on max_tokens / max_new_tokens a request may ask for
+    default_tokens: int = 200  # characters generated when a request does not say
+    temperature: float = 0.8  # when a request does not say; 0 is greedy
+    top_k: int = 0  # when a request does not say; 0 means all characters
+    timeout: float = 30.0  # seconds a generation may run; then it stops and returns what it has ("length")
+    concurrency: int = 16  # replies in progress at once; more wait (always 1 on mps). Batched, they are the batch's rows
+    batching: bool = True  # decode the replies in progress together, one step for all (continuous batching): on a CPU a step of 16 costs about what a step of 1 does; false: a thread per reply, about one per core
+    queue_timeout: float = 10.0  # seconds a request waits for a free slot before a 503
+    max_waiting: int = 64  # requests allowed to wait at once; more get a 503 at once
+    read_timeout: float = 10.0  # seconds a client may take to send its request
+    log_text: bool = False  # log the text of messages and replies (off: logs hold sizes and timings only)
+    compile: bool = False  # compile the decode step at start-up (seconds to a minute): about 2x faster replies on a CPU
+
+    def validate(self) -> None:
+        for name in ("max_body_bytes", "max_prompt_chars", "max_tokens", "default_tokens", "concurrency"):
+            if getattr(self, name) < 1:
+                raise UserError(f"{name} must be at least 1, got {getattr(self, name)}.")
+        for name in ("timeout", "queue_timeout", "read_timeout"):
+            if not getattr(self, name) > 0:
+                raise UserError(f"{name} must be positive, got {getattr(self, name)}.")
+        if not 0 <= self.port <= 65535:
+            raise UserError(f"port must be between 0 and 65535, got {self.port}.")
+
+
+# ==============================================================================================
+# Requests and errors
+
+
+class RequestError(Exception):
+    """A request we refuse: its HTTP status and a message for the client, as a JSON error."""
+
+    def __init__(self, status: int, message: str, kind: str = "invalid_request_error"):
+        super().__init__(message)
+        self.status, self.message, self.kind = status, message, kind
+
+
+def field(body: dict, name: str, kinds, default=None, required=False):
+    """body[name] if it has one of the allowed types (bool is never a number)."""
+    if name not in body or body[name] is None:
+        if required:
+            raise RequestError(400, f"missing field {name!r}")
+        return default
+    value = body[name]
+    if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+        names = " or ".join(k.__name__.replace("str", "string").replace("float", "number") for k in kinds)
+        raise RequestError(400, f"field {name!r} must be a {names}, got {type(value).__name__}")
+    return value
+
+
+class Sampling:
+    """The generation settings of one request, checked against the server's limits."""
+
+    def __init__(self, body: dict, config: ServeConfig, tokens_field: str):
+        tokens = field(body, tokens_field, (int,), min(config.default_tokens, config.max_tokens))
+        if tokens_field == "max_tokens":
+            tokens = field(body, "max_completion_tokens", (int,), tokens)
+        if not 1 <= tokens <= config.max_tokens:
+            raise RequestError(400, f"{tokens_field} must be between 1 and {config.max_tokens}, got {tokens}")
+        temperature = field(body, "temperature", (int, float), config.temperature)
+        if not (math.isfinite(temperature) and 0 <= temperature <= 10):
+            raise RequestError(400, f"temperature must be between 0 and 10, got {temperature}")
+        top_k = field(body, "top_k", (int,), config.top_k)
+        if top_k < 0:
+            raise RequestError(400, f"top_k must not be negative, got {top_k}")
+        self.max_new_tokens, self.temperature, self.top_k = tokens, float(temperature), top_k
+        self.seed = field(body, "seed", (int,))
+
+
+# ==============================================================================================
+# The endpoints: what a request asks for, and the model's answer
+
+
+class Service:
+    """The model and the limits around it, shared by every request thread. Generation only reads
+    the model's weights (each call has its own cache and random generator), so requests may run
+    side by side; a semaphore bounds how many do."""
+
+    def __init__(self, handler: ModelHandler, config: ServeConfig):
+        self.handler, self.config = handler, config
+        self.slots = threading.BoundedSemaphore(config.concurrency)
+        self.waiting = 0
+        self.lock = threading.Lock()
+        self.stats = {"served": 0, "refused_busy": 0, "rejected": 0}
+        self.in_flight = 0  # requests being answered (and logged): a stop waits for them
+        self.idle = threading.Condition(self.lock)
+        self.page = CHAT_PAGE.read_bytes()  # read once: the page a browser gets at GET /
+
+    def count(self, key: str) -> None:
+        with self.lock:
+            self.stats[key] += 1
+
+    def answering(self) -> _InFlight:
+        return _InFlight(self)
+
+    def wait_until_idle(self, seconds: float) -> bool:
+        """Wait (at most `seconds`) until no request is being answered; whether none is."""
+        with self.idle:
+            return self.idle.wait_for(lambda: self.in_flight == 0, timeout=seconds)
+
+    def generate_endpoint(self, body: dict) -> dict:
+        text = field(body, "text", (str,), required=True)
+        sampling = Sampling(body, self.config, "max_new_tokens")
+        prompt = self._prompt(text, [])
+        completion = self._run(prompt, sampling)
+        return {"response": completion.text, "finish_reason": completion.finish_reason,
+                "model": self.handler.name} | prompt.changes()
+
+    def chat_endpoint(self, body: dict, stream: _Stream | None = None) -> dict:
+        """OpenAI's chat completion; with a stream, each piece of the reply is sent as it is made."""
+        messages = field(body, "messages", (list,), required=True)
+        message, history = conversation(messages)
+        sampling = Sampling(body, self.config, "max_tokens")
+        prompt = self._prompt(message, history)
+        answer = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
+                  "model": self.handler.name}
+        if stream is not None:
+            stream.answer, stream.changes = answer, prompt.changes()
+        completion = self._run(prompt, sampling, stream.send_text if stream is not None else None)
+        return answer | {
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": completion.text},
+                         "finish_reason": completion.finish_reason, "logprobs": None}],
+            # one token is one character for this model
+            "usage": {"prompt_tokens": prompt.size, "completion_tokens": len(completion.text),
+                      "total_tokens": prompt.size + len(completion.text)},
+        } | prompt.changes()
+
+    def models_endpoint(self) -> dict:
+        return {"object": "list", "data": [{"id": self.handler.name, "object": "model", "created": 0,
+                                            "owned_by": "local"}]}
+
+    def _prompt(self, message: str, history: list) -> Prompt:
+        size = len(message) + sum(len(a) + len(b) for a, b in history)
+        if size > self.config.max_prompt_chars:
+            raise RequestError(400, f"the prompt has {size} characters; the limit is {self.config.max_prompt_chars}")
+        return Prompt(self.handler, message, history, size)
+
+    def _run(self, prompt: Prompt, sampling: Sampling, on_text=None):
+        """Generate in a free slot; with `on_text`, each piece of text goes out as it is made."""
+        with self._slot():
+            deadline = time.monotonic() + self.config.timeout
+            args = (sampling.max_new_tokens, sampling.temperature, sampling.top_k, sampling.seed, deadline)
+            if self.handler.is_chat_model:
+                stream = self.handler.reply_stream(prompt.message, prompt.history, *args)
+            else:
+                stream = self.handler.complete_stream("".join(a + b for a, b in prompt.history) + prompt.message, *args)
+            for piece in stream:
+                if on_text is not None:
+                    on_text(piece)
+            return stream.completion()
+
+    def _slot(self):
+        """Wait (up to queue_timeout) for a free generation slot, or refuse with 503."""
+        with self.lock:
+            if self.waiting >= self.config.max_waiting:
+                raise RequestError(503, "the server is busy; try again shortly", "server_busy")
+            self.waiting += 1
+        try:
+            got = self.slots.acquire(timeout=self.config.queue_timeout)
+        finally:
+            with self.lock:
+                self.waiting -= 1
+        if not got:
+            raise RequestError(503, f"the server is busy (waited {self.config.queue_timeout:g}s); try again shortly",
+                               "server_busy")
+        return _Release(self.slots)
+
+
+class Prompt:
+    """A request's text in characters the model knows. Nothing well-formed is refused: a character
+    the model never saw is read as a close one (é as e) or left out, and the answer says which, in
+    "dropped_characters" and "replaced_characters" (and in X- headers, for streams and for clients
+    that read only the text)."""
+
+    def __init__(self, handler: ModelHandler, message: str, history: list, size: int):
+        self.size, self.dropped, self.replaced = size, set(), {}
+        self.message = self._fit(handler, message)
+        self.history = [(self._fit(handler, theirs), self._fit(handler, mine)) for theirs, mine in history]
+
+    def _fit(self, handler: ModelHandler, text: str) -> str:
+        fitted = handler.fit_to_vocabulary(text)
+        self.dropped.update(fitted.dropped)
+        self.replaced.update(fitted.replaced)
+        return fitted.text
+
+    def changes(self) -> dict:
+        return {"dropped_characters": sorted(self.dropped), "replaced_characters": dict(sorted(self.replaced.items()))}
+
+
+def change_headers(answer: dict) -> list[tuple[str, str]]:
+    """The characters left out or replaced, as headers: JSON in ASCII (a header cannot hold emoji)."""
+    return [(name, json.dumps(answer[key])) for name, key in (("X-Dropped-Characters", "dropped_characters"),
+                                                               ("X-Replaced-Characters", "replaced_characters"))
+            if answer.get(key)]
+
+
+class _InFlight:
+    """Counts a request as being answered from its start until its log line is written."""
+
+    def __init__(self, service: Service):
+        self.service = service
+
+    def __enter__(self):
+        with self.service.lock:
+            self.service.in_flight += 1
+
+    def __exit__(self, *exc):
+        with self.service.idle:
+            self.service.in_flight -= 1
+            self.service.idle.notify_all()
+
+
+class _Release:
+    def __init__(self, semaphore):
+        self.semaphore = semaphore
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.semaphore.release()
+
+
+def conversation(messages: list) -> tuple[str, list[tuple[str, str]]]:
+    """OpenAI messages -> (the last user message, earlier (user, assistant) turns). System
+    messages are dropped: the model learned from chats, which have none."""
+    turns, pending = [], []
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise RequestError(400, f"messages[{i}] must be an object with 'role' and 'content'")
+        role = field(message, "role", (str,), required=True)
+        content = message_text(message.get("content"), i)
+        if role == "user":
+            pending.append(content)
+        elif role == "assistant":
+            if pending:
+                turns.append((" | ".join(pending), content))  # several messages in a row: as in training
+                pending = []
+        elif role not in ("system", "developer", "tool"):
+            raise RequestError(400, f"messages[{i}].role {role!r} is not user, assistant or system")
+    if not pending:
+        raise RequestError(400, "messages must end with at least one message with role 'user'")
+    return " | ".join(pending), turns
+
+
+def message_text(content, i: int) -> str:
+    """A message's content: a string, or a list of parts of which the text parts are kept."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = [p.get("text") for p in content if isinstance(p, dict) and p.get("type") == "text"]
+        if all(isinstance(p, str) for p in parts):
+            return "".join(parts)
+    raise RequestError(400, f"messages[{i}].content must be a string or a list of text parts")
+
+
+# ==============================================================================================
+# The HTTP handler
+
+
+class Handler(BaseHTTPRequestHandler):
+    service: Service  # set on the subclass made by make_server
+    protocol_version = "HTTP/1.1"
+    server_version = "gpt-serve/1"
+    streaming = False  # True once a streamed answer has sent its status line
+
+    def setup(self):
+        self.timeout = self.service.config.read_timeout  # a client that stalls cannot hold a thread forever
+        super().setup()
+
+    def do_GET(self):
+        self._respond(lambda: self._route_get())
+
+    def do_POST(self):
+        self._respond(lambda: self._route_post())
+
+    def _route_get(self):
+        if self.path.split("?")[0] == "/":  # the page holds no secret; it asks for the key and sends it itself
+            return Page(self.service.page)
+        self._authorise()
+        if self.path.split("?")[0] in ("/v1/models", "/models"):
+            return self.service.models_endpoint()
+        if self.path.split("?")[0] == "/health":
+            kind = "chat" if self.service.handler.is_chat_model else "text"
+            return {"status": "ok", "model": self.service.handler.name, "kind": kind, **self.service.stats}
+        raise RequestError(404, f"no such endpoint: GET {self.path}")
+
+    def _route_post(self):
+        self._authorise()
+        path = self.path.split("?")[0]
+        if path not in ("/generate", "/v1/chat/completions", "/chat/completions"):
+            raise RequestError(404, f"no such endpoint: POST {self.path}")
+        body = self._read_json()
+        if path == "/generate":
+            return self.service.generate_endpoint(body)
+        if field(body, "stream", (bool,), False):
+            stream = _Stream(self)
+            stream.finish(self.service.chat_endpoint(body, stream))
+            return stream
+        return self.service.chat_endpoint(body)
+
+    def _authorise(self):
+        key = self.service.config.api_key
+        if not key:
+            return
+        given = self.headers.get("Authorization", "")
+        token = given[len("Bearer "):] if given.startswith("Bearer ") else ""
+        if not hmac.compare_digest(token.encode("utf-8", "replace"), key.encode("utf-8")):
+            raise RequestError(401, "missing or wrong API key: send 'Authorization: Bearer KEY'", "authentication_error")
+
+    def _read_json(self) -> dict:
+        length = self.headers.get("Content-Length")
+        if length is None or not length.strip().isdigit():
+            raise RequestError(411, "send the JSON body with a Content-Length header")
+        if int(length) > self.service.config.max_body_bytes:
+            self.close_connection = True  # the unread body must not be taken for the next request
+            raise RequestError(413, f"the body has {int(length)} bytes; the limit is {self.service.config.max_body_bytes}")
+        raw = self.rfile.read(int(length))
+        try:
+            body = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as err:
+            raise RequestError(400, f"the body is not valid JSON: {err}") from None
+        if not isinstance(body, dict):
+            raise RequestError(400, f"the body must be a JSON object, got {type(body).__name__}")
+        return body
+
+    def _respond(self, route):
+        with self.service.answering():
+            self._answer(route)
+
+    def _answer(self, route):
+        started = time.monotonic()
+        try:
+            answer = route()
+            status = 200
+            self.service.count("served")
+        except RequestError as err:
+            status, answer = err.status, {"error": {"message": err.message, "type": err.kind, "code": err.status}}
+            self.service.count("refused_busy" if err.status == 503 else "rejected")
+        except (BrokenPipeError, ConnectionResetError):  # the client left mid-stream: generation stopped with it
+            self.close_connection = True
+            self._log(499, time.monotonic() - started, None)
+            return
+        except Exception as err:  # a bug must not kill the thread silently or leave the client hanging
+            status, answer = 500, {"error": {"message": f"internal error: {type(err).__name__}", "type": "server_error",
+                                             "code": 500}}
+        if isinstance(answer, _Stream):
+            answer = answer.answer
+        elif isinstance(answer, Page):
+            self._send_page(answer.html)
+        elif self.streaming:  # an error after the stream began: its status is already sent
+            self.close_connection = True
+        else:
+            self._send_json(status, answer)
+        self._log(status, time.monotonic() - started, answer)
+
+    def _send_json(self, status: int, payload: dict):
+        data = json.dumps(payload, ensure_ascii=False).encode("utf-8")
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        if status == 503:
+            self.send_header("Retry-After", "1")
+        if status == 401:
+            self.send_header("WWW-Authenticate", "Bearer")
+        for name, value in change_headers(payload):
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _send_page(self, html: bytes):
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(html)))
+        # nothing but this server: no script or style from elsewhere can run in the page
+        self.send_header("Content-Security-Policy", "default-src 'self'; script-src 'unsafe-inline'; "
+                                                    "style-src 'unsafe-inline'; frame-ancestors 'none'")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("Cache-Control", "no-cache")
+        self.end_headers()
+        self.wfile.write(html)
+
+    def _log(self, status, seconds, answer):
+        text = ""
+        if self.service.config.log_text and status == 200 and isinstance(answer, dict):
+            text = " " + json.dumps(answer.get("response") or answer.get("choices", [{}])[0].get("message"),
+                                    ensure_ascii=False)
+        sys.stderr.write(f"{self.log_date_time_string()} {self.command} {self.path.split('?')[0]} {status} "
+                         f"{seconds * 1000:.0f}ms{text}\n")
+
+    def log_message(self, format, *args):  # the default logs the request line; _log says what we allow
+        pass
+
+
+@dataclass
+class Page:
+    """An HTML answer: the chat page."""
+    html: bytes
+
+
+class _Stream:
+    """A chat completion sent as server-sent events, for clients that ask for "stream": true: the
+    status line and headers go out with the first piece of text (so a refusal before it is still
+    an ordinary JSON error), then one chunk per piece as it is generated, a final chunk, [DONE].
+    The body has no length, so the connection closes after it."""
+
+    def __init__(self, request: Handler):
+        self.request, self.answer, self.changes = request, {}, {}
+
+    def send_text(self, text: str) -> None:
+        if not self.request.streaming:
+            self._start()
+        self._event({"choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]})
+
+    def finish(self, answer: dict) -> None:
+        if not self.request.streaming:
+            self._start()
+        self.answer = answer
+        self._event({"choices": [{"index": 0, "delta": {}, "finish_reason": answer["choices"][0]["finish_reason"]}]})
+        self.request.wfile.write(b"data: [DONE]\n\n")
+        self.request.wfile.flush()
+
+    def _start(self) -> None:
+        request = self.request
+        request.streaming = True
+        request.close_connection = True
+        request.send_response(200)
+        request.send_header("Content-Type", "text/event-stream; charset=utf-8")
+        request.send_header("Cache-Control", "no-cache")
+        request.send_header("Connection", "close")
+        for name, value in change_headers(self.changes):
+            request.send_header(name, value)
+        request.end_headers()
+        self._event({"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}
+                    | self.changes)
+
+    def _event(self, fields: dict) -> None:
+        chunk = {k: self.answer[k] for k in ("id", "created", "model")} | {"object": "chat.completion.chunk"} | fields
+        self.request.wfile.write(f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n".encode())
+        self.request.wfile.flush()
+
+
+# ==============================================================================================
+# Command line
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True  # a stuck client never keeps the process from exiting
+    request_queue_size = 128  # connections the kernel holds until accepted (the default 5 is overrun by 16 clients)
+
+
+def make_server(handler: ModelHandler, config: ServeConfig) -> Server:
+    service = Service(handler, config)
+    request_handler = type("BoundHandler", (Handler,), {"service": service})
+    try:
+        return Server((config.host, config.port), request_handler)
+    except OSError as err:
+        raise UserError(f"cannot listen on {config.host}:{config.port} ({err.strerror or err}); "
+                        "pick another --port or --host.") from None
+
+
+def for_device(config: ServeConfig, device: str) -> tuple[ServeConfig, str | None]:
+    """The options as the device allows them (on mps, one generation at a time), and a note to say once."""
+    concurrency, note = serve_concurrency(device, config.concurrency)
+    return dataclasses.replace(config, concurrency=concurrency), note
+
+
+def start_decoding(handler: ModelHandler, config: ServeConfig) -> list[str | None]:
+    """Batch the replies (or give each a thread), compile if asked, and set the CPU threads: the
+    batch gets every core but one, which is left to the request threads (HTTP, JSON, text); replies
+    side by side get one core each (one reply's operations are too small to split). The lines to say."""
+    batched = config.batching and handler.has_kv_cache
+    cores = os.cpu_count() or 1
+    notes: list[str | None] = []
+    if handler.device == "cpu":  # before the batch's thread starts, which takes the setting then
+        torch.set_num_threads(max(1, cores - 1) if batched else max(1, cores // config.concurrency))
+        if not batched and config.concurrency > cores:
+            notes.append(f"note: {config.concurrency} replies at once, each on its own thread, on {cores} cores: "
+                         f"--concurrency={cores} answers each as soon, at the same throughput")
+    if config.batching:
+        notes.append(handler.start_batching(config.concurrency, compiled=config.compile))
+    elif config.compile:
+        notes.append(handler.compile_decoding())
+    return notes
+
+
+def main(argv=None):
+    args = parse_args(argv or [], [ServeConfig], max_positional=1)
+    if args.help:
+        print(help_text([ServeConfig], USAGE, show_presets=False))
+        return
+    if not args.positional:
+        raise UserError(f"no checkpoint given. {USAGE}")
+    config = apply(ServeConfig(api_key=os.environ.get(API_KEY_ENV, "")), args.overrides)
+    config.validate()
+    handler = ModelHandler(args.positional[0], config.device).load()
+    config, device_note = for_device(config, handler.device)
+    notes = [device_note] + start_decoding(handler, config)  # before listening: no request waits on a compile
+    server = make_server(handler, config)
+    host, port = server.server_address[:2]
+    kind = "chat model: answers the last message" if handler.is_chat_model else "text model: continues the text"
+    print(f"serving {handler.path} ({kind}) on http://{host}:{port}", flush=True)
+    print(f"  GET / (the chat page: open http://{host}:{port}/ in a browser)  POST /generate  "
+          "POST /v1/chat/completions  GET /v1/models  GET /health"
+          f"{'  (API key required)' if config.api_key else ''}", flush=True)
+    for note in notes:  # after the "serving" line, which scripts read first for the port
+        if note:
+            print(note, flush=True)
+    if config.host not in ("127.0.0.1", "localhost", "::1") and not config.api_key:
+        print(f"warning: listening on {config.host} without an API key: anyone who can reach this "
+              "machine can use the model. Set --api_key or $" + API_KEY_ENV, flush=True)
+    signal.signal(signal.SIGTERM, _stop_serving)  # kill, docker stop, systemd: stop as Ctrl-C does
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        # requests already being answered finish (and are logged) first: a generation ends by --timeout
+        finished = server.RequestHandlerClass.service.wait_until_idle(config.timeout + config.read_timeout)
+        print("stopped" if finished else "stopped (requests still running were cut off)", flush=True)
+    finally:
+        server.server_close()
+    return
+
+
+def _stop_serving(signum, frame):
+    raise KeyboardInterrupt
+
