@@ -44,7 +44,7 @@ def main(argv=None):
         train,  # only when training: importing the model pulls in no training machinery
     )
 
-    return train.train_from_command_line(argv or [], build_model=BigramLanguageModel, kind="bigram",
+    return train.train_from_command_line(argv or [], model_class=BigramLanguageModel, kind="bigram",
                                          usage="usage: python bigram.py [--name=value ...]")
 
 

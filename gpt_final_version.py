@@ -443,7 +443,7 @@ def main(argv=None):
         train,  # here, not at the top: importing the model must not pull in the training machinery
     )
 
-    return train.train_from_command_line(argv or [], build_model=GPT, kind="gpt",
+    return train.train_from_command_line(argv or [], model_class=GPT, kind="gpt",
                                          usage="usage: python gpt_final_version.py [--name=value ...]",
                                          convert_weights=convert_attention_weights)
 

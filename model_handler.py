@@ -26,19 +26,17 @@ from pathlib import Path
 import torch
 
 import gpt_final_version
-from bigram import BigramLanguageModel
-from config import GPTConfig, SampleConfig
-from gpt_final_version import GPT
-from gptlib import lora, loss_curves, pretrained, tokenizer
+from config import SampleConfig
+from gptlib import loss_curves, pretrained, tokenizer
 from gptlib.atomic_write import write_text_atomically
-from gptlib.checkpoint import load_checkpoint, load_weights, save_checkpoint
+from gptlib.build import model_from_checkpoint
+from gptlib.checkpoint import load_checkpoint, save_checkpoint
 from gptlib.cli import apply, help_text, parse_args
 from gptlib.corpus import END_MARK, INPUT_MARK, MARKERS, OUTPUT_MARK, seeded_generator
 from gptlib.devices import choose_device
 from gptlib.engine import Batcher, TokenStream, compiled_step, decoder_for, has_kv_cache
 from gptlib.errors import UserError, run_cli
 
-MODEL_KINDS = {"gpt": GPT, "bigram": BigramLanguageModel}
 # Typographic stand-ins that Unicode decomposition does not map to their plain ASCII forms.
 PLAIN_FORMS = {"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "\u2013": "-", "\u2014": "-",
                "\u2212": "-", "\t": " "}
@@ -116,60 +114,14 @@ class ModelHandler:
     # Loading and saving
 
     def load(self) -> ModelHandler:
-        """Read the checkpoint (weights_only) and rebuild the model it was trained as, in eval mode.
-        A hub directory or name (GPT-2's weights) loads too; a LoRA checkpoint loads its base and
-        merges its adapters into it, so sampling costs what it costs without them."""
+        """Read the checkpoint (weights_only) and rebuild the model it was trained as, in eval mode
+        (gptlib.build, the builder training uses too). A hub directory or name (GPT-2's weights)
+        loads too; a LoRA checkpoint loads its base and merges its adapters into it."""
         if pretrained.is_pretrained_source(self.path):
-            return self._load_pretrained()
-        self.state = load_checkpoint(self.path)
-        if "lora" in self.state:
-            return self._load_lora()
-        kind = self.state.get("model_kind", "gpt")
-        if kind not in MODEL_KINDS:
-            raise UserError(f"{self.path} holds an unknown model kind {kind!r}; known: {', '.join(MODEL_KINDS)}.")
-        config = apply(GPTConfig(), self.state["model_config"])
-        if self.attention and kind == "gpt" and self.attention != config.attention:
-            from gptlib import (
-                train,  # only here: plain sampling does not load the training machinery
-            )
-
-            config = dataclasses.replace(config, attention=self.attention)
-            config.validate()
-            self.state = train.switch_attention(self.state, config, GPT, gpt_final_version.convert_attention_weights)
-        self.vocab = tokenizer.from_checkpoint(self.state)
-        self.model = MODEL_KINDS[kind](config)
-        load_weights(self.model, self.state["model"], self.path)
-        self.model.to(self.device).eval()
-        return self
-
-    def _load_pretrained(self) -> ModelHandler:
-        """GPT-2's weights from a hub directory or name, with GPT-2's tokenizer from the files beside
-        them (without those files, only --prompt_ids)."""
-        self.state = pretrained.load_pretrained(self.path)
-        self.vocab = pretrained.hub_tokenizer(self.state)
-        self.model = GPT(apply(GPTConfig(), self.state["model_config"]))
-        load_weights(self.model, self.state["model"], self.path)
-        self.model.to(self.device).eval()
-        return self
-
-    def _load_lora(self) -> ModelHandler:
-        """Base model + adapters, merged: an ordinary GPT whose save() writes a plain checkpoint."""
-        from gptlib import (
-            train,  # only here: finding and checking the base is the training code's knowledge
-        )
-
-        base = train.load_lora_base(self.state, self.path)
-        config = apply(GPTConfig(), self.state["model_config"])
-        self.model = GPT(config)
-        load_weights(self.model, base["model"], self.state["lora"]["base"])
-        lora.add_adapters(self.model, self.state["lora"]["rank"], self.state["lora"]["alpha"],
-                          self.state["lora"].get("rows_from"))
-        load_weights(self.model, {**lora.base_weights(self.model), **self.state["model"]}, self.path)
-        lora.merge_adapters(self.model)
-        # from here on a plain checkpoint: merged weights, no adapters, no adapter optimizer state
-        self.state = {k: v for k, v in self.state.items() if k not in ("lora", "optimizer", "rng")}
-        self.state["train_config"] = {**self.state["train_config"], "lora_rank": 0}
-        self.vocab = tokenizer.from_checkpoint(self.state)
+            state = pretrained.load_pretrained(self.path)
+        else:
+            state = load_checkpoint(self.path)
+        self.model, self.vocab, self.state = model_from_checkpoint(self.path, state, self.attention)
         self.model.to(self.device).eval()
         return self
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from config import GPTConfig, TrainConfig, preset_values
-from gptlib import devices, train
+from gptlib import devices, optimizers, train
 from gptlib.cli import apply
 from gptlib.corpus import TextDataset, read_text
 from gptlib.devices import choose_device
@@ -86,7 +86,7 @@ def measure_training(shape_name: str, attention: str, iters: int, warmup: int, d
     model_cfg = apply(GPTConfig(vocab_size=65, attention=attention), values)
     cfg = apply(TrainConfig(), values)
     model = GPT(model_cfg).to(device)
-    optimizer = train.configure_optimizer(model, cfg, device)
+    optimizer = optimizers.configure_optimizer(model, cfg, device)
     step_model = torch.compile(model) if compile else model
     scaler = torch.amp.GradScaler(enabled=False)
     facts = devices.probe(device)
@@ -212,7 +212,7 @@ def measure_finetune(method: str, iters: int, warmup: int, device: str, threads:
     if method == "lora":  # as a chat run: the adapters and the markers' rows (lora.TrainedRows) learn
         lora.add_adapters(model, cfg.lora_rank, cfg.lora_alpha, rows_from=GPT2_124M["vocab_size"])
         lora.freeze_all_but_adapters(model)
-    optimizer = train.configure_optimizer(model, cfg, device)
+    optimizer = optimizers.configure_optimizer(model, cfg, device)
     scaler = torch.amp.GradScaler(enabled=False)
     data = RandomTokens(model_cfg.vocab_size, FINETUNE_BATCH, FINETUNE_TOKENS)
     batches = torch.Generator().manual_seed(0)

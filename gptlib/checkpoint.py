@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import time
+from datetime import datetime
 from pathlib import Path
 
 import torch
@@ -99,3 +100,18 @@ def _why_unreadable(file: Path, err: Exception) -> str:
     if "weights_only" in str(err) or "Unsupported global" in str(err):
         return "it holds Python objects that are not loaded for safety (weights_only=True)"
     return "the file is damaged or truncated"
+
+
+def best_path(out: str) -> str:
+    """Where periodic saving keeps the best-val checkpoint: beside the latest, never over it."""
+    return str(Path(out).with_suffix("")) + ".best.pt"
+
+
+def default_checkpoint_path(name: str) -> str:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = Path("models") / f"{name}-{stamp}.pt"
+    n = 1
+    while path.exists():  # never overwrite an earlier run's file
+        n += 1
+        path = Path("models") / f"{name}-{stamp}-{n}.pt"
+    return str(path)

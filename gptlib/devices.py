@@ -63,6 +63,25 @@ def check_cuda_index(device: str, count: int) -> None:
                         f"use {choices}, or --device=cuda for the first.")
 
 
+def cuda_device_count() -> int:
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def device_for_run(override: str, saved: str, auto_choice: str, cuda_count: int) -> str:
+    """The device a run asks for: --device when given; else the device a resumed checkpoint recorded,
+    when it is of the kind this machine would choose anyway and is here (cuda:1 on a machine with two
+    GPUs stays cuda:1; on a machine with one it becomes cuda; a CPU-trained checkpoint on a GPU machine
+    moves to the GPU); else what `auto` chose (`auto_choice`). A pure function of those facts."""
+    if override:
+        return override
+    kind, _, index = saved.partition(":")
+    if kind != auto_choice.split(":")[0]:
+        return auto_choice
+    if kind == "cuda" and index and (not index.isdigit() or int(index) >= cuda_count):
+        return auto_choice
+    return saved
+
+
 def default_preset(device: str) -> str:
     return "gpu" if device.startswith("cuda") else "cpu"
 

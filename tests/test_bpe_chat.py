@@ -108,16 +108,16 @@ def test_gpt2_gains_the_markers_as_three_appended_specials():
 
 
 def test_grown_rows_start_at_the_mean_and_tied_copies_stay_equal():
-    from gptlib import train
+    from gptlib import build
     torch.manual_seed(0)
     table = torch.randn(10, 4)
-    grown = train.extend_vocab_rows({"token_embedding.weight": table, "lm_head.weight": table,
+    grown = build.extend_vocab_rows({"token_embedding.weight": table, "lm_head.weight": table,
                                      "blocks.0.w": torch.ones(10, 4)}, 13)
     assert torch.equal(grown["token_embedding.weight"][:10], table) and grown["blocks.0.w"].shape == (10, 4)
     assert torch.equal(grown["token_embedding.weight"], grown["lm_head.weight"])  # tied: the same rows
     new = grown["token_embedding.weight"][10:]
     assert (new - table.mean(0)).abs().max() < 0.5 * table.std()  # offsets of 0.1 std and not torch.equal(new[0], new[1])
-    assert torch.equal(train.extend_vocab_rows({"lm_head.weight": table}, 13)["lm_head.weight"], grown["lm_head.weight"])
+    assert torch.equal(build.extend_vocab_rows({"lm_head.weight": table}, 13)["lm_head.weight"], grown["lm_head.weight"])
 
 
 @contextlib.contextmanager

@@ -296,3 +296,43 @@ def test_the_flash_check_runs_the_models_attention_call():
     model_cfg = apply(GPTConfig(), preset_values("tiny"))
     works, detail = devices.flash_attention_check("cpu", model_cfg, 2, "float32")
     assert isinstance(works, bool) and detail
+
+
+# ----------------------------------------------------------------------------------------------
+# 8. The device a run uses is the device its checkpoint records (gptlib.start settles both at once)
+
+
+@pytest.mark.parametrize("override, saved, auto, count, expected", [
+    ("", "cuda:1", "cuda", 2, "cuda:1"),  # resumed on the machine it trained on: the same GPU
+    ("", "cuda:1", "cuda", 1, "cuda"),  # a machine with one GPU: the first, not an error
+    ("", "cuda:1", "cpu", 0, "cpu"),  # no GPU here: the CPU (the settings adapt, as for any preset)
+    ("", "cpu", "cuda", 1, "cuda"),  # trained on a CPU, resumed where a GPU is: the GPU
+    ("", "auto", "mps", 0, "mps"),  # checkpoints from before the device was recorded
+    ("cuda:0", "cuda:1", "cuda", 2, "cuda:0"),  # --device always wins
+    ("", "cuda:x", "cuda", 2, "cuda"),
+])
+def test_a_resumed_run_asks_for_its_recorded_device_where_this_machine_has_it(override, saved, auto, count, expected):
+    assert devices.device_for_run(override, saved, auto, count) == expected
+
+
+def test_resuming_a_cuda1_checkpoint_without_device_trains_on_cuda1_and_records_it(monkeypatch):
+    """The bug this replaces: the device used came from --device alone (so `cuda`), while the device
+    saved was resolved elsewhere (so `cuda:1`). Fabricated: a machine with two GPUs."""
+    from gptlib.cli import ParsedArgs
+    from gptlib.processes import Processes
+    from gptlib.start import Start, requested_device, settle
+
+    monkeypatch.setattr(devices, "choose_device", lambda requested="auto": "cuda" if requested == "auto" else requested)
+    monkeypatch.setattr(devices, "cuda_device_count", lambda: 2)
+    monkeypatch.setattr(devices, "probe", lambda device: dataclasses.replace(A100, device=device, cuda_device_count=2))
+    saved_cfg = dataclasses.asdict(apply(TrainConfig(), {**preset_values("gpu"), "device": "cuda:1"}))
+    state = {"model_kind": "gpt", "model_config": dataclasses.asdict(apply(GPTConfig(), preset_values("gpu"))),
+             "train_config": saved_cfg, "preset": "gpu"}
+    start = Start("resume", "m.pt", state)
+    device = requested_device({}, start)
+    settings = settle(ParsedArgs({}, [], None, False), start, "gpt", Processes(), device)
+    assert device == "cuda:1" and settings.device == "cuda:1" and settings.cfg.device == "cuda:1"
+    assert settings.facts.device == "cuda:1"  # the facts (compile, dtype) are this GPU's
+    one_gpu = settle(ParsedArgs({"device": "cuda"}, [], None, False), start, "gpt", Processes(),
+                     requested_device({"device": "cuda"}, start))
+    assert one_gpu.cfg.device == "cuda"  # what is saved is what is used, whatever was asked

@@ -34,6 +34,9 @@ def imports_of(module: str) -> set[str]:
     found = set()
     entry_points = [node for node in ast.walk(tree) if isinstance(node, ast.FunctionDef) and node.name == "main"]
     skipped = {id(n) for entry in entry_points if module in MODELS for n in ast.walk(entry)}
+    type_hints_only = [node for node in ast.walk(tree) if isinstance(node, ast.If)
+                       and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"]
+    skipped |= {id(n) for block in type_hints_only for n in ast.walk(block)}  # never imported at run time
     for node in ast.walk(tree):
         if id(node) in skipped:  # the model file's training entry point calls down into gptlib.train
             continue

@@ -93,12 +93,14 @@ def test_only_the_adapters_train_and_only_they_are_saved(base, capsys):
 
 
 def test_export_merges_and_the_merged_model_gives_the_adapted_logits(base, tmp_path):
-    from gptlib import train
+    from config import TrainConfig
+    from gptlib.build import build_for_run
+    from gptlib.start import Start
     _, out = lora_run(base, "to_export.pt")
     state = load_checkpoint(str(out))
     model_cfg = GPTConfig(**state["model_config"])
-    cfg = train.TrainConfig(**state["train_config"])
-    adapted, _ = train.prepare_model(GPT, model_cfg, cfg, state, None, str(out))  # base + adapters, unmerged
+    cfg = TrainConfig(**state["train_config"])
+    adapted, _ = build_for_run(GPT, model_cfg, cfg, Start("resume", str(out), state))  # base + adapters, unmerged
     exported = tmp_path / "merged.pt"
     model_handler.main([str(out), f"--export={exported}", "--export_half=false", "--device=cpu"])
     plain = load_checkpoint(str(exported))

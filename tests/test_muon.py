@@ -8,7 +8,7 @@ from conftest import tiny_run_args
 import gpt_final_version
 from config import GPTConfig, TrainConfig
 from gpt_final_version import GPT
-from gptlib import muon, train
+from gptlib import muon, optimizers
 from gptlib.checkpoint import load_checkpoint
 from gptlib.engine import TokenStream, decoder_for
 from gptlib.errors import UserError
@@ -80,7 +80,7 @@ def test_the_groups_that_are_not_muon_step_exactly_as_torch_adamw():
 
 def test_muon_takes_the_blocks_matrices_and_adamw_the_rest():
     model = _model()
-    optimizer = train.configure_optimizer(model, TrainConfig(optimizer="muon", learning_rate=2e-3, muon_lr=0.03), "cpu")
+    optimizer = optimizers.configure_optimizer(model, TrainConfig(optimizer="muon", learning_rate=2e-3, muon_lr=0.03), "cpu")
     names = {id(p): n for n, p in model.named_parameters()}
     by_group = [{names[id(p)] for p in group["params"]} for group in optimizer.param_groups]
     decayed, not_decayed, matrices = by_group
@@ -94,7 +94,7 @@ def test_muon_takes_the_blocks_matrices_and_adamw_the_rest():
 def test_a_muon_step_moves_a_matrix_by_its_orthogonalized_gradient(decay):
     model = _model()
     cfg = TrainConfig(optimizer="muon", muon_lr=0.05, learning_rate=1e-3, muon_weight_decay=decay)
-    optimizer = train.configure_optimizer(model, cfg, "cpu")
+    optimizer = optimizers.configure_optimizer(model, cfg, "cpu")
     optimizer.param_groups[2]["lr"] = 0.05
     weight = model.blocks[0].ffwd.up.weight  # (64, 16): tall, so scaled by sqrt(64 / 16) = 2
     before = weight.detach().clone()
@@ -148,15 +148,15 @@ def test_bad_optimizer_and_schedule_settings_are_refused():
 def test_the_wsd_schedule_holds_the_peak_then_falls_in_a_line_to_min_lr():
     cfg = TrainConfig(schedule="wsd", decay_fraction=0.25, learning_rate=1e-3, min_lr=1e-4, warmup_iters=10,
                       max_iters=110)
-    rates = [train.learning_rate_at(i, cfg) for i in range(115)]
+    rates = [optimizers.learning_rate_at(i, cfg) for i in range(115)]
     assert rates[0] < rates[9] < 1e-3
     assert rates[10] == rates[50] == rates[85] == pytest.approx(1e-3)  # stable until 75% of the steps after warm-up
     assert rates[95] == pytest.approx(1e-4 + 0.6 * 9e-4)  # 40% of the way down the decay
     assert all(a >= b for a, b in zip(rates[85:], rates[86:]))
     assert rates[110] == rates[114] == pytest.approx(1e-4)
     timed = TrainConfig(schedule="wsd", decay_fraction=0.2, learning_rate=1e-3, min_lr=0.0, warmup_iters=0, max_minutes=1)
-    assert train.learning_rate_at(99, timed, time_fraction=0.7) == pytest.approx(1e-3)
-    assert train.learning_rate_at(99, timed, time_fraction=0.9) == pytest.approx(5e-4)
+    assert optimizers.learning_rate_at(99, timed, time_fraction=0.7) == pytest.approx(1e-3)
+    assert optimizers.learning_rate_at(99, timed, time_fraction=0.9) == pytest.approx(5e-4)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -171,18 +171,18 @@ def id_dataset(vocab_size: int, length: int = 4000, seed: int = 3):
 
 
 def train_from_hub(directory, out, lora_rank=0, max_iters=4):
-    from gptlib import train
+    from gptlib import build, train
+    from gptlib.cli import ParsedArgs
+    from gptlib.processes import Processes
+    from gptlib.start import read_start, settle
     overrides = dict(block_size=32, init_from=str(directory), lora_rank=lora_rank, lora_alpha=8.0, max_iters=max_iters,
                      batch_size=4, eval_interval=max_iters, eval_iters=2, sample_chars=0, notes="", out=str(out),
                      device="cpu", progress=False, warmup_iters=0, learning_rate=1e-2)
-    init_state = train.load_start(str(directory), overrides)
-    model_cfg = GPTConfig(**init_state["model_config"])
-    cfg = train.apply(train.TrainConfig(), overrides)
-    if lora_rank:
-        cfg = train.apply(cfg, {"init_from": train.base_reference(cfg.init_from)})
-    model, _ = train.prepare_model(GPT, model_cfg, cfg, None, init_state, init_path=str(directory))
-    result = train.run(model, model_cfg, cfg, id_dataset(model_cfg.vocab_size), "cpu", "gpt", "none", overrides)
-    return model, result, init_state
+    start = read_start(overrides)  # the same chain as the command line, with data of our own
+    settings = settle(ParsedArgs(overrides, [], "none", False), start, "gpt", Processes(), "cpu")
+    model, _ = build.build_for_run(GPT, settings.model_cfg, settings.cfg, start)
+    result = train.run(train.Job(settings, model, id_dataset(settings.model_cfg.vocab_size)))
+    return model, result, start.state
 
 
 def test_full_fine_tuning_from_a_hub_directory_trains_every_weight(hub_dirs, tmp_path):

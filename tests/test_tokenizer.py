@@ -251,13 +251,14 @@ def test_bits_per_byte_of_a_character_model_on_ascii_text_is_loss_over_ln2(small
 
 
 def test_bits_per_byte_counts_the_bytes_a_token_stands_for(bpe):
-    from gptlib import train
+    from gptlib import run_report
+    from gptlib.corpus import TextDataset
 
     text = "the king, the queen; " * 50
-    dataset = train.TextDataset.from_text(text, bpe)
+    dataset = TextDataset.from_text(text, bpe)
     ids = dataset.splits["val"].tolist()
     assert dataset.bytes_per_token("val") == pytest.approx(len(bpe.decode_bytes(ids)) / len(ids))
-    assert train.bits_per_byte(2.0, dataset, "val") == pytest.approx(2.0 * len(ids) / len(bpe.decode_bytes(ids)) / math.log(2))
+    assert run_report.bits_per_byte(2.0, dataset, "val") == pytest.approx(2.0 * len(ids) / len(bpe.decode_bytes(ids)) / math.log(2))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from conftest import tiny_run_args
 import bigram
 import gpt_final_version
 from config import TrainConfig
-from gptlib import train
+from gptlib import optimizers, train
 from gptlib.checkpoint import load_checkpoint, save_checkpoint
 from gptlib.corpus import TextDataset
 from gptlib.errors import UserError
@@ -131,7 +131,7 @@ def test_estimate_loss_uses_eval_mode_and_no_gradients(small_corpus):
 
 def test_learning_rate_warms_up_then_decays_to_min_lr():
     cfg = TrainConfig(learning_rate=1e-3, min_lr=1e-4, warmup_iters=10, max_iters=110)
-    rates = [train.learning_rate_at(i, cfg) for i in range(120)]
+    rates = [optimizers.learning_rate_at(i, cfg) for i in range(120)]
     assert rates[0] < rates[5] < rates[9] <= 1e-3
     assert rates[10] == pytest.approx(1e-3)
     assert all(a >= b for a, b in zip(rates[10:], rates[11:]))
@@ -178,7 +178,7 @@ def test_gradient_accumulation_equals_one_step_on_a_larger_batch(small_corpus):
         torch.manual_seed(0)
         model = GPT(model_cfg)
         cfg = TrainConfig(batch_size=batch_size, gradient_accumulation_steps=steps)
-        optimizer = train.configure_optimizer(model, cfg, "cpu")
+        optimizer = optimizers.configure_optimizer(model, cfg, "cpu")
         loss = train.train_step(model, optimizer, torch.amp.GradScaler(enabled=False), dataset, cfg, model_cfg,
                                  "cpu", torch.autocast("cpu", enabled=False), torch.Generator().manual_seed(3))
         weights.append((loss, [p.detach().clone() for p in model.parameters()]))
@@ -230,10 +230,10 @@ def test_a_format_0_checkpoint_is_upgraded_on_load(tmp_path, capsys):
 
 def test_a_timed_run_lays_the_schedule_over_its_minutes():
     cfg = TrainConfig(learning_rate=1e-3, min_lr=1e-4, warmup_iters=10, max_iters=50, max_minutes=5)
-    assert train.learning_rate_at(5, cfg, time_fraction=0.9) < 1e-3  # warm-up is counted in steps
-    assert train.learning_rate_at(500, cfg, time_fraction=0.0) == pytest.approx(1e-3)  # past max_iters: unused
-    assert train.learning_rate_at(500, cfg, time_fraction=0.5) == pytest.approx(5.5e-4)
-    assert train.learning_rate_at(500, cfg, time_fraction=1.0) == pytest.approx(1e-4)
+    assert optimizers.learning_rate_at(5, cfg, time_fraction=0.9) < 1e-3  # warm-up is counted in steps
+    assert optimizers.learning_rate_at(500, cfg, time_fraction=0.0) == pytest.approx(1e-3)  # past max_iters: unused
+    assert optimizers.learning_rate_at(500, cfg, time_fraction=0.5) == pytest.approx(5.5e-4)
+    assert optimizers.learning_rate_at(500, cfg, time_fraction=1.0) == pytest.approx(1e-4)
 
 
 @pytest.mark.slow

@@ -1,0 +1,143 @@
+"""The data a run trains on, in the tokens its model reads: characters, byte-level BPE (trained here
+or the checkpoint's), GPT-2's; plain text, a memory-mapped corpus, or chat pairs."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from config import TrainConfig
+from gptlib import pretrained, tokenizer
+from gptlib.corpus import (
+    TRAIN_FRACTION,
+    CharVocab,
+    PairBatches,
+    TextDataset,
+    ensure_default_corpus,
+    held_out_split,
+    is_pairs_file,
+    pairs_dataset,
+    pairs_vocab,
+    prepared_dataset,
+    read_pairs,
+    read_text,
+)
+from gptlib.errors import UserError
+
+MEMMAP_ABOVE_BYTES = 256 << 20  # a text this large is read through a memory map even without --memmap
+DEFAULT_BPE_VOCAB = 512  # --tokenizer=bpe without --vocab_size: 253 merges, small enough to train in a second
+
+
+def load_dataset(cfg: TrainConfig, start, vocab_size: int | None = None) -> TextDataset:
+    """Plain text, or chat pairs from a .jsonl file. A resumed run keeps its vocabulary; a run
+    started from trained weights (`start`, a gptlib.start.Start) extends that model's vocabulary with
+    the new characters. `vocab_size` (--vocab_size) is the size to train BPE to; characters and GPT-2
+    take theirs from the data."""
+    state, init_state = start.resumed_state, start.initial_weights
+    if init_state is not None and "pretrained" in init_state and not state:
+        return pretrained_dataset(cfg, init_state)
+    source = state or init_state
+    saved_kind = tokenizer.from_checkpoint(source).kind if source else cfg.tokenizer
+    if saved_kind != cfg.tokenizer:
+        raise UserError(f"the checkpoint's tokenizer is {saved_kind!r}; --tokenizer={cfg.tokenizer} cannot change "
+                        "what its token ids mean. Drop the option, or train a new model.")
+    if vocab_size is not None and not source and cfg.tokenizer != "bpe":
+        given = "the text's own characters" if cfg.tokenizer == "char" else "GPT-2's 50,257 tokens"
+        raise UserError(f"--vocab_size={vocab_size} is for --tokenizer=bpe; with --tokenizer={cfg.tokenizer} the "
+                        f"vocabulary is {given}. Drop --vocab_size or use --tokenizer=bpe.")
+    if cfg.tokenizer != "char":
+        return subword_dataset(cfg, source, vocab_size)
+    if _use_memmap(cfg):
+        return _memmap_dataset(cfg, state, init_state)
+    pairs = read_pairs(cfg.data) if is_pairs_file(cfg.data) else None
+    text = None if pairs else read_text(cfg.data)
+    if state:
+        vocab = tokenizer.from_checkpoint(state)
+        unknown = sorted((set(text) if text else pairs_vocab(pairs).index.keys()) - vocab.index.keys())
+        if unknown:
+            shown = ", ".join(repr(ch) for ch in unknown[:10])
+            raise UserError(f"{cfg.data} has character(s) {shown} that the resumed model's vocabulary lacks; "
+                            "start a new run from its weights with --init_from instead of --resume.")
+    else:
+        base = tokenizer.from_checkpoint(init_state) if init_state else None
+        if pairs:
+            vocab = pairs_vocab(pairs, base)
+        else:
+            vocab = CharVocab.from_text(text) if base is None else \
+                CharVocab(base.chars + sorted(set(text) - set(base.chars)))
+    return pairs_dataset(pairs, vocab, cfg.seed) if pairs else TextDataset.from_text(text, vocab)
+
+
+def pretrained_dataset(cfg: TrainConfig, init_state: dict) -> TextDataset:
+    """Text for a model started from GPT-2's weights, in GPT-2's tokens (the tokenizer files of its
+    directory), which the checkpoint then keeps as its tokenizer."""
+    source = init_state["pretrained"]["source"]
+    if cfg.tokenizer != "gpt2":
+        raise UserError(f"{source} reads GPT-2's tokens; drop --tokenizer={cfg.tokenizer}.")
+    tokens = pretrained.hub_tokenizer(init_state)
+    if tokens is None:
+        raise UserError(f"{source} has no tokenizer files (vocab.json + merges.txt, encoder.json + vocab.bpe, or "
+                        "tokenizer.json): copy GPT-2's into that directory.")
+    if is_pairs_file(cfg.data):
+        return PairBatches(read_pairs(cfg.data), tokenizer.with_chat_markers(tokens), cfg.seed)
+    return TextDataset.from_text(_text_for_subwords(cfg), tokens)
+
+
+def subword_dataset(cfg: TrainConfig, source: dict | None, vocab_size: int | None):
+    """Text in byte-level BPE tokens: the checkpoint's tokenizer when there is one, GPT-2's from its
+    files, or one trained here on the training split (the val text stays unseen). Chat pairs come
+    as whole pairs (PairBatches), the markers as special ids."""
+    pairs = read_pairs(cfg.data) if is_pairs_file(cfg.data) else None
+    if pairs is None:
+        text = _text_for_subwords(cfg)
+        training_text = text[:int(TRAIN_FRACTION * len(text))]
+    else:  # BPE learns from the training pairs' words only; the markers are its specials
+        training_text = "\n".join(side for pair in held_out_split(pairs, cfg.seed)["train"] for side in pair)
+    if source:
+        tokens = tokenizer.from_checkpoint(source)
+    elif cfg.tokenizer == "gpt2":
+        if not Path(cfg.tokenizer_dir).is_dir():
+            raise UserError(f"--tokenizer=gpt2 needs GPT-2's tokenizer files in {cfg.tokenizer_dir!r} (encoder.json + "
+                            "vocab.bpe, vocab.json + merges.txt, or tokenizer.json): put them there or pass --tokenizer_dir=DIR.")
+        tokens = tokenizer.GPT2Tokenizer.from_directory(cfg.tokenizer_dir)
+    else:
+        started = time.time()
+        tokens = tokenizer.ByteBPE.train(training_text, vocab_size or DEFAULT_BPE_VOCAB)
+        print(f"tokenizer: byte-level BPE of {len(tokens)} tokens trained on the training split in {time.time() - started:.1f}s")
+    if pairs is not None:
+        return PairBatches(pairs, tokenizer.with_chat_markers(tokens), cfg.seed)
+    return TextDataset.from_text(text, tokens)
+
+
+def _text_for_subwords(cfg: TrainConfig) -> str:
+    """The text, where byte-level tokens can read it for now: plain text held in memory (chat
+    pairs go to PairBatches)."""
+    if cfg.memmap or (Path(cfg.data).is_file() and Path(cfg.data).stat().st_size > MEMMAP_ABOVE_BYTES):
+        raise UserError(f"byte-level tokens (BPE, GPT-2's) read the text into memory for now; memory-mapped corpora "
+                        f"(--memmap, or files above {MEMMAP_ABOVE_BYTES >> 20} MB) are characters only.")
+    return read_text(cfg.data)
+
+
+def _use_memmap(cfg: TrainConfig) -> bool:
+    if is_pairs_file(cfg.data):
+        if cfg.memmap:
+            raise UserError("--memmap is for plain text; chat pairs (.jsonl) are read into memory.")
+        return False
+    ensure_default_corpus(cfg.data)
+    size = Path(cfg.data).stat().st_size if Path(cfg.data).is_file() else 0
+    if size > MEMMAP_ABOVE_BYTES and not cfg.memmap:
+        print(f"note: {cfg.data} is {size / 2**20:,.0f} MB: reading it through a memory map (as with --memmap)")
+    return cfg.memmap or size > MEMMAP_ABOVE_BYTES
+
+
+def _memmap_dataset(cfg: TrainConfig, state: dict | None, init_state: dict | None) -> TextDataset:
+    base = tokenizer.from_checkpoint(state or init_state) if (state or init_state) else None
+    dataset = prepared_dataset(cfg.data, cfg.min_char_count, base)
+    if state and dataset.vocab.chars != base.chars:
+        raise UserError(f"{cfg.data} (prepared) has a vocabulary of {len(dataset.vocab)} characters that differs from "
+                        f"the resumed model's {len(base)}; start a new run from its weights with --init_from.")
+    meta = dataset.prepared
+    if meta["replaced_chars"]:
+        print(f"data: {meta['rare_chars']} character(s) rarer than --min_char_count={cfg.min_char_count} "
+              f"({meta['replaced_chars']:,} occurrences) are read as {meta['unknown_char']!r}")
+    return dataset
+
