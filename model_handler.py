@@ -20,83 +20,31 @@ from __future__ import annotations
 import dataclasses
 import sys
 import time
-import unicodedata
 from pathlib import Path
 
 import torch
 
 import gpt_final_version
 from config import SampleConfig
-from gptlib import loss_curves, pretrained, tokenizer
+from gptlib import loss_curves, pretrained
 from gptlib.atomic_write import write_text_atomically
 from gptlib.build import model_from_checkpoint
+from gptlib.chat_format import (
+    CHAT_MARKERS,
+    END_MARK,
+    INPUT_MARK,
+    OUTPUT_MARK,
+    FittedText,
+    fit_to_vocabulary,
+    prompt_text,
+)
 from gptlib.checkpoint import load_checkpoint, save_checkpoint
 from gptlib.cli import apply, help_text, parse_args
-from gptlib.corpus import END_MARK, INPUT_MARK, MARKERS, OUTPUT_MARK, seeded_generator
+from gptlib.corpus import seeded_generator
 from gptlib.devices import choose_device
 from gptlib.engine import Batcher, TokenStream, compiled_step, decoder_for, has_kv_cache
 from gptlib.errors import UserError, run_cli
-
-# Typographic stand-ins that Unicode decomposition does not map to their plain ASCII forms.
-PLAIN_FORMS = {"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "\u2013": "-", "\u2014": "-",
-               "\u2212": "-", "\t": " "}
-
-
-@dataclasses.dataclass
-class FittedText:
-    """Text made of characters a model knows: close ones stand in where they exist, others are left out."""
-    text: str
-    dropped: list[str]  # characters left out, sorted
-    replaced: dict[str, str]  # character given -> the close character the model read instead
-
-
-def close_character(ch: str, known) -> str | None:
-    """A character of `known` that says nearly the same as `ch`: the same letter without its accent
-    (é -> e, full-width Ａ -> A), in the other case when the model saw only one case, or the plain form
-    of a typographic quote or dash. None when there is none: a guess would put words in the user's mouth."""
-    decomposed = unicodedata.normalize("NFKD", ch)
-    base = decomposed[0] if decomposed and all(unicodedata.combining(c) for c in decomposed[1:]) else ""
-    for candidate in (PLAIN_FORMS.get(ch, ""), base, ch.lower(), ch.upper(), base.lower(), base.upper()):
-        if len(candidate) == 1 and candidate != ch and candidate in known:
-            return candidate
-    return None
-
-
-@dataclasses.dataclass
-class Completion:
-    text: str  # the generated characters only, without the prompt or the end marker
-    finish_reason: str  # "stop": the model ended its reply; "length": max_new_tokens or the deadline
-    prompt_chars: int  # characters of context the model was given
-
-
-class TextStream:
-    """A reply as it is made: iterating gives each piece of text as soon as the engine samples it;
-    completion() finishes it (wherever the iteration stopped) and gives the whole. One pass only.
-    A character whose bytes span two tokens (an emoji, with BPE) comes out whole, once complete."""
-
-    def __init__(self, tokens: TokenStream, vocab, prompt_chars: int):
-        self.tokens, self.vocab, self.prompt_chars = tokens, vocab, prompt_chars
-        self.pieces: list[str] = []
-        self._pieces = self._decode()
-
-    def _decode(self):
-        text = tokenizer.StreamDecoder(self.vocab)
-        for token in self.tokens:
-            piece = text.push(token)
-            if piece:
-                self.pieces.append(piece)
-                yield piece
-        if rest := text.flush():
-            self.pieces.append(rest)
-            yield rest
-
-    def __iter__(self):
-        return self._pieces
-
-    def completion(self) -> Completion:
-        for _ in self._pieces:
-            pass
-        return Completion("".join(self.pieces), self.tokens.finish_reason, self.prompt_chars)
+from gptlib.tokenizer import Completion, TextStream
 
 
 class ModelHandler:
@@ -188,26 +136,12 @@ class ModelHandler:
     def is_chat_model(self) -> bool:
         """Trained on chat pairs: its vocabulary has the markers of the two sides and of the end."""
         self._require_loaded()
-        return self.vocab is not None and all(mark in self.vocab.specials for mark in MARKERS)
+        return self.vocab is not None and all(mark in self.vocab.specials for mark in CHAT_MARKERS)
 
     def fit_to_vocabulary(self, text: str) -> FittedText:
-        """`text` in characters this model knows, never refused: a close character stands in where
-        there is one (café -> cafe), the rest are left out; both are reported. The chat markers are
-        layout, never text, so a message cannot forge a turn with them."""
+        """`text` in characters this model knows, never refused (chat_format.fit_to_vocabulary)."""
         self._require_loaded()
-        if self.vocab.kind != "char":  # bytes: every character is known; only the markers go
-            return FittedText("".join(ch for ch in text if ch not in MARKERS), sorted(set(text) & set(MARKERS)), {})
-        known = self.vocab.index.keys() - set(MARKERS)
-        out, dropped, replaced = [], set(), {}
-        for ch in text:
-            if ch in known:
-                out.append(ch)
-            elif (close := replaced.get(ch) or close_character(ch, known)) is not None:
-                replaced[ch] = close
-                out.append(close)
-            else:
-                dropped.add(ch)
-        return FittedText("".join(out), sorted(dropped), replaced)
+        return fit_to_vocabulary(text, self.vocab)
 
     def reply(self, message: str, history=(), max_new_tokens: int = 200, temperature: float = 0.8,
               top_k: int | None = None, seed: int | None = None, deadline: float | None = None) -> Completion:
@@ -226,8 +160,7 @@ class ModelHandler:
         if not self.is_chat_model:
             raise UserError(f"{self.path} was not trained on chat pairs (its vocabulary has no pair markers). "
                             "Fine-tune it with --data=pairs.jsonl, or sample it with --prompt.")
-        context = "".join(INPUT_MARK + theirs + OUTPUT_MARK + mine + END_MARK for theirs, mine in history)
-        context += INPUT_MARK + message + OUTPUT_MARK
+        context = prompt_text(message, history)
         return self._stream(context, max_new_tokens, temperature, top_k, seed, deadline, END_MARK)
 
     def complete_stream(self, prompt: str, max_new_tokens: int = 200, temperature: float = 0.8,

@@ -18,15 +18,17 @@ import torch
 from tqdm import tqdm
 
 from gptlib.atomic_write import atomic_write, write_bytes_atomically
-from gptlib.errors import UserError
-from gptlib.tokenizer import (
+from gptlib.chat_format import (  # noqa: F401 (the markers, re-exported for the tests and scripts)
     CHAT_MARKERS,
     END_MARK,
     INPUT_MARK,
     OUTPUT_MARK,
-    CharTokenizer,
-    compact_dtype,
+    layout_pair,
+    prompt_ids,
+    without_markers,
 )
+from gptlib.errors import UserError
+from gptlib.tokenizer import CharTokenizer, compact_dtype
 
 # The copy nanoGPT's shakespeare_char/prepare.py downloads, and its sha256.
 SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
@@ -34,10 +36,7 @@ SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2d
 DEFAULT_DATA = "data/tinyshakespeare/input.txt"
 TRAIN_FRACTION = 0.9  # first 90% train, last 10% val: the lecture's and nanoGPT's split
 
-# Chat pairs are laid out as INPUT_MARK their words OUTPUT_MARK my reply END_MARK (defined in
-# tokenizer.py, where BPE makes them special tokens). Control characters never occur in cleaned chat
-# text, so the three markers cannot be confused with anything written.
-MARKERS = CHAT_MARKERS
+MARKERS = CHAT_MARKERS  # the chat markers and their layout: gptlib/chat_format.py
 
 
 # ----------------------------------------------------------------------------------------------
@@ -207,27 +206,13 @@ def read_pairs(path: str) -> list[tuple[str, str]]:
         if not all(isinstance(side, str) for side in pair) or not pair[1]:
             skipped += 1
             continue
-        pairs.append(tuple(_without_markers(side) for side in pair))
+        pairs.append(tuple(without_markers(side) for side in pair))
     if skipped:
         print(f"note: {path}: skipped {skipped} line(s) that are not {{\"input\": text, \"output\": text}} pairs")
     if not pairs:
         raise UserError(f"{path} holds no {{\"input\": ..., \"output\": ...}} pairs. "
                         "Make it with: python chat_data.py EXPORT --me=\"Your Name\" --out=" + path)
     return pairs
-
-
-def _without_markers(text: str) -> str:
-    for mark in MARKERS:
-        text = text.replace(mark, " ")
-    return text
-
-
-def layout_pair(their: str, mine: str) -> tuple[str, list[bool]]:
-    """One pair as text, and for each character whether the model learns to predict it: only my
-    reply and the end marker (so it learns to stop), never their words or the markers it is given."""
-    text = INPUT_MARK + their + OUTPUT_MARK + mine + END_MARK
-    learned = [False] * (len(their) + 2) + [True] * (len(mine) + 1)
-    return text, learned
 
 
 def pairs_vocab(pairs: list[tuple[str, str]], base: CharVocab | None = None) -> CharVocab:
@@ -429,9 +414,8 @@ class PairBatches:
 
     def encode_pair(self, their: str, mine: str) -> tuple[torch.Tensor, int]:
         """The pair's ids and the index of the first learned token (the reply's first)."""
-        given = self.vocab.encode_with_specials(INPUT_MARK) + self.vocab.encode(their) + \
-            self.vocab.encode_with_specials(OUTPUT_MARK)
-        learned = self.vocab.encode(mine) + self.vocab.encode_with_specials(END_MARK)
+        given = prompt_ids(self.vocab, their)  # the one prompt layout (chat_format)
+        learned = self.vocab.encode(mine) + [self.vocab.specials[END_MARK]]
         return torch.tensor(given + learned, dtype=torch.long), len(given)
 
     def fitted(self, ids: torch.Tensor, first_learned: int, block_size: int) -> tuple[torch.Tensor, int]:

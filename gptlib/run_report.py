@@ -12,14 +12,9 @@ import torch
 from gptlib import lora, loss_curves, muon
 from gptlib.atomic_write import write_text_atomically
 from gptlib.build import count_parameters
+from gptlib.chat_format import END_MARK, prompt_text
 from gptlib.checkpoint import best_path
-from gptlib.corpus import (
-    END_MARK,
-    INPUT_MARK,
-    OUTPUT_MARK,
-    TextDataset,
-    seeded_generator,
-)
+from gptlib.corpus import TextDataset, seeded_generator
 
 if TYPE_CHECKING:
     from gptlib.train import Run, TrainResult
@@ -64,7 +59,7 @@ def write_sample(model, dataset, cfg, device, checkpoint_path) -> None:
     model.eval()
     if dataset.pairs:  # a chat model answers a held-out message, stopping at the end marker
         their = (dataset.pairs["val"] or dataset.pairs["train"])[0][0]
-        start = torch.tensor([dataset.vocab.encode_with_specials(INPUT_MARK + their + OUTPUT_MARK)], device=device)
+        start = torch.tensor([dataset.vocab.encode_with_specials(prompt_text(their))], device=device)
         ids = model.generate(start, cfg.sample_chars, temperature=0.8, generator=generator,
                              stop_token=dataset.vocab.specials[END_MARK])
         reply = dataset.vocab.decode(ids[0, start.shape[1]:].tolist()).split(END_MARK)[0]

@@ -29,6 +29,7 @@ import codecs
 import heapq
 import json
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -42,8 +43,8 @@ GPT2_SPLIT_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p
 ENDOFTEXT = "<|endoftext|>"
 # The chat layout's markers (corpus.py lays pairs out with them). Control characters: a character
 # model already has them as characters; a BPE model gets one special id each.
-INPUT_MARK, OUTPUT_MARK, END_MARK = "\x01", "\x02", "\x03"
-CHAT_MARKERS = (INPUT_MARK, OUTPUT_MARK, END_MARK)
+from gptlib.chat_format import CHAT_MARKERS, END_MARK, INPUT_MARK, OUTPUT_MARK  # noqa: F401 (the specials)
+
 INSTALL_HINT = "pip install -r requirements-pretrained.txt (it holds the `regex` package)"
 KINDS = ("char", "bpe", "gpt2")
 
@@ -444,3 +445,40 @@ class StreamDecoder:
     def flush(self) -> str:
         """What is still held back (an unfinished character shows as \ufffd)."""
         return self.utf8.decode(b"", final=True)
+
+
+@dataclass
+class Completion:
+    text: str  # the generated characters only, without the prompt or the end marker
+    finish_reason: str  # "stop": the model ended its reply; "length": max_new_tokens or the deadline
+    prompt_chars: int  # characters of context the model was given
+
+
+class TextStream:
+    """A reply as it is made: iterating gives each piece of text as soon as the engine samples it;
+    completion() finishes it (wherever the iteration stopped) and gives the whole. One pass only.
+    A character whose bytes span two tokens (an emoji, with BPE) comes out whole, once complete."""
+
+    def __init__(self, tokens, vocab, prompt_chars: int):
+        self.tokens, self.vocab, self.prompt_chars = tokens, vocab, prompt_chars
+        self.pieces: list[str] = []
+        self._pieces = self._decode()
+
+    def _decode(self):
+        text = StreamDecoder(self.vocab)
+        for token in self.tokens:
+            piece = text.push(token)
+            if piece:
+                self.pieces.append(piece)
+                yield piece
+        if rest := text.flush():
+            self.pieces.append(rest)
+            yield rest
+
+    def __iter__(self):
+        return self._pieces
+
+    def completion(self) -> Completion:
+        for _ in self._pieces:
+            pass
+        return Completion("".join(self.pieces), self.tokens.finish_reason, self.prompt_chars)

@@ -18,7 +18,8 @@ import gpt_final_version
 from gptlib import tokenizer
 from gptlib.corpus import END_MARK, INPUT_MARK, OUTPUT_MARK
 from gptlib.errors import UserError
-from model_handler import ModelHandler, TextStream
+from gptlib.tokenizer import TextStream
+from model_handler import ModelHandler
 
 
 def _gpt2_dir() -> Path | None:

@@ -1,0 +1,104 @@
+"""How a conversation is laid out for the model: the chat markers and the one prompt layout that
+training, the end-of-run sample, `--chat`, the server and the page all use.
+
+    INPUT_MARK their words OUTPUT_MARK my reply END_MARK      (one exchange)
+
+Control characters never occur in cleaned chat text, so the three markers cannot be confused with
+anything written; byte-level tokenizers make them special ids that typed text never produces.
+"""
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass
+
+INPUT_MARK, OUTPUT_MARK, END_MARK = "\x01", "\x02", "\x03"
+CHAT_MARKERS = (INPUT_MARK, OUTPUT_MARK, END_MARK)
+
+
+def exchange_text(their: str, mine: str) -> str:
+    """One exchange, as trained on."""
+    return INPUT_MARK + their + OUTPUT_MARK + mine + END_MARK
+
+
+def prompt_text(message: str, history=()) -> str:
+    """What the model reads before my reply to `message`: the earlier (their, mine) exchanges of the
+    conversation, then the message and the marker that opens my reply."""
+    return "".join(exchange_text(their, mine) for their, mine in history) + INPUT_MARK + message + OUTPUT_MARK
+
+
+def prompt_ids(vocab, message: str, history=()) -> list[int]:
+    """prompt_text in a byte-level vocabulary's ids: the markers as their special ids, the words as
+    text, so a marker typed inside a message stays text and can never forge a turn."""
+    ids = []
+    for their, mine in history:
+        ids += _marker(vocab, INPUT_MARK) + vocab.encode(their) + _marker(vocab, OUTPUT_MARK)
+        ids += vocab.encode(mine) + _marker(vocab, END_MARK)
+    return ids + _marker(vocab, INPUT_MARK) + vocab.encode(message) + _marker(vocab, OUTPUT_MARK)
+
+
+def _marker(vocab, mark: str) -> list[int]:
+    return [vocab.specials[mark]]
+
+
+def layout_pair(their: str, mine: str) -> tuple[str, list[bool]]:
+    """One pair as text, and for each character whether the model learns to predict it: only my
+    reply and the end marker (so it learns to stop), never their words or the markers it is given."""
+    text = exchange_text(their, mine)
+    learned = [False] * (len(their) + 2) + [True] * (len(mine) + 1)
+    return text, learned
+
+
+def without_markers(text: str) -> str:
+    for mark in CHAT_MARKERS:
+        text = text.replace(mark, " ")
+    return text
+
+
+# ----------------------------------------------------------------------------------------------
+# A typed message in the characters a character model knows
+
+
+# Typographic stand-ins that Unicode decomposition does not map to their plain ASCII forms.
+PLAIN_FORMS = {"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "\u2013": "-", "\u2014": "-",
+               "\u2212": "-", "\t": " "}
+
+
+@dataclass
+class FittedText:
+    """Text made of characters a model knows: close ones stand in where they exist, others are left out."""
+    text: str
+    dropped: list[str]  # characters left out, sorted
+    replaced: dict[str, str]  # character given -> the close character the model read instead
+
+
+def close_character(ch: str, known) -> str | None:
+    """A character of `known` that says nearly the same as `ch`: the same letter without its accent
+    (é -> e, full-width Ａ -> A), in the other case when the model saw only one case, or the plain form
+    of a typographic quote or dash. None when there is none: a guess would put words in the user's mouth."""
+    decomposed = unicodedata.normalize("NFKD", ch)
+    base = decomposed[0] if decomposed and all(unicodedata.combining(c) for c in decomposed[1:]) else ""
+    for candidate in (PLAIN_FORMS.get(ch, ""), base, ch.lower(), ch.upper(), base.lower(), base.upper()):
+        if len(candidate) == 1 and candidate != ch and candidate in known:
+            return candidate
+    return None
+
+
+
+
+def fit_to_vocabulary(text: str, vocab) -> FittedText:
+    """`text` in characters `vocab` knows, never refused: a close character stands in where there is
+    one (café -> cafe), the rest are left out; both are reported. The chat markers are layout, never
+    text, so a message cannot forge a turn with them. Byte-level vocabularies know every character."""
+    if vocab.kind != "char":  # bytes: every character is known; only the markers go
+        return FittedText("".join(ch for ch in text if ch not in CHAT_MARKERS), sorted(set(text) & set(CHAT_MARKERS)), {})
+    known = vocab.index.keys() - set(CHAT_MARKERS)
+    out, dropped, replaced = [], set(), {}
+    for ch in text:
+        if ch in known:
+            out.append(ch)
+        elif (close := replaced.get(ch) or close_character(ch, known)) is not None:
+            replaced[ch] = close
+            out.append(close)
+        else:
+            dropped.add(ch)
+    return FittedText("".join(out), sorted(dropped), replaced)
