@@ -292,7 +292,7 @@ def main(argv=None):
     handler_options = apply(HandlerOptions(), args.overrides)
     options.validate()
     if handler_options.compare:
-        return draw_runs(args.positional, handler_options.compare)
+        return loss_curves.draw_runs(args.positional, handler_options.compare)
     if len(args.positional) > 1:
         raise UserError(f"{len(args.positional)} checkpoints given; one at a time, except with --compare=PNG.")
     handler = ModelHandler(args.positional[0], options.device, handler_options.attention).load()
@@ -328,37 +328,6 @@ def _print_ids(handler: ModelHandler, text: str, options: SampleConfig) -> list[
     for row in samples:
         print(",".join(map(str, row)))
     return samples
-
-
-def draw_runs(paths: list[str], png: str) -> list[str]:
-    """The loss curves of one checkpoint (its own picture) or several (one chart to compare)."""
-    runs = [(run_label(path, state), run_curve(path, state)) for path, state in
-            ((path, load_checkpoint(path)) for path in paths)]
-    if len(runs) == 1:
-        if not loss_curves.plot_run(runs[0][1], png, runs[0][0]):
-            raise UserError(f"no picture drawn: {loss_curves.missing_matplotlib_hint(paths[0])}")
-    else:
-        loss_curves.plot_comparison(runs, png)
-    print(f"loss curves of {', '.join(label for label, _ in runs)} drawn in {png}")
-    return [label for label, _ in runs]
-
-
-def run_curve(path: str, state: dict) -> list[dict]:
-    """The rows of a run's loss curve: kept in its checkpoint, or (older checkpoints) in NAME.csv."""
-    if state.get("curve"):
-        return state["curve"]
-    csv_path = loss_curves.curve_paths(path)[0]
-    if csv_path.is_file():
-        return loss_curves.read_csv(csv_path, up_to_step=state["iter_num"])
-    raise UserError(f"{path} has no loss curve (it was trained before curves were kept, and {csv_path} is missing).")
-
-
-def run_label(path: str, state: dict) -> str:
-    params = sum(t.numel() for t in state["model"].values())
-    kind = state.get("model_kind", "gpt")
-    attention = state["model_config"].get("attention") if kind == "gpt" else None
-    what = f"{kind}, {attention} attention" if attention else kind
-    return f"{Path(path).stem} ({what}, {params:,} parameters)"
 
 
 def _typed_lines():

@@ -20,6 +20,7 @@ import io
 from pathlib import Path
 
 from gptlib.atomic_write import write_bytes_atomically, write_text_atomically
+from gptlib.checkpoint import load_checkpoint
 from gptlib.errors import UserError
 
 COLUMNS = ("step", "tokens", "train_loss", "val_loss", "learning_rate", "tokens_per_s", "seconds")
@@ -221,3 +222,37 @@ def _save(figure, path) -> None:
     figure.savefig(buffer, format="png")
     write_bytes_atomically(path, buffer.getvalue())
 
+
+# ----------------------------------------------------------------------------------------------
+# Comparing runs from their checkpoints (python model_handler.py A.pt B.pt --compare=runs.png)
+
+
+def draw_runs(paths: list[str], png: str) -> list[str]:
+    """The loss curves of one checkpoint (its own picture) or several (one chart to compare)."""
+    runs = [(run_label(path, state), run_curve(path, state)) for path, state in
+            ((path, load_checkpoint(path)) for path in paths)]
+    if len(runs) == 1:
+        if not plot_run(runs[0][1], png, runs[0][0]):
+            raise UserError(f"no picture drawn: {missing_matplotlib_hint(paths[0])}")
+    else:
+        plot_comparison(runs, png)
+    print(f"loss curves of {', '.join(label for label, _ in runs)} drawn in {png}")
+    return [label for label, _ in runs]
+
+
+def run_curve(path: str, state: dict) -> list[dict]:
+    """The rows of a run's loss curve: kept in its checkpoint, or (older checkpoints) in NAME.csv."""
+    if state.get("curve"):
+        return state["curve"]
+    csv_path = curve_paths(path)[0]
+    if csv_path.is_file():
+        return read_csv(csv_path, up_to_step=state["iter_num"])
+    raise UserError(f"{path} has no loss curve (it was trained before curves were kept, and {csv_path} is missing).")
+
+
+def run_label(path: str, state: dict) -> str:
+    params = sum(t.numel() for t in state["model"].values())
+    kind = state.get("model_kind", "gpt")
+    attention = state["model_config"].get("attention") if kind == "gpt" else None
+    what = f"{kind}, {attention} attention" if attention else kind
+    return f"{Path(path).stem} ({what}, {params:,} parameters)"

@@ -16,21 +16,18 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import chat.whatsapp
-import chat_data
-from chat_data import (
-    ChatDataConfig,
-    Cleaner,
-    Conversation,
-    Message,
-    build_pairs,
-    decode,
-    fact_pairs,
-    main,
-    parse_export,
-    read_export,
-    reply_pairs,
-    select_conversations,
-)
+from chat.cleaning import Cleaner
+from chat.detect import JSON_READERS, TEXT_READERS, parse_export, read_export
+from chat.facts import fact_pairs
+from chat.files import decode
+from chat.imessage import read_imessage_text
+from chat.meta import fix_mojibake
+from chat.model import Conversation, Message, me_matcher
+from chat.options import ChatDataConfig
+from chat.pairing import merge_conversations, reply_pairs, select_conversations
+from chat.pipeline import build_pairs, main
+from chat.report import Report
+from chat.whatsapp import read_whatsapp
 from gptlib.errors import UserError
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "chats"
@@ -243,8 +240,8 @@ def test_messenger_mojibake_newest_first_reaction_and_photo():
     imported = read_fixture("messenger_message_1.json")
     assert imported.format == "messenger" and imported.malformed == 1
     assert pairs_from("messenger_message_1.json") == [("Vamos ao café amanhã?", "Sim, às 10h 😊")]
-    assert chat_data.fix_mojibake("caf\u00c3\u00a9") == "café"
-    assert chat_data.fix_mojibake("café") == "café"  # already right: left alone
+    assert fix_mojibake("caf\u00c3\u00a9") == "café"
+    assert fix_mojibake("café") == "café"  # already right: left alone
 
 
 def test_imessage_csv_newest_first_with_tapback():
@@ -446,7 +443,7 @@ def test_messages_empty_after_cleaning_are_dropped_before_pairing():
     counts = Counter()
     cleaner = Cleaner(config, counts)
     cleaned = [m for m in (Message(m.sender, cleaner.clean(m.text), m.time) for m in conversation) if m.text]
-    assert reply_pairs(cleaned, chat_data.me_matcher("Ana Silva"), timedelta(minutes=30), counts) == []
+    assert reply_pairs(cleaned, me_matcher("Ana Silva"), timedelta(minutes=30), counts) == []
     assert counts["messages empty after cleaning"] == 1
 
 
@@ -460,7 +457,7 @@ def at(minutes: int) -> datetime:
 
 def shaped(messages, window=30):
     counts = Counter()
-    return reply_pairs(messages, chat_data.me_matcher("ana"), timedelta(minutes=window), counts), counts
+    return reply_pairs(messages, me_matcher("ana"), timedelta(minutes=window), counts), counts
 
 
 def test_reply_window_runs_from_their_last_message_to_my_first():
@@ -482,7 +479,7 @@ def test_a_long_silence_ends_a_turn():
                 Message("Ana", "are you around this weekend?", at(weeks)), Message("Bruno", "yes!", at(weeks + 5)),
                 Message("Ana", "great", at(weeks + 6))]
     counts = Counter()
-    pairs = reply_pairs(messages, chat_data.me_matcher("ana"), timedelta(minutes=30), counts, timedelta(hours=3))
+    pairs = reply_pairs(messages, me_matcher("ana"), timedelta(minutes=30), counts, timedelta(hours=3))
     assert pairs == [("thanks for the help", "ok thanks"), ("yes!", "great")]
     assert counts["turns ended by --silence_hours"] == 1
     assert shaped(messages)[0] == [("thanks for the help", "ok thanks | are you around this weekend?"), ("yes!", "great")]
@@ -506,7 +503,7 @@ def test_my_own_messages_never_become_an_input():
 def test_one_chat_split_over_files_is_merged_and_sorted():
     first = Conversation("m:1", "Bruno", [Message("Ana", "reply", at(5))])
     second = Conversation("m:1", "Bruno", [Message("Bruno", "question", at(0))])
-    (merged,) = chat_data.merge_conversations([first, second])
+    (merged,) = merge_conversations([first, second])
     assert [m.text for m in merged.messages] == ["question", "reply"]
 
 
@@ -525,7 +522,7 @@ def test_the_same_chat_exported_twice_gives_each_pair_once(tmp_path):
 
 
 def test_select_conversations_counts_groups():
-    report = chat_data.Report(me="Ana", out="x")
+    report = Report(me="Ana", out="x")
     group = Conversation("g", "g", [Message(name, "x", at(0)) for name in ("A", "B", "Ana")])
     single = Conversation("s", "s", [Message("B", "x", at(0)), Message("Ana", "y", at(1))])
     assert select_conversations([group, single], make_config(), report) == [single]
@@ -719,8 +716,8 @@ PATHOLOGICAL = {"hahaha": "ha" * 500_000, "digits then a letter": "1" * 1_000_00
 def test_no_cleaning_rule_takes_quadratic_time_on_a_huge_message():
     """Each 1 MB text is cleaned in well under a second by linear patterns; a pattern that rescans
     the run from every position takes hours on some of them, and this subprocess would time out."""
-    script = ("import sys, collections, chat_data\nfrom tests.test_chat_data import PATHOLOGICAL\n"
-              "cleaner = chat_data.Cleaner(chat_data.ChatDataConfig(me='x', drop_emoji=True), collections.Counter())\n"
+    script = ("import sys, collections\nfrom chat.cleaning import Cleaner\nfrom chat.options import ChatDataConfig\nfrom tests.test_chat_data import PATHOLOGICAL\n"
+              "cleaner = Cleaner(ChatDataConfig(me='x', drop_emoji=True), collections.Counter())\n"
               "for text in PATHOLOGICAL.values(): cleaner.clean(text)\nprint('done')")
     result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=90)
     assert result.stdout.strip() == "done", result.stderr
@@ -786,26 +783,26 @@ def only_user_errors(read, *args) -> None:
         pass
 
 
-@pytest.mark.parametrize("reader", sorted(chat_data.TEXT_READERS))
+@pytest.mark.parametrize("reader", sorted(TEXT_READERS))
 @FAST
 @given(text=st.text(max_size=300))
 def test_text_importers_raise_only_user_errors(reader, text):
-    only_user_errors(chat_data.TEXT_READERS[reader], text, "x", make_config(columns="sender=a,text=b,time=c"))
+    only_user_errors(TEXT_READERS[reader], text, "x", make_config(columns="sender=a,text=b,time=c"))
 
 
 @FAST
 @given(lines=st.lists(st.tuples(st.sampled_from(WHATSAPP_STARTS), st.text(max_size=40)), max_size=8))
 def test_whatsapp_shaped_text_raises_only_user_errors(lines):
     text = "\n".join(start + rest for start, rest in lines)
-    only_user_errors(chat_data.read_whatsapp, text, "x", make_config())
-    only_user_errors(chat_data.read_imessage_text, text, "x", make_config())
+    only_user_errors(read_whatsapp, text, "x", make_config())
+    only_user_errors(read_imessage_text, text, "x", make_config())
 
 
-@pytest.mark.parametrize("reader", sorted(chat_data.JSON_READERS))
+@pytest.mark.parametrize("reader", sorted(JSON_READERS))
 @FAST
 @given(data=JSON_VALUES | EXPORT_LIKE)
 def test_json_importers_raise_only_user_errors(reader, data):
-    only_user_errors(chat_data.JSON_READERS[reader], data, "x")
+    only_user_errors(JSON_READERS[reader], data, "x")
 
 
 @FAST

@@ -1,0 +1,123 @@
+"""From export files to cleaned training pairs: read every source, pair my replies, clean, report.
+
+chat_data.py is the command line over this; the readers (one module per app family), the cleaning
+rules, the pairing and the report live beside it in this package.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections import Counter
+from datetime import timedelta
+from pathlib import Path
+
+from chat.cleaning import Cleaner
+from chat.facts import fact_pairs
+from chat.model import me_matcher
+from chat.options import ChatDataConfig
+from chat.pairing import merge_conversations, reply_pairs, select_conversations
+from chat.report import FileReport, Report, file_report
+from chat.sources import find_sources, read_source
+from gptlib.atomic_write import atomic_write
+from gptlib.cli import apply, help_text, parse_args
+from gptlib.errors import UserError
+
+USAGE = 'usage: python chat_data.py EXPORT... --me="Your Name" [--out=data/chat/pairs.jsonl] [--name=value ...]'
+
+
+def build_pairs(paths: list[Path], config: ChatDataConfig) -> tuple[list[tuple[str, str]], Report]:
+    """Read every export, shape and clean the pairs; nothing is written."""
+    report = Report(config.me, config.out)
+    is_me = me_matcher(config.me)
+    conversations, given_pairs = [], []
+    out = Path(config.out).resolve()
+    sources, report.skipped = find_sources(paths)
+    for source in sources:
+        if not source.member and source.path.resolve() == out:
+            if source.in_folder:
+                continue  # last run's output, inside a folder being read
+            raise UserError(f"--out={config.out} is one of the inputs; it would be overwritten. Choose another --out.")
+        try:
+            imported, undecodable = read_source(source, config)
+        except UserError as err:
+            if not source.in_folder:
+                raise
+            reason = str(err).removeprefix(f"{source.name}: ").split(" (")[0]  # without the list of formats
+            report.files.append(FileReport(source.name, "skipped", note=reason))
+            continue
+        report.files.append(file_report(source.name, imported, undecodable, is_me, config.me))
+        report.app_texts.update(imported.counts)
+        conversations += imported.conversations
+        given_pairs += imported.pairs
+    speakers = Counter(m.sender for c in conversations for m in c.messages)
+    if speakers and not config.me.strip():
+        raise UserError(f"say whose replies to learn with --me=NAME, as the export spells it; speakers seen: "
+                        f"{_top(speakers)}")
+    cleaner = Cleaner(config, report.counts)
+    window = timedelta(minutes=config.reply_window)
+    silence = timedelta(hours=config.silence_hours)
+    pairs = []
+    for conversation in select_conversations(merge_conversations(conversations, report.counts), config, report):
+        report.conversations_used += 1
+        cleaned = [dataclasses.replace(m, text=cleaner.clean(m.text)) for m in conversation.messages]
+        pairs += reply_pairs([m for m in cleaned if m.text], is_me, window, report.counts, silence)
+    pairs = _clean_pairs(pairs + given_pairs, cleaner, report.counts)
+    report.pairs = len(pairs)
+    if config.facts:
+        facts = _clean_pairs(fact_pairs(config.facts), cleaner, report.counts) * config.facts_repeat
+        report.fact_pairs = len(facts)
+        pairs += facts
+    if not pairs:
+        raise UserError(_why_no_pairs(config, report, speakers))
+    report.vocabulary = len(set("".join(text for pair in pairs for text in pair)))
+    return pairs, report
+
+
+def _clean_pairs(pairs, cleaner: Cleaner, counts: Counter) -> list[tuple[str, str]]:
+    kept = []
+    for given, reply in pairs:
+        given, reply = cleaner.clean(given), cleaner.clean(reply)
+        if given and reply:
+            kept.append((given, reply))
+        else:
+            counts["pairs empty after cleaning"] += 1
+    return kept
+
+
+def _top(speakers: Counter) -> str:
+    return ", ".join(f"{name!r} ({count})" for name, count in speakers.most_common(8)) or "nobody"
+
+
+def _why_no_pairs(config: ChatDataConfig, report: Report, speakers: Counter) -> str:
+    reason = "no pairs came out"
+    if speakers and not any(file.me_found for file in report.files if file.format != "skipped"):
+        return f"{reason}: --me={config.me!r} matches none of the speakers seen: {_top(speakers)}"
+    if report.group_chats_skipped:
+        reason += f"; {report.group_chats_skipped} group chat(s) were skipped (--group_chats=true keeps them)"
+    if report.counts["replies outside --reply_window"]:
+        reason += f"; {report.counts['replies outside --reply_window']} replies came later than --reply_window"
+    return f"{reason}. Speakers seen: {_top(speakers)}"
+
+
+def write_pairs(pairs: list[tuple[str, str]], out: Path) -> None:
+    """One JSON object a line, written atomically so a crash never leaves half a file."""
+    with atomic_write(out, text="utf-8") as file:
+        for given, reply in pairs:
+            file.write(json.dumps({"input": given, "output": reply}, ensure_ascii=False) + "\n")
+
+
+def main(argv: list[str]) -> Report | None:
+    args = parse_args(argv, [ChatDataConfig], max_positional=1_000_000)
+    if args.help:
+        print(help_text([ChatDataConfig], USAGE, show_presets=False))
+        return None
+    if args.preset:
+        raise UserError("chat_data.py has no presets; see --help for its options.")
+    config = apply(ChatDataConfig(), args.overrides)
+    config.validate()
+    if not args.positional:
+        raise UserError(f"name at least one exported chat. {USAGE}")
+    pairs, report = build_pairs([Path(p) for p in args.positional], config)
+    write_pairs(pairs, Path(config.out))
+    print(report.text())
+    return report
