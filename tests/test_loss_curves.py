@@ -132,7 +132,7 @@ def test_without_matplotlib_the_run_skips_its_picture_and_compare_says_how(tmp_p
 
 @pytest.mark.slow
 def test_importing_the_module_does_not_import_matplotlib():
-    code = "import sys, loss_curves; print('matplotlib' in sys.modules)"
+    code = "import sys; from gptlib import loss_curves; print('matplotlib' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
