@@ -76,7 +76,7 @@ def _memory_fields(pid: int) -> dict:
 
 def final_fields(output: str) -> dict:
     """The numbers of the one 'final:' line a training run prints."""
-    line = next(l for l in output.splitlines() if l.startswith("final:"))
+    line = next(row for row in output.splitlines() if row.startswith("final:"))
     return {k: float(v) for k, v in (part.split("=", 1) for part in line.split()[1:]) if k != "checkpoint"}
 
 

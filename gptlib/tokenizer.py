@@ -35,15 +35,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gptlib.chat_format import CHAT_MARKERS, END_MARK, INPUT_MARK, OUTPUT_MARK  # noqa: F401 (the specials)
 from gptlib.errors import UserError
 
 # GPT-2's pre-split: contractions, optionally space-led runs of letters, of digits, of other symbols,
 # then whitespace (a run of spaces keeps its last one for the next word). tiktoken's "gpt2" uses it too.
 GPT2_SPLIT_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 ENDOFTEXT = "<|endoftext|>"
-# The chat layout's markers (corpus.py lays pairs out with them). Control characters: a character
-# model already has them as characters; a BPE model gets one special id each.
-from gptlib.chat_format import CHAT_MARKERS, END_MARK, INPUT_MARK, OUTPUT_MARK  # noqa: F401 (the specials)
+# The chat layout's markers (gptlib/chat_format.py) are control characters: a character model already
+# has them as characters; a BPE model gets one special id each.
 
 INSTALL_HINT = "pip install -r requirements-pretrained.txt (it holds the `regex` package)"
 KINDS = ("char", "bpe", "gpt2")

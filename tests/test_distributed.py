@@ -30,7 +30,7 @@ def single(*args) -> subprocess.CompletedProcess:
 
 def final_losses(result) -> tuple[float, float]:
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    line = [l for l in result.stdout.splitlines() if l.startswith("final:")]
+    line = [row for row in result.stdout.splitlines() if row.startswith("final:")]
     assert len(line) == 1, result.stdout  # one report, from rank 0 only
     fields = dict(part.split("=", 1) for part in line[0].split()[1:])
     return float(fields["train_loss"]), float(fields["val_loss"])
@@ -86,7 +86,7 @@ def test_a_ddp_checkpoint_is_a_plain_one_and_resumes_either_way(runs):
     assert "resuming at iteration 24" in results["one_resumed_by_ddp"].stdout
     # the DDP run resumed by one process at batch 4 differs from one resumed by two processes at
     # batch 4 each (8 in all): both continue, and neither loses what was learned
-    for train_loss, val_loss in (alone, by_ddp):
+    for _train_loss, val_loss in (alone, by_ddp):
         assert val_loss < final_losses(results["one"])[1] + 0.05
 
 
