@@ -1,12 +1,13 @@
 """Speed benchmark: matmul peak, training tokens/s and MFU, sampling with and without the KV cache,
 peak memory. Prints a table and writes the same numbers as JSON.
 
-    python bench.py                         # everything, ~6 minutes on 2 CPU cores
-    python bench.py --quick                 # fewer iterations, smaller lecture batch, ~2 minutes
-    python bench.py --json=bench_results/cpu.json --device=cuda
-    python bench.py --only=decode           # (e) only: decoding speed, eager against the engine's decoders
-    python bench.py --only=finetune         # (f) only: fine-tuning GPT-2 124M, full and LoRA, ~4 minutes on 2 cores
-    python bench.py --only=nanogpt --nanogpt=DIR   # (g) only: a training step against nanoGPT's (a clone in DIR)
+    python -m benchmarks.bench                  # everything, ~6 minutes on 2 CPU cores
+    python -m benchmarks.bench --quick          # fewer iterations, smaller lecture batch, ~2 minutes
+    python -m benchmarks.bench --json=benchmarks/results/cuda.json --device=cuda
+    python -m benchmarks.bench --only=decode    # (e) only: decoding speed, eager against the engine's decoders
+    python -m benchmarks.bench --only=finetune  # (f) only: fine-tuning GPT-2 124M, full and LoRA, ~4 minutes on 2 cores
+    python -m benchmarks.bench --only=nanogpt --nanogpt=DIR   # (g) only: a step against nanoGPT's (a clone in DIR)
+    python -m benchmarks.bench --help           # these lines, nothing run
 
 Each measurement runs in its own Python process, so peak memory (max RSS) is per configuration and
 one configuration's allocator state cannot speed up or slow down the next.
@@ -33,6 +34,10 @@ from gptlib import devices, optimizers, train
 from gptlib.cli import apply
 from gptlib.corpus import TextDataset, read_text
 from gptlib.devices import choose_device
+from gptlib.errors import run_cli
+
+ROOT = Path(__file__).resolve().parents[1]  # the project: workers and the training script run from there
+RESULTS = Path("benchmarks/results")
 
 SHAPES = {
     "cpu preset": preset_values("cpu"),
@@ -261,7 +266,8 @@ def _peak_rss_mb() -> float:
 
 def in_subprocess(job: dict) -> dict:
     """Run one measurement in a fresh interpreter and return its JSON result."""
-    result = subprocess.run([sys.executable, __file__, "--worker=" + json.dumps(job)], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "benchmarks.bench", "--worker=" + json.dumps(job)], cwd=ROOT,
+                            capture_output=True, text=True)
     if result.returncode != 0:
         raise SystemExit(f"benchmark worker failed for {job}:\n{result.stderr[-2000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -282,12 +288,15 @@ def run_worker(job: dict) -> dict:
 
 def main(argv: list[str]) -> None:
     options = dict(arg[2:].split("=", 1) if "=" in arg else (arg[2:], "true") for arg in argv)
+    if "help" in options or "h" in options:
+        print(__doc__)
+        return
     if "worker" in options:
         print(json.dumps(run_worker(json.loads(options["worker"]))))
         return
     quick = options.get("quick") == "true"
     device = choose_device(options.get("device", "auto"))
-    out = Path(options.get("json", "bench_results/bench.json"))
+    out = Path(options.get("json", str(RESULTS / "bench.json")))
     report = {"device": device, "torch": torch.__version__, "threads": torch.get_num_threads(),
               "quick": quick, "date": time.strftime("%Y-%m-%d %H:%M")}
     print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads")
@@ -296,7 +305,7 @@ def main(argv: list[str]) -> None:
     if only in sections:  # one section alone, in its own JSON
         key, table = sections[only]
         report[key] = table(device, quick)
-        out = Path(options.get("json", f"bench_results/{only}.json"))
+        out = Path(options.get("json", str(RESULTS / f"{only}.json")))
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report, indent=2))
         print(f"\nJSON: {out}")
@@ -304,7 +313,7 @@ def main(argv: list[str]) -> None:
 
     if options.get("only") == "nanogpt":  # (g) our training step against nanoGPT's, one run each
         report["vs_nanogpt"] = step_vs_nanogpt(options.get("nanogpt", ""), options.get("data", ""))
-        out = Path(options.get("json", "bench_results/vs_nanogpt.json"))
+        out = Path(options.get("json", str(RESULTS / "vs_nanogpt.json")))
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report, indent=2))
         print(f"\nJSON: {out}")
@@ -418,7 +427,7 @@ def step_vs_nanogpt(nanogpt: str, data: str, short: int = 6, long: int = 18) -> 
     theirs = [sys.executable, "train.py", "config/train_shakespeare_char.py", "--device=cpu", "--compile=False",
               "--dtype=float32", "--bias=True", "--eval_interval=100000", "--eval_iters=1", "--log_interval=100000",
               "--always_save_checkpoint=False", "--out_dir=/tmp/bench-nanogpt", *shape]
-    ours = [sys.executable, str(Path(__file__).with_name("gpt_final_version.py")), "--preset=cpu", "--device=cpu",
+    ours = [sys.executable, str(ROOT / "gpt_final_version.py"), "--preset=cpu", "--device=cpu",
             "--compile=false", "--position=learned", "--activation=gelu", "--eval_interval=100000", "--eval_iters=1",
             f"--data={corpus}", "--out=/tmp/bench-ours.pt", "--notes=", "--samples_dir=", "--sample_chars=0",
             "--progress=false", "--learning_rate=1e-3", *shape]
@@ -440,4 +449,4 @@ def step_vs_nanogpt(nanogpt: str, data: str, short: int = 6, long: int = 18) -> 
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_cli(main)

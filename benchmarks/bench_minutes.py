@@ -1,9 +1,9 @@
 """Quality per minute: train each lever for the same wall-clock budget, score every model on the
 whole val split, print one table (issue 16; the README's "Ten minutes on 2 cores" table).
 
-    python bench_minutes.py --data=PATH                      # every lever, 10 minutes each
-    python bench_minutes.py --data=PATH --levers=base,muon --minutes=10
-    python bench_minutes.py --data=PATH --score_only         # the table from the runs already in --dir
+    python -m benchmarks.bench_minutes --data=PATH                      # every lever, 10 minutes each
+    python -m benchmarks.bench_minutes --data=PATH --levers=base,muon --minutes=10
+    python -m benchmarks.bench_minutes --data=PATH --score_only         # the table from the runs already in --dir
 
 Each lever is `python gpt_final_version.py --device=cpu --max_minutes=M` with its options, run one
 after another in their own processes (two at once would share the cores and each would see half
@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from gptlib.corpus import TextDataset, read_text
-from gptlib.errors import UserError
+from gptlib.errors import UserError, run_cli
 from model_handler import ModelHandler
 
 # name -> (what changes, the options). Every lever is measured against "base", the cpu preset as it
@@ -67,7 +67,7 @@ def train_lever(name: str, options: list[str], minutes: float, data: str, folder
                "--progress=false", *options]
     print(f"training {name} for {minutes:g} minutes: {' '.join(options) or '(preset)'}", flush=True)
     with open(folder / f"{name}.log", "w") as log:
-        subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=True, cwd=Path(__file__).parent)
+        subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=True, cwd=Path(__file__).resolve().parents[1])
 
 
 @torch.no_grad()
@@ -115,7 +115,7 @@ def print_table(rows: list[dict], minutes: float) -> None:
 
 def parse(argv: list[str]) -> dict:
     options = {"data": "data/tinyshakespeare/input.txt", "minutes": "10", "levers": ",".join(LEVERS),
-               "dir": "bench_results/minutes", "score_only": "false", "json": ""}
+               "dir": "benchmarks/results/minutes", "score_only": "false", "json": ""}
     for arg in argv:
         if arg in ("-h", "--help"):
             print(__doc__ + "\nlevers: " + ", ".join(f"{k} ({v[0]})" for k, v in LEVERS.items()))
@@ -146,7 +146,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main(sys.argv[1:])
-    except UserError as error:
-        sys.exit(f"error: {error}")
+    run_cli(main)

@@ -3,11 +3,11 @@ server under load, and training killed at random moments. Prints a table for eac
 same numbers as JSON. Everything runs through the real command lines (gpt_final_version.py, torchrun,
 chat_data.py, serve.py) in child processes.
 
-    python bench_scale.py                       # all four, ~6 minutes on 2 CPU cores
-    python bench_scale.py --only=corpus --corpus_mb=4000 --budget_mb=320
-    python bench_scale.py --only=processes --nproc=2
-    python bench_scale.py --only=server --requests=200 --clients=16
-    python bench_scale.py --only=kills --kills=20
+    python -m benchmarks.bench_scale                       # all four, ~6 minutes on 2 CPU cores
+    python -m benchmarks.bench_scale --only=corpus --corpus_mb=4000 --budget_mb=320
+    python -m benchmarks.bench_scale --only=processes --nproc=2
+    python -m benchmarks.bench_scale --only=server --requests=200 --clients=16
+    python -m benchmarks.bench_scale --only=kills --kills=20
 
 Peak memory is each child's own max RSS, read from the kernel when it exits (os.wait4), or from
 /proc/PID/status (VmHWM) for the server, which is still running when we read it. Pages of a
@@ -28,7 +28,7 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[1]  # the project: the scripts it starts live there
 SHAKESPEARE = os.environ.get("GPT_SHAKESPEARE", str(ROOT / "data/tinyshakespeare/input.txt"))
 QUIET = ["--notes=", "--samples_dir=", "--progress=false", "--sample_chars=0"]
 
@@ -138,7 +138,7 @@ def bench_corpus(work: Path, small_mb: int, big_mb: int, iters: int, budget_mb: 
         source = work / f"corpus-{megabytes}mb.txt"
         write_corpus(source, megabytes)
         size_mb = source.stat().st_size / 1e6
-        prepare = run_child([sys.executable, "-c", "import sys, corpus; corpus.prepare_corpus(sys.argv[1])", str(source)])
+        prepare = run_child([sys.executable, "-c", "import sys; from gptlib import corpus; corpus.prepare_corpus(sys.argv[1])", str(source)])
         train_args = [f"--data={source}", "--preset=tiny", f"--max_iters={iters}", f"--eval_interval={iters}"]
         trained = run_child(train_command(*train_args, "--memmap=true", f"--out={work / 'memmap.pt'}"))
         rows.append({"corpus_mb": size_mb, "path": "prepared + memmap", "prepare_s": prepare["seconds"],
@@ -396,6 +396,9 @@ def bench_kills(work: Path, kills: int) -> dict:
 
 def main(argv: list[str]) -> None:
     options = dict(arg[2:].split("=", 1) if "=" in arg else (arg[2:], "true") for arg in argv)
+    if "help" in options or "h" in options:
+        print(__doc__)
+        return
     known = {"only", "json", "corpus_mb", "small_mb", "corpus_iters", "budget_mb", "nproc", "iters", "requests", "clients", "kills"}
     if not set(options) <= known or not all(a.startswith("--") for a in argv):
         raise SystemExit(f"unknown option in {argv}; known: " + ", ".join(f"--{k}" for k in sorted(known)))
@@ -403,7 +406,7 @@ def main(argv: list[str]) -> None:
         raise SystemExit(f"{SHAKESPEARE} is missing: run `python gpt_final_version.py` once to download it, "
                          "or point $GPT_SHAKESPEARE at a copy.")
     only = options.get("only", "corpus,processes,server,kills").split(",")
-    out = Path(options.get("json", "bench_results/scale.json"))
+    out = Path(options.get("json", "benchmarks/results/scale.json"))
     report = {"date": time.strftime("%Y-%m-%d %H:%M"), "cpu_count": os.cpu_count()}
     work = Path(tempfile.mkdtemp(prefix="gpt-bench-scale-"))
     try:
