@@ -451,7 +451,8 @@ class StreamDecoder:
 class Completion:
     text: str  # the generated characters only, without the prompt or the end marker
     finish_reason: str  # "stop": the model ended its reply; "length": max_new_tokens or the deadline
-    prompt_chars: int  # characters of context the model was given
+    prompt_tokens: int  # tokens of context the model read (the chat layout's markers included)
+    completion_tokens: int = 0  # tokens the model generated (what an OpenAI client is billed as usage)
 
 
 class TextStream:
@@ -459,14 +460,16 @@ class TextStream:
     completion() finishes it (wherever the iteration stopped) and gives the whole. One pass only.
     A character whose bytes span two tokens (an emoji, with BPE) comes out whole, once complete."""
 
-    def __init__(self, tokens, vocab, prompt_chars: int):
-        self.tokens, self.vocab, self.prompt_chars = tokens, vocab, prompt_chars
+    def __init__(self, tokens, vocab, prompt_tokens: int):
+        self.tokens, self.vocab, self.prompt_tokens = tokens, vocab, prompt_tokens
+        self.generated = 0  # tokens taken from the engine so far
         self.pieces: list[str] = []
         self._pieces = self._decode()
 
     def _decode(self):
         text = StreamDecoder(self.vocab)
         for token in self.tokens:
+            self.generated += 1
             piece = text.push(token)
             if piece:
                 self.pieces.append(piece)
@@ -481,4 +484,4 @@ class TextStream:
     def completion(self) -> Completion:
         for _ in self._pieces:
             pass
-        return Completion("".join(self.pieces), self.tokens.finish_reason, self.prompt_chars)
+        return Completion("".join(self.pieces), self.tokens.finish_reason, self.prompt_tokens, self.generated)

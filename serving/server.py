@@ -177,9 +177,9 @@ class Service:
         return answer | {
             "choices": [{"index": 0, "message": {"role": "assistant", "content": completion.text},
                          "finish_reason": completion.finish_reason, "logprobs": None}],
-            # one token is one character for this model
-            "usage": {"prompt_tokens": prompt.size, "completion_tokens": len(completion.text),
-                      "total_tokens": prompt.size + len(completion.text)},
+            # the model's own tokens (characters, BPE or GPT-2's), the chat layout's markers included
+            "usage": {"prompt_tokens": completion.prompt_tokens, "completion_tokens": completion.completion_tokens,
+                      "total_tokens": completion.prompt_tokens + completion.completion_tokens},
         } | prompt.changes()
 
     def models_endpoint(self) -> dict:

@@ -63,7 +63,7 @@ def test_trains_samples_past_its_context_resumes_chats_and_serves(pairs_file, tm
     assert resumed.iters == 15 and load_checkpoint(str(tmp_path / "resumed.pt"))["iter_num"] == 15
 
     answer = handler.reply("what time?", max_new_tokens=3 * CONTEXT, seed=1)
-    assert answer.finish_reason in ("stop", "length") and answer.prompt_chars <= CONTEXT
+    assert answer.finish_reason in ("stop", "length") and answer.prompt_tokens <= CONTEXT
 
     reply = ask_over_http(handler, "what time?")
     assert isinstance(reply["choices"][0]["message"]["content"], str)

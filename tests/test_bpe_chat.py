@@ -147,8 +147,14 @@ def check_serving(handler: ModelHandler) -> None:
         assert json.loads(ask("/health")[1])["kind"] == "chat"
         status, body = ask("/generate", {"text": "coffee later?", "seed": 1})
         assert status == 200 and isinstance(json.loads(body)["response"], str)
-        status, body = ask("/v1/chat/completions", {"messages": messages, "seed": 1})
-        assert status == 200 and isinstance(json.loads(body)["choices"][0]["message"]["content"], str)
+        status, body = ask("/v1/chat/completions", {"messages": messages, "seed": 1, "max_tokens": 6})
+        answer = json.loads(body)
+        assert status == 200 and isinstance(answer["choices"][0]["message"]["content"], str)
+        # usage counts the model's byte-level tokens, not characters: the prompt as the layout encodes it
+        prompt_ids = handler.vocab.encode_with_specials(INPUT_MARK + "are you free? 🙂" + OUTPUT_MARK)
+        assert answer["usage"]["prompt_tokens"] == len(prompt_ids) != len("are you free? 🙂") + 2
+        assert 1 <= answer["usage"]["completion_tokens"] <= 6
+        assert answer["usage"]["total_tokens"] == len(prompt_ids) + answer["usage"]["completion_tokens"]
         status, body = ask("/v1/chat/completions", {"messages": messages, "seed": 1, "stream": True})
         assert status == 200 and body.rstrip().endswith("data: [DONE]")
 

@@ -99,8 +99,10 @@ def test_chat_completions_has_the_openai_shape(server):
     assert body["object"] == "chat.completion" and body["id"].startswith("chatcmpl-")
     choice = body["choices"][0]
     assert choice["message"]["role"] == "assistant" and len(choice["message"]["content"]) <= 20
+    # a character model: one token a character; the prompt is the layout (five markers) of the last
+    # block_size (32) characters, what the model read
     assert body["usage"]["completion_tokens"] == len(choice["message"]["content"])
-    assert body["usage"]["prompt_tokens"] == len("lunch tomorrow?sure, 1pmhow was porto")
+    assert body["usage"]["prompt_tokens"] == min(32, len("lunch tomorrow?sure, 1pmhow was porto") + 5)
     assert server.get("/v1/models") == (200, {"object": "list", "data": [
         {"id": "me", "object": "model", "created": 0, "owned_by": "local"}]})
 

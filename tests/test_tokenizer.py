@@ -207,7 +207,7 @@ def test_model_handlers_text_stream_gives_whole_characters(gpt2):
     class Tokens(list):
         finish_reason = "length"
 
-    stream = TextStream(Tokens(gpt2.encode(" 😀😀")), gpt2, prompt_chars=1)
+    stream = TextStream(Tokens(gpt2.encode(" 😀😀")), gpt2, prompt_tokens=1)
     assert list(stream) == [" ", "😀", "😀"]
     assert stream.completion().text == " 😀😀"
 
