@@ -23,12 +23,13 @@ convert_attention_weights() moves a trained model from one to the other):
 Dropout outside the lecture's Head uses FastDropout: nn.Dropout's function, with masks drawn two
 elements per random number on a CPU (at the lecture's shape torch's own masks were a sixth of a step).
 
-GPT-2's published weights load into this same GPT (pretrained.py maps them by name): GPTConfig's
+GPT-2's published weights load into this same GPT (gptlib/pretrained.py maps them by name): GPTConfig's
 qkv_bias, lm_head_bias, tie_embeddings and activation="gelu_tanh" switch on what GPT-2 has and our
 character models do not; left at their defaults, nothing below changes.
 
-This file imports only torch and the model's config: the training loop (train.py) is loaded by
-main() when you train, never when another program imports the model.
+This file imports only torch and the model's config: the training loop (gptlib/train.py) is loaded
+by main() when you train, never when another program imports the model. The CPU speed tricks
+(FastDropout's masks) sit in a closing section, after the model.
 """
 from __future__ import annotations
 
@@ -65,30 +66,6 @@ def apply_rotary(x, cos, sin):
     """Rotate the two halves of the last dimension of x (..., T, hs) as pairs of coordinates."""
     x1, x2 = x.float().chunk(2, dim=-1)
     return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).type_as(x)
-
-
-def dropout_mask(shape, p, device):
-    """A bool mask, True with probability 1 - p (to 1/65536), drawn two elements per 32-bit random
-    number: torch's CPU dropout draws a whole float per element, and at the lecture's shape those
-    draws (mostly the attention weights' B x H x T x T) are a sixth of a training step."""
-    count = math.prod(shape)
-    bits = torch.randint(-2**31, 2**31 - 1, ((count + 1) // 2,), dtype=torch.int32, device=device)
-    halves = bits.view(torch.int16)[:count].view(shape)  # uniform over -32768 .. 32767
-    return halves >= round(p * 65536) - 32768
-
-
-class FastDropout(nn.Module):
-    """nn.Dropout with dropout_mask on the CPU (the same keep probability, a quarter of the random
-    draws); elsewhere, and outside training, exactly nn.Dropout."""
-
-    def __init__(self, p):
-        super().__init__()
-        self.p = p
-
-    def forward(self, x):
-        if not self.training or self.p == 0 or x.device.type != "cpu":
-            return F.dropout(x, self.p, self.training)
-        return (x * dropout_mask(x.shape, self.p, x.device)).mul_(1.0 / (1.0 - self.p))
 
 
 def sliding_window_mask(T, window, device):
@@ -431,6 +408,34 @@ def convert_attention_weights(weights: dict, config: GPTConfig, to: str) -> dict
                 for key, piece in zip((key for part in head_keys for key in part), rows):
                     converted[key] = piece.clone()
     return converted
+
+
+# ==============================================================================================
+# CPU speed tricks: the same functions as torch's, cheaper on a CPU (tests prove them equal)
+
+
+def dropout_mask(shape, p, device):
+    """A bool mask, True with probability 1 - p (to 1/65536), drawn two elements per 32-bit random
+    number: torch's CPU dropout draws a whole float per element, and at the lecture's shape those
+    draws (mostly the attention weights' B x H x T x T) are a sixth of a training step."""
+    count = math.prod(shape)
+    bits = torch.randint(-2**31, 2**31 - 1, ((count + 1) // 2,), dtype=torch.int32, device=device)
+    halves = bits.view(torch.int16)[:count].view(shape)  # uniform over -32768 .. 32767
+    return halves >= round(p * 65536) - 32768
+
+
+class FastDropout(nn.Module):
+    """nn.Dropout with dropout_mask on the CPU (the same keep probability, a quarter of the random
+    draws); elsewhere, and outside training, exactly nn.Dropout."""
+
+    def __init__(self, p):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x):
+        if not self.training or self.p == 0 or x.device.type != "cpu":
+            return F.dropout(x, self.p, self.training)
+        return (x * dropout_mask(x.shape, self.p, x.device)).mul_(1.0 / (1.0 - self.p))
 
 
 # ==============================================================================================
