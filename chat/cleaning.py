@@ -6,6 +6,7 @@ from collections import Counter
 
 from .model import INVISIBLE
 from .options import ChatDataConfig
+from .scrub import Scrubber, redaction_terms
 
 _MEDIA = re.compile(
     r"<Media omitted>|<attached: [^>\n]*>|<This message was edited>|\ufffc"
@@ -53,16 +54,11 @@ _REACTION = re.compile(
     r"|(?i:(?:.{0,60} )?(?:le gustó un mensaje|curtiu uma mensagem|a aimé un message|vond een bericht leuk)\.?)",
     re.DOTALL)
 _LINK = re.compile(r"(?:https?://|www\.)\S*[^\s.,!?;:)\]'\"”’>]", re.IGNORECASE)
-# The look-behinds let a match start only where a run starts, and the phone pattern is bounded:
-# without them a 4 MB message of "hahaha..." took minutes (every position rescanned the run).
-_EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
-_PHONE = re.compile(r"(?<![\w+])\+?\(?\d[\d \t().-]{5,40}\d(?!\w)")
-_NOT_PHONE = re.compile(r"\d{4}-\d{1,2}-\d{1,2}|\d{1,2}[./-]\d{1,2}[./-]\d{2,4}|\d{1,3}(?:[.,]\d{3})+|\d+[.,]\d+")
 _EMOJI = re.compile("[\U0001F000-\U0001FAFF\u2600-\u27BF\u2B00-\u2BFF\u2300-\u23FF\uFE0E\uFE0F\u200D\u20E3"
                     "\U000E0020-\U000E007F]")
 _REPEATS = re.compile(r"(\D)\1{3,}")  # not digits: 1000000 is a number, not an exclamation
 RULES = ("duplicate messages dropped", "before --since", "outside --top_contacts", "control/invisible characters removed", "reactions dropped",
-         "call records dropped", "group/server notices dropped", "media placeholders removed", "links replaced", "e-mails/phones scrubbed", "emoji removed",
+         "call records dropped", "group/server notices dropped", "media placeholders removed", "links replaced", "private details scrubbed", "messages dropped by --redact", "emoji removed",
          "lowercased", "repeats squeezed", "messages empty after cleaning", "pairs empty after cleaning",
          "replies outside --reply_window", "turns ended by --silence_hours")
 
@@ -73,6 +69,8 @@ class Cleaner:
     def __init__(self, config: ChatDataConfig, counts: Counter):
         self.config = config
         self.counts = counts
+        redact = redaction_terms(config.redact, config.redact_file)
+        self.scrubber = Scrubber(config.region, redact, counts, config.scrub_private, config.redact_drop)
 
     def clean(self, text: str) -> str:
         """The text as it will be learned, or "" when a rule drops it whole."""
@@ -92,8 +90,12 @@ class Cleaner:
             text = self._remove("media placeholders removed", _MEDIA, text)
         if config.replace_links:
             text = self._rule("links replaced", _LINK.sub("link", text), text)
-        if config.scrub_private:
-            text = self._rule("e-mails/phones scrubbed", _PHONE.sub(_phone, _EMAIL.sub("email", text)), text)
+        if config.scrub_private or self.scrubber.redact:
+            scrubbed = self.scrubber(text)
+            if scrubbed is None:
+                self.counts["messages dropped by --redact"] += 1
+                return ""
+            text = self._rule("private details scrubbed", scrubbed, text)
         if config.drop_emoji:
             text = self._remove("emoji removed", _EMOJI, text)
         if config.lowercase:
@@ -120,13 +122,3 @@ class Cleaner:
 def _tidy_spaces(text: str) -> str:
     """Removing a word from the middle of a line leaves two spaces, or a space at a line's end."""
     return re.sub(r"[ \t]*\n[ \t]*", "\n", re.sub(r"[ \t]{2,}", " ", text)).strip()
-
-
-def _phone(match: re.Match) -> str:
-    candidate = match.group()
-    digits = sum(char.isdigit() for char in candidate)
-    if not 7 <= digits <= 15 or _NOT_PHONE.fullmatch(candidate):
-        return candidate  # a date, an amount, a decimal
-    if candidate[0] != "+" and digits < 9 and not re.search(r"[ ().-]", candidate):
-        return candidate  # a plain number such as 1000000
-    return "phone"

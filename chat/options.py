@@ -28,7 +28,11 @@ class ChatDataConfig:
     squeeze_repeats: bool = True  # cut a character (not a digit) repeated more than 3 times to 3 ("oooooh" -> "oooh")
     drop_reactions: bool = True  # drop reactions and tapbacks ('Loved "..."', "reacted 😂 to your message")
     drop_emoji: bool = False  # remove emoji (many rare characters for a character-level model)
-    scrub_private: bool = True  # replace e-mail addresses with "email" and phone numbers with "phone"
+    scrub_private: bool = True  # replace e-mails, phone numbers, card numbers, IBANs, national IDs, IP addresses and passwords after "password:" with <email>, <phone>, <card>, <iban>, <id>, <ip>, <password>
+    region: str = ""  # the country of most of your contacts' numbers (PT, US, JP ...): their national forms are read by phonenumbers; +CC forms are found for every country
+    redact: str = ""  # terms to replace with <redacted> too, comma-separated: a street, a Wi-Fi password, a friend's name (--redact="Rua das Flores,hunter2")
+    redact_file: str = ""  # a file of terms to redact, one a line; re:PATTERN for a regular expression, # for a comment
+    redact_drop: bool = False  # drop a message holding a redacted term, instead of replacing the term with <redacted>
     facts: str = ""  # facts.json about you ({"name": "Ana", "hometown": "Porto"}) made into Q/A pairs
     facts_repeat: int = 10  # each fact pair is written this many times so that a small model learns it
     columns: str = ""  # for any other CSV, which column is what: sender=Author,text=Content,time=Date

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from .cleaning import RULES
 from .model import APP_TEXT_RULES, Imported
+from .scrub import KINDS
 
 
 @dataclass
@@ -53,6 +54,8 @@ class Report:
         lines += [f"  {rule:38s} {self.app_texts[rule]}" for rule in APP_TEXT_RULES if self.app_texts[rule]]
         lines.append("cleaning (messages affected):")
         lines += [f"  {rule:38s} {self.counts[rule]}" for rule in RULES]
+        lines.append("private details replaced (each one, by kind):")
+        lines += [f"  {'<' + kind + '>':38s} {self.counts['scrubbed ' + kind]}" for kind in KINDS]
         lines.append(f"conversations: {self.conversations_used} used, {self.group_chats_skipped} skipped as group chats"
                      + (" (--group_chats=true keeps them)" if self.group_chats_skipped else ""))
         lines.append(f"pairs written: {self.pairs + self.fact_pairs} ({self.pairs} from chats, {self.fact_pairs} from facts)")

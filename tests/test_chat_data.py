@@ -418,7 +418,8 @@ def test_drop_emoji():
 
 def test_scrub_private():
     text, counts = clean("mail ana.silva+x@example.co.uk or call +351 912 345 678 / (555) 123-4567 / 912345678")
-    assert text == "mail email or call phone / phone / phone" and counts["e-mails/phones scrubbed"] == 1
+    assert text == "mail <email> or call <phone> / <phone> / <phone>" and counts["private details scrubbed"] == 1
+    assert counts["scrubbed email"] == 1 and counts["scrubbed phone"] == 3
     numbers = "on 2024-01-02 at 21:41 I paid 1,000,000 (not 1000000) for 3.14159265"
     assert clean(numbers)[0] == numbers
     assert clean("a@b.com", scrub_private=False)[0] == "a@b.com"
@@ -426,7 +427,7 @@ def test_scrub_private():
 
 def test_since_keeps_later_messages():
     pairs, report = build_pairs([FIXTURES / "whatsapp_android.txt"], make_config(since="2024-01-01", reply_window=300))
-    assert pairs == [("Happy new year! Call me at phone or mail email", "Happy new year :) see link.")]
+    assert pairs == [("Happy new year! Call me at <phone> or mail <email>", "Happy new year :) see link.")]
     assert report.counts["before --since"] == 7
 
 
