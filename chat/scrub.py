@@ -50,7 +50,7 @@ IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d]|\.\d)")
 IPV6 = re.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])")
 PASSWORD = re.compile(r"\b(?:password|passwort|passwd|pwd|pw|senha|contrase[ñn]a|mot de passe|wachtwoord|kennwort|"
                       r"wifi key|wi-fi key|wlan-schlüssel|wifi code|pin)\b"
-                      r"(?:\s*(?:is|ist|é|es|est|=|:|：)\s*)+(?P<secret>[^\s,;]{3,64})", re.IGNORECASE)
+                      r"(?:\s*(?:is|ist|é|es|est|=|:|：)\s*)+(?!<[a-z]+>)(?P<secret>[^\s,;]{3,64})", re.IGNORECASE)
 # A safety net after phonenumbers: 7-15 digits in a phone's shape, written in any country's national
 # form (the matcher knows the national forms of the --region country only). Dates, amounts and
 # decimals are left alone, and so is a plain number of fewer than 9 digits.
@@ -132,7 +132,7 @@ class Scrubber:
             text = self._sub("email", EMAIL, text)
             text = self._sub("email", SPELLED_EMAIL, text)
             text = self._sub("password", PASSWORD, text, lambda m: m.group()[:m.start("secret") - m.start()] + "<password>")
-            if sum(char.isdigit() for char in text) >= 7:  # the rest are numbers: most messages have too few digits
+            if sum(char.isdigit() for char in text) >= 4:  # the rest hold 4 digits or more: most messages have fewer
                 text = self._numbers(text)
         for pattern in self.redact:
             if self.drop and pattern.search(text):
@@ -163,12 +163,15 @@ class Scrubber:
         return text
 
     def _is_phone(self, candidate: str) -> bool:
-        """Whether the digits are a valid number in the --region country, or in any when written with +."""
+        """Whether the digits are a valid phone number in some country (the --region one first)."""
         pn = self.phonenumbers
-        try:
-            return pn.is_valid_number(pn.parse(candidate, self.region))
-        except pn.NumberParseException:
-            return False
+        for region in [self.region, *self.regions]:
+            try:
+                if pn.is_valid_number(pn.parse(candidate, region)):
+                    return True
+            except pn.NumberParseException:
+                continue
+        return False
 
     def _checked(self, is_valid, placeholder: str):
         return lambda match: placeholder if is_valid(match.group()) else None

@@ -19,6 +19,7 @@ COMMANDS = {  # the command, and two options its help must name
     "benchmarks.bench_minutes": (["-m", "benchmarks.bench_minutes"], ("--levers", "--minutes")),
     "benchmarks.machine": (["-m", "benchmarks.machine"], ("--device", "--flash")),
     "benchmarks.tokenizers": (["-m", "benchmarks.tokenizers"], ("--vocab_size", "--data")),
+    "benchmarks.privacy": (["-m", "benchmarks.privacy"], ("--region", "--write_chat")),
 }
 
 
