@@ -56,7 +56,13 @@ PASSWORD = re.compile(r"\b(?:password|passwort|passwd|pwd|pw|senha|contrase[ñn]
 # decimals are left alone, and so is a plain number of fewer than 9 digits.
 PHONE_SHAPE = re.compile(rf"(?<![\w+])\+?[(（]?\d[\d \t().（）{_DASH}-]{{5,40}}\d(?!\w)")
 NOT_PHONE = re.compile(r"\d{4}-\d{1,2}-\d{1,2}|\d{1,2}[./-]\d{1,2}[./-]\d{2,4}|\d{1,3}(?:[.,]\d{3})+|\d+[.,]\d+"
-                       r"|\d{1,2}[:.]\d{2}\s*[-–]\s*\d{1,2}[:.]\d{2}|\d{4}\s*[-–]\s*\d{4}")
+                       r"|(?:1[89]|20)\d{2}\s*[-–]\s*(?:1[89]|20)\d{2}")  # the one addition since 0.9.0: years, 1999-2004
+# Digits left beside a placeholder, in a phone's shape: what a match inside a longer number (an ID,
+# an IP address) left of it. They join the placeholder (found by the fuzz tests: "000 0000::").
+_NEXT_TO = "|".join(f"(?<=<{kind}>)" for kind in ("iban", "card", "id", "ip", "phone"))
+_BEFORE = "|".join(f"<{kind}>" for kind in ("iban", "card", "id", "ip", "phone"))
+LEFTOVER = re.compile(rf"(?:{_NEXT_TO})[ \t().{_DASH}-]*\d+(?:[ \t().{_DASH}-]+\d+)*"
+                      rf"|(?<![\w+().{_DASH}-])(?<!\d[ \t])\+?\d+(?:[ \t().{_DASH}-]+\d+)*[ \t().{_DASH}-]*(?={_BEFORE})")
 # National identifiers in their written forms, each checked by its python-stdnum module.
 IDS = (
     (r"\d{3}-\d{2}-\d{4}", "us.ssn"), (r"\d{3}\.\d{3}\.\d{3}-\d{2}", "br.cpf"),
@@ -152,7 +158,8 @@ class Scrubber:
         for pattern, name, module in self.ids:
             if name in _WEAK_IDS:
                 text = self._sub("id", pattern, text, self._checked(lambda s, m=module: m.is_valid(s) and not self._is_phone(s), "<id>"))
-        return self._sub("phone", PHONE_SHAPE, text, self._checked(_phone_shaped, "<phone>"))
+        text = self._sub("phone", PHONE_SHAPE, text, self._checked(_phone_shaped, "<phone>"))
+        return LEFTOVER.sub(_leftover, text) if "<" in text else text
 
     def _matched_phones(self, text: str) -> str:
         pn = self.phonenumbers
@@ -211,6 +218,10 @@ def _is_card(luhn):
         digits = re.sub(r"[ -]", "", candidate)
         return 13 <= len(digits) <= 19 and len(set(digits)) > 1 and luhn.is_valid(digits)
     return is_card
+
+
+def _leftover(match: re.Match) -> str:
+    return "" if sum(char.isdigit() for char in match.group()) >= 3 else match.group()
 
 
 def _is_ip(candidate: str) -> bool:

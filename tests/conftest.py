@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import settings
 
 # Test models are tiny: one thread is faster for them and immune to a busy second core.
 torch.set_num_threads(1)
@@ -19,6 +20,14 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("GPT_COMPILE_AUTOTUNE", "0")
 
 CORPUS = Path("data/tinyshakespeare/input.txt")
+
+# Property-based tests try a fixed number of examples (CI, the edit loop); GPT_FUZZ=N multiplies
+# every count for a longer hunt: GPT_FUZZ=100 python -m pytest -q tests/test_fuzz.py --hypothesis-show-statistics
+FUZZ_SCALE = max(1, int(os.environ.get("GPT_FUZZ") or 1))
+
+
+def fuzz(examples: int, **options) -> settings:
+    return settings(max_examples=examples * FUZZ_SCALE, deadline=None, **options)
 
 
 def find_shakespeare() -> Path | None:

@@ -710,7 +710,9 @@ def test_a_huge_line_and_an_empty_file_from_the_command_line(tmp_path):
 PATHOLOGICAL = {"hahaha": "ha" * 500_000, "digits then a letter": "1" * 1_000_000 + "x", "spaced digits": "1 " * 500_000 + "1x",
                 "no @ after dots": "a." * 500_000, "links": "www.," * 200_000, "dots then @": "." * 1_000_000 + "@",
                 "attachments": "/Attachments/" * 80_000 + " ", "sent": "x sent " * 150_000, "reacted": "reacted " * 150_000,
-                "omitted words": "image " * 200_000 + "x", "tapback": 'Loved "' + "x" * 1_000_000}
+                "omitted words": "image " * 200_000 + "x", "tapback": 'Loved "' + "x" * 1_000_000,
+                "spelled e-mails": "a at b dot " * 100_000, "iban starts": "DE89 " * 200_000, "colons": "1:" * 300_000,
+                "password words": "password: " * 100_000, "phones": "call +351 912 345 678 " * 20_000}
 
 
 @pytest.mark.slow
