@@ -102,6 +102,7 @@ class TrainConfig:
     notes: str = "notes.txt"  # one line per finished run is appended here; empty disables
     samples_dir: str = "samples"  # where the end-of-run sample goes; empty disables
     sample_chars: int = 500  # length of the end-of-run sample, in tokens (characters for a character model)
+    log_text: bool = False  # on chat pairs, print and save the end-of-run sample (a held-out message of yours and the reply); off: only its length, as both may repeat your messages
     progress: bool = True  # show the tqdm bar (it is hidden anyway when stderr is not a terminal)
 
     def validate(self) -> None:

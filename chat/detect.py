@@ -8,7 +8,7 @@ from gptlib.errors import UserError
 
 from .csv_format import csv_cells, read_csv_columns
 from .discord import read_discord_csv, read_discord_json
-from .files import decode, load_json
+from .files import decode, load_json, shape
 from .imessage import IMESSAGE_DATE, read_imessage_csv, read_imessage_text
 from .jsonl import read_json_pairs, read_jsonl
 from .meta import read_messenger
@@ -70,11 +70,11 @@ def detect_format(text: str, name: str, config: ChatDataConfig) -> str:
         return "csv"
     if looks_like_whatsapp(lines):
         raise UserError(f"{name}: looks like a WhatsApp export, but no line's date and time could be read "
-                        f"(its first line is {first[:80]!r}); the header formats known are listed in the README.")
+                        f"(its first line is shaped {shape(first, config.log_text)}); the header formats known are listed in the README.")
     hint = (" It looks like a CSV: say which column is what with --columns=sender=COL,text=COL,time=COL."
             if len(header) > 1 else "")
     raise UserError(f"{name}: not a chat export this tool knows ({KNOWN_FORMATS}). "
-                    f"Its first line is {first[:80]!r}.{hint}")
+                    f"Its first line is shaped {shape(first, config.log_text)}.{hint}")
 
 
 def detect_json_format(data, name: str) -> str:
@@ -91,7 +91,7 @@ def detect_json_format(data, name: str) -> str:
             return "telegram"
         keys = ", ".join(map(repr, list(data)[:6]))
         raise UserError(f"{name}: JSON with keys {keys} is not a chat export this tool knows ({KNOWN_FORMATS}).")
-    raise UserError(f"{name}: JSON holding {type(data).__name__} {str(data)[:40]!r} is not a chat export "
+    raise UserError(f"{name}: JSON holding a {type(data).__name__} is not a chat export "
                     f"this tool knows ({KNOWN_FORMATS}).")
 
 

@@ -41,6 +41,16 @@ def _utf16_codec(raw: bytes) -> str | None:
     return None
 
 
+def shape(line: str, show_text: bool = False) -> str:
+    """A line as an error message may show it: its shape (letters as x or X, digits as 9,
+    punctuation kept: "99/99/9999, 99:99 - Xxxx: xxxx") enough to see a header's layout without its
+    words or numbers; its text only with --log_text=true."""
+    line = line[:80]
+    if not show_text:
+        line = "".join("9" if c.isdigit() else ("X" if c.isupper() else "x") if c.isalpha() else c for c in line)
+    return repr(line)
+
+
 def load_json(text: str, name: str):
     try:
         return json.loads(text)

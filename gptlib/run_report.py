@@ -64,6 +64,11 @@ def write_sample(model, dataset, cfg, device, checkpoint_path) -> None:
                              stop_token=dataset.vocab.specials[END_MARK])
         reply = dataset.vocab.decode(ids[0, start.shape[1]:].tolist()).split(END_MARK)[0]
         text = f"> {their}\n< {reply}"
+        if not cfg.log_text:  # your messages, and a reply that may repeat them: never printed unless asked
+            print(f"sample: a reply of {len(reply)} characters to a held-out message of {len(their)} "
+                  "(not shown: the text is yours; --log_text=true prints it and writes it to --samples_dir)")
+            model.train()
+            return
     else:
         start = torch.tensor([dataset.vocab.encode("\n") if dataset.vocab.can_encode("\n") else [0]], device=device)
         ids = model.generate(start, cfg.sample_chars, temperature=0.8, top_k=None, generator=generator)

@@ -42,6 +42,7 @@ from model_handler import ModelHandler
 USAGE = "usage: python serve.py CHECKPOINT [--host=127.0.0.1] [--port=8000] [--name=value ...]"
 API_KEY_ENV = "GPT_SERVE_API_KEY"
 CHAT_PAGE = Path(__file__).with_name("chat_page.html")
+ENDPOINTS = ("/", "/generate", "/v1/chat/completions", "/chat/completions", "/v1/models", "/models", "/health")
 
 
 # ==============================================================================================
@@ -442,11 +443,26 @@ class Handler(BaseHTTPRequestHandler):
         if self.service.config.log_text and status == 200 and isinstance(answer, dict):
             text = " " + json.dumps(answer.get("response") or answer.get("choices", [{}])[0].get("message"),
                                     ensure_ascii=False)
-        sys.stderr.write(f"{self.log_date_time_string()} {self.command} {self.path.split('?')[0]} {status} "
+        path = self.path.split("?")[0]
+        if path not in ENDPOINTS and not self.service.config.log_text:
+            path = "(another path)"  # a path is the client's text: /hello-my-pin-is-1234 is not logged
+        sys.stderr.write(f"{self.log_date_time_string()} {self.command} {path} {status} "
                          f"{seconds * 1000:.0f}ms{text}\n")
 
     def log_message(self, format, *args):  # the default logs the request line; _log says what we allow
         pass
+
+    def send_error(self, code, message=None, explain=None):
+        """http.server's own refusals (a request line it cannot parse, headers too long, a method
+        it lacks) in the same JSON shape as ours, and without echoing the request's text."""
+        self.close_connection = True
+        try:
+            status = int(code)
+            reason = self.responses.get(status, ("error",))[0].lower()
+            self._send_json(status, {"error": {"message": f"bad request: {reason}", "type": "invalid_request_error",
+                                               "code": status}})
+        except OSError:
+            pass
 
 
 @dataclass
@@ -504,6 +520,12 @@ class _Stream:
 class Server(ThreadingHTTPServer):
     daemon_threads = True  # a stuck client never keeps the process from exiting
     request_queue_size = 128  # connections the kernel holds until accepted (the default 5 is overrun by 16 clients)
+
+    def handle_error(self, request, client_address):
+        """A connection that failed outside a request's answer (reset while its headers were read,
+        say): one line, never a traceback, never the request's text."""
+        kind = type(sys.exc_info()[1]).__name__
+        sys.stderr.write(f"connection from {client_address[0]} dropped ({kind})\n")
 
 
 def make_server(handler: ModelHandler, config: ServeConfig) -> Server:

@@ -727,8 +727,11 @@ def test_no_cleaning_rule_takes_quadratic_time_on_a_huge_message():
 
 
 def test_unknown_text_and_truncated_json_say_what_they_saw(tmp_path):
-    with pytest.raises(UserError, match="'hello world'"):
-        parse_export("hello world\nsecond line", "notes.txt", make_config())
+    with pytest.raises(UserError, match="shaped 'xxxxx Xxxxx 99'") as err:  # the shape, never the words
+        parse_export("hello World 42\nsecond line", "notes.txt", make_config())
+    assert "hello" not in str(err.value) and "42" not in str(err.value)
+    with pytest.raises(UserError, match="'hello World 42'"):
+        parse_export("hello World 42\nsecond line", "notes.txt", make_config(log_text=True))
     truncated = (FIXTURES / "telegram_chat.json").read_text(encoding="utf-8")[:300]
     with pytest.raises(UserError, match="not valid JSON"):
         parse_export(truncated, "result.json", make_config())
