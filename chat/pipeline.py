@@ -94,6 +94,9 @@ def _why_no_pairs(config: ChatDataConfig, report: Report, speakers: Counter) -> 
         return f"{reason}: --me={config.me!r} matches none of the speakers seen: {_top(speakers)}"
     if report.group_chats_skipped:
         reason += f"; {report.group_chats_skipped} group chat(s) were skipped (--group_chats=true keeps them)"
+    skipped = [file for file in report.files if file.format == "skipped"]
+    if skipped:
+        reason += f"; {len(skipped)} file(s) skipped, first {skipped[0].path} ({skipped[0].note})"
     if report.counts["replies outside --reply_window"]:
         reason += f"; {report.counts['replies outside --reply_window']} replies came later than --reply_window"
     return f"{reason}. Speakers seen: {_top(speakers)}"

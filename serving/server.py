@@ -373,7 +373,14 @@ class Handler(BaseHTTPRequestHandler):
         if int(length) > self.service.config.max_body_bytes:
             self.close_connection = True  # the unread body must not be taken for the next request
             raise RequestError(413, f"the body has {int(length)} bytes; the limit is {self.service.config.max_body_bytes}")
-        raw = self.rfile.read(int(length))
+        try:
+            raw = self.rfile.read(int(length))
+        except TimeoutError:  # a client that stalls mid-body
+            self.close_connection = True
+            raise RequestError(408, f"the body did not arrive within {self.service.config.read_timeout:g}s") from None
+        if len(raw) < int(length):  # the client closed its side early
+            self.close_connection = True
+            raise RequestError(400, f"the body ended after {len(raw)} of the {int(length)} bytes announced")
         try:
             body = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as err:
