@@ -2,7 +2,9 @@
 (WhatsApp iOS: "WhatsApp Chat - NAME.zip" holding _chat.txt; Android: the .txt with media beside it)."""
 from __future__ import annotations
 
+import struct
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +19,10 @@ CHAT_SUFFIXES = (".txt", ".json", ".csv", ".jsonl", ".html")
 MEDIA_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".heic", ".mp4", ".mov", ".3gp", ".opus", ".ogg", ".m4a",
                   ".mp3", ".aac", ".amr", ".wav", ".pdf", ".vcf", ".docx", ".xlsx", ".pptx", ".tgs", ".webm", ".caf")
 LAYOUT_SUFFIXES = (".css", ".js", ".svg", ".ico")  # Telegram's HTML export brings its own style and scripts
+# What a damaged archive raises from zipfile, found by tests/test_fuzz.py (an empty member name, a
+# corrupt deflate stream): each becomes one clear message.
+ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, struct.error, ValueError, IndexError, KeyError, RuntimeError,
+              NotImplementedError, OverflowError)
 MAX_MEMBER_BYTES = 1 << 30  # a chat inside an archive larger than this is refused, not read into memory
 # Chat text packs 3 to 10 times (measured: 3.6x for the example chat); a member that unpacks to more
 # than 100 times its packed size, and to more than 10 MB, is a zip bomb, refused before it is read.
@@ -44,8 +50,9 @@ class Source:
                 return archive.read(self.member)
         except OSError as err:
             raise UserError(f"cannot read {self.name}: {err.strerror or err}") from None
-        except (zipfile.BadZipFile, KeyError, RuntimeError, NotImplementedError) as err:
-            raise UserError(f"cannot read {self.name} from its archive: {err}") from None
+        except ZIP_ERRORS as err:
+            raise UserError(f"cannot read {self.name} from its archive ({type(err).__name__}: {err}); "
+                            "the archive is damaged.") from None
 
 
 def read_source(source: Source, config: ChatDataConfig) -> tuple[Imported, int]:
@@ -81,8 +88,8 @@ def _add(path: Path, in_folder: bool, sources: list[Source], skipped: list[tuple
 def _add_archive(path: Path, in_folder: bool, sources: list[Source], skipped: list[tuple[str, str]]) -> None:
     try:
         with zipfile.ZipFile(path) as archive:
-            members = [info.filename for info in archive.infolist() if not info.is_dir()]
-    except (zipfile.BadZipFile, OSError) as err:
+            members = [info.filename for info in archive.infolist() if info.filename and not info.is_dir()]
+    except (OSError, *ZIP_ERRORS) as err:
         if in_folder:
             skipped.append((str(path), "not a readable .zip"))
             return

@@ -20,6 +20,7 @@ COMMANDS = {  # the command, and two options its help must name
     "benchmarks.machine": (["-m", "benchmarks.machine"], ("--device", "--flash")),
     "benchmarks.tokenizers": (["-m", "benchmarks.tokenizers"], ("--vocab_size", "--data")),
     "benchmarks.privacy": (["-m", "benchmarks.privacy"], ("--region", "--write_chat")),
+    "benchmarks.soak": (["-m", "benchmarks.soak"], ("--minutes", "--clients")),
 }
 
 
