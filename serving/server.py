@@ -123,6 +123,8 @@ class Sampling:
             raise RequestError(400, f"top_k must not be negative, got {top_k}")
         self.max_new_tokens, self.temperature, self.top_k = tokens, float(temperature), top_k
         self.seed = field(body, "seed", (int,))
+        if self.seed is not None and not -(2**63) <= self.seed < 2**64:  # what torch's generators take (found by fuzzing)
+            raise RequestError(400, "seed must be a 64-bit integer")
 
 
 # ==============================================================================================
