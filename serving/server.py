@@ -14,14 +14,13 @@ a plain text model (Shakespeare) continues the text it is given.
 Built on the standard library's ThreadingHTTPServer: four endpoints of JSON need no framework, and
 it adds no dependency to install or keep patched. Every limit below is an option (--help).
 
-Sections: options · requests and errors · the endpoints · the HTTP handler · command line.
+Sections: options · the endpoints · the HTTP handler · command line.
 """
 from __future__ import annotations
 
 import dataclasses
 import hmac
 import json
-import math
 import os
 import signal
 import sys
@@ -38,6 +37,7 @@ from gptlib.cli import apply, help_text, parse_args
 from gptlib.devices import serve_concurrency
 from gptlib.errors import UserError
 from model_handler import ModelHandler
+from serving.requests import RequestError, Sampling, conversation, field
 
 USAGE = "usage: python serve.py CHECKPOINT [--host=127.0.0.1] [--port=8000] [--name=value ...]"
 API_KEY_ENV = "GPT_SERVE_API_KEY"
@@ -79,52 +79,6 @@ class ServeConfig:
                 raise UserError(f"{name} must be positive, got {getattr(self, name)}.")
         if not 0 <= self.port <= 65535:
             raise UserError(f"port must be between 0 and 65535, got {self.port}.")
-
-
-# ==============================================================================================
-# Requests and errors
-
-
-class RequestError(Exception):
-    """A request we refuse: its HTTP status and a message for the client, as a JSON error."""
-
-    def __init__(self, status: int, message: str, kind: str = "invalid_request_error"):
-        super().__init__(message)
-        self.status, self.message, self.kind = status, message, kind
-
-
-def field(body: dict, name: str, kinds, default=None, required=False):
-    """body[name] if it has one of the allowed types (bool is never a number)."""
-    if name not in body or body[name] is None:
-        if required:
-            raise RequestError(400, f"missing field {name!r}")
-        return default
-    value = body[name]
-    if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
-        names = " or ".join(k.__name__.replace("str", "string").replace("float", "number") for k in kinds)
-        raise RequestError(400, f"field {name!r} must be a {names}, got {type(value).__name__}")
-    return value
-
-
-class Sampling:
-    """The generation settings of one request, checked against the server's limits."""
-
-    def __init__(self, body: dict, config: ServeConfig, tokens_field: str):
-        tokens = field(body, tokens_field, (int,), min(config.default_tokens, config.max_tokens))
-        if tokens_field == "max_tokens":
-            tokens = field(body, "max_completion_tokens", (int,), tokens)
-        if not 1 <= tokens <= config.max_tokens:
-            raise RequestError(400, f"{tokens_field} must be between 1 and {config.max_tokens}, got {tokens}")
-        temperature = field(body, "temperature", (int, float), config.temperature)
-        if not (math.isfinite(temperature) and 0 <= temperature <= 10):
-            raise RequestError(400, f"temperature must be between 0 and 10, got {temperature}")
-        top_k = field(body, "top_k", (int,), config.top_k)
-        if top_k < 0:
-            raise RequestError(400, f"top_k must not be negative, got {top_k}")
-        self.max_new_tokens, self.temperature, self.top_k = tokens, float(temperature), top_k
-        self.seed = field(body, "seed", (int,))
-        if self.seed is not None and not -(2**63) <= self.seed < 2**64:  # what torch's generators take (found by fuzzing)
-            raise RequestError(400, "seed must be a 64-bit integer")
 
 
 # ==============================================================================================
@@ -247,6 +201,11 @@ class Prompt:
         return {"dropped_characters": sorted(self.dropped), "replaced_characters": dict(sorted(self.replaced.items()))}
 
 
+def json_bytes(payload: dict) -> bytes:
+    """UTF-8 JSON; a lone surrogate a client sent goes back as its escape, not a dropped connection (fuzzing)."""
+    return json.dumps(payload, ensure_ascii=False).encode("utf-8", "backslashreplace")
+
+
 def change_headers(answer: dict) -> list[tuple[str, str]]:
     """The characters left out or replaced, as headers: JSON in ASCII (a header cannot hold emoji)."""
     return [(name, json.dumps(answer[key])) for name, key in (("X-Dropped-Characters", "dropped_characters"),
@@ -279,39 +238,6 @@ class _Release:
 
     def __exit__(self, *exc):
         self.semaphore.release()
-
-
-def conversation(messages: list) -> tuple[str, list[tuple[str, str]]]:
-    """OpenAI messages -> (the last user message, earlier (user, assistant) turns). System
-    messages are dropped: the model learned from chats, which have none."""
-    turns, pending = [], []
-    for i, message in enumerate(messages):
-        if not isinstance(message, dict):
-            raise RequestError(400, f"messages[{i}] must be an object with 'role' and 'content'")
-        role = field(message, "role", (str,), required=True)
-        content = message_text(message.get("content"), i)
-        if role == "user":
-            pending.append(content)
-        elif role == "assistant":
-            if pending:
-                turns.append((" | ".join(pending), content))  # several messages in a row: as in training
-                pending = []
-        elif role not in ("system", "developer", "tool"):
-            raise RequestError(400, f"messages[{i}].role {role!r} is not user, assistant or system")
-    if not pending:
-        raise RequestError(400, "messages must end with at least one message with role 'user'")
-    return " | ".join(pending), turns
-
-
-def message_text(content, i: int) -> str:
-    """A message's content: a string, or a list of parts of which the text parts are kept."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        parts = [p.get("text") for p in content if isinstance(p, dict) and p.get("type") == "text"]
-        if all(isinstance(p, str) for p in parts):
-            return "".join(parts)
-    raise RequestError(400, f"messages[{i}].content must be a string or a list of text parts")
 
 
 # ==============================================================================================
@@ -387,6 +313,8 @@ class Handler(BaseHTTPRequestHandler):
             body = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as err:
             raise RequestError(400, f"the body is not valid JSON: {err}") from None
+        except RecursionError:  # [[[[... thousands deep
+            raise RequestError(400, "the body is JSON nested too deeply") from None
         if not isinstance(body, dict):
             raise RequestError(400, f"the body must be a JSON object, got {type(body).__name__}")
         return body
@@ -422,7 +350,7 @@ class Handler(BaseHTTPRequestHandler):
         self._log(status, time.monotonic() - started, answer)
 
     def _send_json(self, status: int, payload: dict):
-        data = json.dumps(payload, ensure_ascii=False).encode("utf-8")
+        data = json_bytes(payload)
         self.send_response(status)
         self.send_header("Content-Type", "application/json; charset=utf-8")
         self.send_header("Content-Length", str(len(data)))
@@ -462,8 +390,7 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
     def send_error(self, code, message=None, explain=None):
-        """http.server's own refusals (a request line it cannot parse, headers too long, a method
-        it lacks) in the same JSON shape as ours, and without echoing the request's text."""
+        """http.server's own refusals (a bad request line, headers too long, no such method) as our JSON, no text echoed."""
         self.close_connection = True
         try:
             status = int(code)
@@ -518,7 +445,7 @@ class _Stream:
 
     def _event(self, fields: dict) -> None:
         chunk = {k: self.answer[k] for k in ("id", "created", "model")} | {"object": "chat.completion.chunk"} | fields
-        self.request.wfile.write(f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n".encode())
+        self.request.wfile.write(b"data: " + json_bytes(chunk) + b"\n\n")
         self.request.wfile.flush()
 
 
@@ -531,8 +458,7 @@ class Server(ThreadingHTTPServer):
     request_queue_size = 128  # connections the kernel holds until accepted (the default 5 is overrun by 16 clients)
 
     def handle_error(self, request, client_address):
-        """A connection that failed outside a request's answer (reset while its headers were read,
-        say): one line, never a traceback, never the request's text."""
+        """A connection that failed outside an answer (reset mid-headers): one line, no traceback, no text."""
         kind = type(sys.exc_info()[1]).__name__
         sys.stderr.write(f"connection from {client_address[0]} dropped ({kind})\n")
 
