@@ -34,13 +34,13 @@ class Sampling:
         if tokens_field == "max_tokens":
             tokens = field(body, "max_completion_tokens", (int,), tokens)
         if not 1 <= tokens <= config.max_tokens:
-            raise RequestError(400, f"{tokens_field} must be between 1 and {config.max_tokens}, got {tokens}")
+            raise RequestError(400, f"{tokens_field} must be between 1 and {config.max_tokens}, got {str(tokens)[:20]}")
         temperature = field(body, "temperature", (int, float), config.temperature)
-        if not (math.isfinite(temperature) and 0 <= temperature <= 10):
-            raise RequestError(400, f"temperature must be between 0 and 10, got {temperature}")
+        if not (0 <= temperature <= 10 and math.isfinite(temperature)):  # compared first: 10**400 is no float (fuzzing)
+            raise RequestError(400, f"temperature must be between 0 and 10, got {str(temperature)[:20]}")
         top_k = field(body, "top_k", (int,), config.top_k)
         if top_k < 0:
-            raise RequestError(400, f"top_k must not be negative, got {top_k}")
+            raise RequestError(400, f"top_k must not be negative, got {str(top_k)[:20]}")
         self.max_new_tokens, self.temperature, self.top_k = tokens, float(temperature), top_k
         self.seed = field(body, "seed", (int,))
         if self.seed is not None and not -(2**63) <= self.seed < 2**64:  # what torch's generators take (found by fuzzing)
