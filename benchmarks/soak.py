@@ -67,6 +67,7 @@ def soak(port: int, pid: int, seconds: float, clients: int) -> tuple[list[dict],
             with lock:
                 i = next(counter)
             outcome = streamed(port, i) if n % 4 == 3 else one_request(port, i)
+            outcome["malformed_on_purpose"] = n % 4 != 3 and i % 10 == 9  # bench_scale's request_body
             with lock:
                 results.append(outcome)
 
@@ -103,10 +104,11 @@ def main(argv: list[str]) -> None:
     statuses: dict = {}
     for r in results:
         statuses[str(r["status"])] = statuses.get(str(r["status"]), 0) + 1
-    malformed_on_purpose = statuses.get("400", 0)
     figures = {"minutes": config.minutes, "clients": config.clients, "requests": len(results), "statuses": statuses,
                "not_well_formed": sum(not r["well_formed"] for r in results),
-               "well_formed_unanswered": len(results) - malformed_on_purpose - statuses.get("200", 0),
+               "malformed_on_purpose": sum(r["malformed_on_purpose"] for r in results),
+               "well_formed_not_answered": sum(not r["malformed_on_purpose"] and r["status"] != 200 for r in results),
+               "malformed_not_refused": sum(r["malformed_on_purpose"] and r["status"] != 400 for r in results),
                "rss_start_mb": samples[0][1], "rss_after_warmup_mb": warm, "rss_end_mb": samples[-1][1],
                "rss_max_mb": max(rss for _, rss in samples), "growth_after_warmup_mb": samples[-1][1] - warm,
                "answers_per_s": statuses.get("200", 0) / (config.minutes * 60), "server_alive": alive}
