@@ -87,7 +87,7 @@ def test_every_countrys_example_numbers_are_scrubbed():
 def assert_example_numbers_scrubbed(region: str) -> None:
     """Numbers never seen: phonenumbers' examples for each of its 245 regions, mobile and fixed line.
     International and E.164 forms need no hint; the national form needs --region (measured without
-    one in docs/llm-of-yourself.md: 451 of 489)."""
+    one in docs/llm-of-yourself.md: 454 of 489)."""
     hinted, plain = Scrubber(region, [], Counter()), Scrubber("", [], Counter())
     for kind in (phonenumbers.PhoneNumberType.MOBILE, phonenumbers.PhoneNumberType.FIXED_LINE):
         number = phonenumbers.example_number_for_type(region, kind)
