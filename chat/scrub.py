@@ -42,8 +42,9 @@ _AT = r"(?:\s*[\[({<]\s*(?:at|@)\s*[\])}>]\s*|\s+(?:at|arroba|chez)\s+|\s*@\s*)"
 _DOT = r"(?:\s*[\[({<]\s*(?:dot|punto|ponto|point|punkt|\.)\s*[\])}>]\s*|\s+(?:dot|punto|ponto|point|punkt)\s+|\.)"
 _WORD = r"[\w+-]{1,64}"
 EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]{1,64}@[\w-]{1,63}(?:\.[\w-]{1,63})+")
-SPELLED_EMAIL = re.compile(rf"(?<![\w.+-]){_WORD}(?:{_DOT}{_WORD}){{0,4}}{_AT}{_WORD}(?:{_DOT}{_WORD}){{0,3}}{_DOT}{_TLD}\b",
-                           re.IGNORECASE)
+SPELLED_EMAIL = re.compile(rf"(?<![\w.+-])(?P<user>{_WORD}(?:{_DOT}{_WORD}){{0,4}})(?P<at>{_AT}){_WORD}(?:{_DOT}{_WORD}){{0,3}}"
+                           rf"{_DOT}{_TLD}\b", re.IGNORECASE)
+_SPELLED_DOT = re.compile(r"[\[({<]|\s(?:dot|punto|ponto|point|punkt)\s", re.IGNORECASE)
 IBAN = re.compile(r"(?<![\w])[A-Z]{2}\d{2}(?:[ -]?[A-Z0-9]{1,4}){3,9}(?![\w])", re.IGNORECASE)
 CARD = re.compile(r"(?<![\d.,-])\d(?:[ -]?\d){12,18}(?![\d])")
 IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d]|\.\d)")
@@ -136,7 +137,7 @@ class Scrubber:
         """The text with each detail replaced; None when --redact_drop drops it whole."""
         if self.scrub:
             text = self._sub("email", EMAIL, text)
-            text = self._sub("email", SPELLED_EMAIL, text)
+            text = self._sub("email", SPELLED_EMAIL, text, _spelled_email)
             text = self._sub("password", PASSWORD, text, lambda m: m.group()[:m.start("secret") - m.start()] + "<password>")
             if sum(char.isdigit() for char in text) >= 4:  # the rest hold 4 digits or more: most messages have fewer
                 text = self._numbers(text)
@@ -211,6 +212,15 @@ def _longest(is_valid, placeholder: str):
                 return placeholder + candidate[cut:]
         return None
     return replace
+
+
+def _spelled_email(match: re.Match) -> str | None:
+    """"dora.lima at example.com" is an address; "I work at google.com" is not: a bare "at" before a
+    dotted domain counts only after a name with a dot, underscore or digit in it."""
+    bare_at = match.group("at").strip().lower() == "at"
+    if bare_at and not _SPELLED_DOT.search(match.group()) and not re.search(r"[._\d]", match.group("user")):
+        return None
+    return "<email>"
 
 
 def _is_card(luhn):
