@@ -42,7 +42,7 @@ from gptlib.checkpoint import load_checkpoint, save_checkpoint
 from gptlib.cli import apply, help_text, parse_args
 from gptlib.corpus import seeded_generator
 from gptlib.devices import choose_device
-from gptlib.engine import Batcher, TokenStream, compiled_step, decoder_for, has_kv_cache
+from gptlib.engine import Batcher, TokenStream, compiled_step, decoder_for, has_kv_cache, sample_rows
 from gptlib.errors import UserError, run_cli
 from gptlib.tokenizer import Completion, TextStream
 
@@ -111,11 +111,10 @@ class ModelHandler:
                  top_k: int | None = None, num_samples: int = 1, seed: int | None = 1337,
                  use_cache: bool = True) -> list[str]:
         """Samples that begin with the prompt; the same seed gives the same samples."""
-        start = self.encode_prompt(prompt).repeat(num_samples, 1)
-        generator = seeded_generator(seed)
-        ids = self.model.generate(start, max_new_tokens, temperature=temperature, top_k=top_k or None,
-                                  generator=generator, use_cache=use_cache)
-        return [self.vocab.decode(row.tolist()) for row in ids]
+        start = self.encode_prompt(prompt)[0].tolist()
+        samples = sample_rows(decoder_for(self.model, use_cache=use_cache), start, num_samples, max_new_tokens,
+                              temperature, top_k, seeded_generator(seed))
+        return [self.vocab.decode(start + sample) for sample in samples]
 
     def generate_ids(self, ids: list[int], max_new_tokens: int = 50, temperature: float = 0.8,
                      top_k: int | None = None, num_samples: int = 1, seed: int | None = 1337) -> list[list[int]]:
@@ -124,10 +123,9 @@ class ModelHandler:
         vocab_size = self.model.config.vocab_size
         if not ids or not all(0 <= i < vocab_size for i in ids):
             raise UserError(f"prompt ids must be between 0 and {vocab_size - 1}, at least one; got {ids}.")
-        start = torch.tensor([ids], dtype=torch.long, device=self.device).repeat(num_samples, 1)
-        out = self.model.generate(start, max_new_tokens, temperature=temperature, top_k=top_k or None,
-                                  generator=seeded_generator(seed))
-        return [row.tolist() for row in out]
+        samples = sample_rows(decoder_for(self.model), ids, num_samples, max_new_tokens, temperature, top_k,
+                              seeded_generator(seed))
+        return [ids + sample for sample in samples]
 
     # ------------------------------------------------------------------------------------------
     # Conversation: a model trained on chat pairs (python gpt_final_version.py --data=pairs.jsonl)
