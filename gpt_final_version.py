@@ -207,7 +207,10 @@ class CausalSelfAttention(nn.Module):
             slot = ring.slot.expand_as(k)  # (B, H, 1, hs): each row's slot
             cached_k.scatter_(2, slot, k)
             cached_v.scatter_(2, slot, v)
-            out = F.scaled_dot_product_attention(q, cached_k, cached_v, attn_mask=ring.visible)
+            if ring.filled is not None:  # exactly what forward() with a KVCache attends over: the same bits
+                out = F.scaled_dot_product_attention(q, cached_k[:, :, :ring.filled], cached_v[:, :, :ring.filled])
+            else:
+                out = F.scaled_dot_product_attention(q, cached_k, cached_v, attn_mask=ring.visible)
         return self.proj(out.transpose(1, 2).reshape(B, 1, C)), k, v
 
     def attend_with_dropout(self, q, k, v, mask=None):
@@ -330,15 +333,21 @@ class RingSlots(NamedTuple):
 
     slot: torch.Tensor  # (B, 1, 1, 1) long: the slot the new position takes
     earlier: torch.Tensor  # (B, 1, 1, W) bool: the slots of earlier positions it still sees
-    visible: torch.Tensor  # (B, 1, 1, W) float: 0 where it looks once its own slot is filled, -inf elsewhere
+    visible: torch.Tensor | None  # (B, 1, 1, W) 0 where it looks once its own slot is written, -inf elsewhere
+    filled: int | None  # rows all at one position: the slots 0..filled-1 they see, as LayerCache.append gives
 
     @staticmethod
     def of(positions, W, dtype=torch.float32):
         positions = positions.view(-1, 1, 1, 1)
         slots, slot = torch.arange(W, device=positions.device), positions % W
         earlier = (slots < positions) & (slots != slot)  # not the one the new position overwrites
-        visible = torch.zeros(earlier.shape, dtype=dtype, device=positions.device).masked_fill_(~(earlier | (slots == slot)), float("-inf"))
-        return RingSlots(slot, earlier, visible)
+        if torch.compiler.is_compiling():  # the graph reads only `earlier`
+            return RingSlots(slot, earlier, None, None)
+        first = int(positions[0])
+        if bool((positions == first).all()):
+            return RingSlots(slot, earlier, None, min(first + 1, W))
+        visible = torch.zeros(earlier.shape, dtype=dtype, device=positions.device)
+        return RingSlots(slot, earlier, visible.masked_fill_(~(earlier | (slots == slot)), float("-inf")), None)
 
 
 # ==============================================================================================

@@ -26,9 +26,9 @@ import torch
 
 import gpt_final_version
 from config import SampleConfig
-from gptlib import loss_curves, pretrained
+from gptlib import devices, loss_curves, pretrained
 from gptlib.atomic_write import write_text_atomically
-from gptlib.build import model_from_checkpoint
+from gptlib.build import count_parameters, model_from_checkpoint
 from gptlib.chat_format import (
     CHAT_MARKERS,
     END_MARK,
@@ -73,10 +73,21 @@ class ModelHandler:
         self.model.to(self.device).eval()
         return self
 
+    def use_dtype(self, requested: str = "auto") -> str:
+        """Hold the weights in the dtype generating should use here (devices.inference_dtype: bfloat16
+        on a CPU that multiplies it in hardware, for a model large enough to gain); a line saying
+        which and why. The checkpoint on disk is not touched."""
+        self._require_loaded()
+        dtype, reason = devices.inference_dtype(requested, devices.probe(self.device), count_parameters(self.model))
+        self.model.to(getattr(torch, dtype))
+        return f"dtype: {reason}"
+
     def save(self, path: str, include_training_state: bool = True, half: bool = False) -> None:
         """Write the loaded checkpoint to `path` atomically. Without the training state (optimizer,
         random streams) and in half precision, a checkpoint is a quarter of the size: for shipping."""
         self._require_loaded()
+        if next(self.model.parameters()).dtype != torch.float32:
+            raise UserError("these weights were cast for generating (use_dtype); load the checkpoint again to save it.")
         state = dict(self.state)
         if "pretrained" in state:  # a hub model becomes a checkpoint of ours: its tokenizer goes in it
             if self.vocab is None:
@@ -294,6 +305,8 @@ def main(argv=None):
     if len(args.positional) > 1:
         raise UserError(f"{len(args.positional)} checkpoints given; one at a time, except with --compare=PNG.")
     handler = ModelHandler(args.positional[0], options.device, handler_options.attention).load()
+    if not handler_options.export:
+        print(handler.use_dtype(options.dtype), file=sys.stderr)  # stderr: stdout holds only the samples
     if options.chat:
         if not handler.is_chat_model:
             handler.reply("")  # raises the error that says how to make a chat model

@@ -18,7 +18,6 @@ the CPU: the practical peak of this machine for that work), counting 6 FLOPs per
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import resource
@@ -95,7 +94,7 @@ def measure_training(shape_name: str, attention: str, iters: int, warmup: int, d
     step_model = torch.compile(model) if compile else model
     scaler = torch.amp.GradScaler(enabled=False)
     facts = devices.probe(device)
-    precision = devices.choose_dtype(cfg.dtype, facts)  # as training chooses it
+    precision = devices.choose_dtype(cfg.dtype, facts, devices.StepShape(model_cfg.n_embd, cfg.batch_size * model_cfg.block_size))  # as training chooses it
     devices.set_tf32(devices.use_tf32(precision.dtype, facts))
     autocast, dtype = devices.autocast_context(precision), precision.dtype
     dataset = TextDataset.from_text(read_text(os.environ.get("BENCH_DATA", "data/tinyshakespeare/input.txt")))
@@ -200,9 +199,10 @@ class RandomTokens:
         return ids[:, :-1].to(device), ids[:, 1:].to(device)
 
 
-def measure_finetune(method: str, iters: int, warmup: int, device: str, threads: int) -> dict:
+def measure_finetune(method: str, iters: int, warmup: int, device: str, threads: int, dtype: str = "float32") -> dict:
     """Steady-state tokens/s of fine-tuning steps (forward, backward, clip, AdamW) and peak RSS:
-    "full" updates all 124M weights, "lora" rank-8 adapters on qkv and proj (lora.py) alone."""
+    "full" updates all 124M weights, "lora" rank-8 adapters on qkv and proj (lora.py) alone; in
+    float32 or under `dtype` autocast (the weights stay float32)."""
     from gpt_final_version import GPT
     from gptlib import lora
 
@@ -212,7 +212,8 @@ def measure_finetune(method: str, iters: int, warmup: int, device: str, threads:
     torch.manual_seed(0)
     # a chat run's shape: GPT-2's vocabulary plus the three chat markers (tokenizer.with_chat_markers)
     model_cfg = GPTConfig(**{**GPT2_124M, "vocab_size": GPT2_124M["vocab_size"] + 3})
-    cfg = TrainConfig(batch_size=FINETUNE_BATCH, dtype="float32", lora_rank=8 if method == "lora" else 0)
+    cfg = TrainConfig(batch_size=FINETUNE_BATCH, dtype=dtype, lora_rank=8 if method == "lora" else 0)
+    autocast = devices.autocast_context(devices.choose_dtype(dtype, devices.probe(device)))
     model = GPT(model_cfg).to(device)
     if method == "lora":  # as a chat run: the adapters and the markers' rows (lora.TrainedRows) learn
         lora.add_adapters(model, cfg.lora_rank, cfg.lora_alpha, rows_from=GPT2_124M["vocab_size"])
@@ -224,34 +225,38 @@ def measure_finetune(method: str, iters: int, warmup: int, device: str, threads:
     times = []
     for _ in range(warmup + iters):
         start = time.perf_counter()
-        train.train_step(model, optimizer, scaler, data, cfg, model_cfg, device, contextlib.nullcontext(),
-                         batches)
+        train.train_step(model, optimizer, scaler, data, cfg, model_cfg, device, autocast, batches)
         _sync(device)
         times.append(time.perf_counter() - start)
     measured = times[warmup:]
     trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return {"method": method, "tokens_per_s": FINETUNE_BATCH * FINETUNE_TOKENS * len(measured) / sum(measured),
             "step_s": sum(measured) / len(measured), "first_step_s": times[0], "trained_params": trained,
-            "params": sum(p.numel() for p in model.parameters()), "peak_rss_mb": _peak_rss_mb(), "threads": threads}
+            "params": sum(p.numel() for p in model.parameters()), "peak_rss_mb": _peak_rss_mb(), "threads": threads,
+            "dtype": dtype}
 
 
 def finetune_table(device: str, quick: bool) -> list[dict]:
     """(f) Fine-tuning GPT-2 124M, full and LoRA, each in its own process, against the issue's targets."""
     iters, warmup, threads = (3, 1, 2) if quick else (5, 2, 2)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"\n(f) fine-tuning GPT-2 124M shape, batch {FINETUNE_BATCH} x {FINETUNE_TOKENS} tokens, float32, {threads} threads, "
-          f"{iters} steps after {warmup} warm-up (load average {load:.2f} at the start)")
-    print(f"    {'method':8s} {'trained':>12s} {'tokens/s':>9s} {'target':>7s} {'step':>7s} {'peak RSS':>9s} {'target':>7s}")
+    shape = devices.StepShape(GPT2_124M["n_embd"], FINETUNE_BATCH * FINETUNE_TOKENS)
+    dtypes = dict.fromkeys(("float32", devices.choose_dtype("auto", devices.probe(device), shape).dtype))
+    print(f"\n(f) fine-tuning GPT-2 124M shape, batch {FINETUNE_BATCH} x {FINETUNE_TOKENS} tokens, {' and '.join(dtypes)}, "
+          f"{threads} threads, {iters} steps after {warmup} warm-up (load average {load:.2f} at the start)")
+    print(f"    {'method':8s} {'dtype':>8s} {'trained':>12s} {'tokens/s':>9s} {'target':>7s} {'step':>7s} {'peak RSS':>9s} {'target':>7s}")
     rows = []
     for method in ("full", "lora"):
-        row = in_subprocess({"kind": "finetune", "method": method, "iters": iters, "warmup": warmup,
-                             "device": device, "threads": threads})
-        row["load_average"] = load
-        row["meets_targets"] = (row["tokens_per_s"] >= FINETUNE_TARGETS[method]
-                                and row["peak_rss_mb"] <= FINETUNE_RSS_MB)
-        rows.append(row)
-        print(f"    {method:8s} {row['trained_params']:12,d} {row['tokens_per_s']:9.0f} {'>=' + str(FINETUNE_TARGETS[method]):>7s} "
-              f"{row['step_s']:6.2f}s {row['peak_rss_mb']:7.0f}MB {'<=4096':>7s}  {'ok' if row['meets_targets'] else 'BELOW TARGET'}")
+        for dtype in dtypes:
+            row = in_subprocess({"kind": "finetune", "method": method, "iters": iters, "warmup": warmup,
+                                 "device": device, "threads": threads, "dtype": dtype})
+            row["load_average"] = load
+            row["meets_targets"] = (row["tokens_per_s"] >= FINETUNE_TARGETS[method]
+                                    and row["peak_rss_mb"] <= FINETUNE_RSS_MB)
+            rows.append(row)
+            print(f"    {method:8s} {dtype:>8s} {row['trained_params']:12,d} {row['tokens_per_s']:9.0f} "
+                  f"{'>=' + str(FINETUNE_TARGETS[method]):>7s} {row['step_s']:6.2f}s {row['peak_rss_mb']:7.0f}MB {'<=4096':>7s}  "
+                  f"{'ok' if row['meets_targets'] else 'BELOW TARGET'}")
     return rows
 
 
@@ -322,18 +327,22 @@ def main(argv: list[str]) -> None:
     facts = devices.probe(device)
     peak_dtype = devices.matmul_peak_dtype(devices.choose_dtype("auto", facts))
     compiles, why_not = devices.can_compile(facts)
-    report["matmul_gflops"] = in_subprocess({"kind": "peak", "device": device, "dtype": peak_dtype})
-    peak = max(report["matmul_gflops"].values())
-    report["matmul_peak_gflops"], report["matmul_peak_dtype"] = peak, peak_dtype
-    print(f"\n(a) {peak_dtype} matmul on the models' shapes (the training rows' dtype): practical peak {peak:.1f} GFLOP/s")
-    for name, value in report["matmul_gflops"].items():
-        print(f"    {name:44s} {value:8.1f} GFLOP/s")
+    # a CPU with bfloat16 hardware trains the small shapes in float32 and the large in bfloat16: both peaks
+    peaks = {}
+    for dtype in dict.fromkeys((peak_dtype, "float32")):
+        gflops = in_subprocess({"kind": "peak", "device": device, "dtype": dtype})
+        peaks[dtype] = max(gflops.values())
+        report.setdefault("matmul_gflops", {})[dtype] = gflops
+        print(f"\n(a) {dtype} matmul on the models' shapes: practical peak {peaks[dtype]:.1f} GFLOP/s")
+        for name, value in gflops.items():
+            print(f"    {name:44s} {value:8.1f} GFLOP/s")
+    report["matmul_peak_gflops"] = peaks
 
     iters, warmup = (3, 1) if quick else (5, 2)
     lecture_batch = 16 if quick else None
     report["training"] = []
     print(f"\n(b) training, {iters} measured steps after {warmup} warm-up steps")
-    print(f"    {'shape':20s} {'path':13s} {'batch':>5s} {'tokens/s':>9s} {'MFU':>6s} {'1st step':>9s} {'later':>8s} {'peak RSS':>9s}")
+    print(f"    {'shape':20s} {'path':13s} {'batch':>5s} {'dtype':>8s} {'tokens/s':>9s} {'MFU':>6s} {'1st step':>9s} {'later':>8s} {'peak RSS':>9s}")
     if not compiles:
         print(f"    (no torch.compile rows: {why_not})")
     for shape, attention, compiled in TRAINING_ROWS:
@@ -343,9 +352,9 @@ def main(argv: list[str]) -> None:
                              "warmup": warmup, "device": device, "compile": compiled,
                              "batch_size": lecture_batch if shape.startswith("lecture") else None})
         path = attention + ("+compile" if compiled else "")
-        row.update(shape=shape, attention=path, mfu=row["flops_per_token"] * row["tokens_per_s"] / (peak * 1e9))
+        row.update(shape=shape, attention=path, mfu=row["flops_per_token"] * row["tokens_per_s"] / (peaks[row["dtype"]] * 1e9))
         report["training"].append(row)
-        print(f"    {shape:20s} {path:13s} {row['batch_size']:5d} {row['tokens_per_s']:9.0f} {100 * row['mfu']:5.1f}% "
+        print(f"    {shape:20s} {path:13s} {row['batch_size']:5d} {row['dtype']:>8s} {row['tokens_per_s']:9.0f} {100 * row['mfu']:5.1f}% "
               f"{row['first_iter_s']:8.2f}s {row['later_iter_s']:7.2f}s {row['peak_rss_mb']:7.0f}MB")
     for shape in ("cpu preset", "lecture 6x384"):
         rows = {r["attention"]: r for r in report["training"] if r["shape"] == shape}

@@ -128,10 +128,12 @@ class DecodeStep(torch.nn.Module):
     def forward(self, tokens, positions, keys, values):
         """tokens, positions: (B,) long tensors; keys, values (L, B, H, W, hs), only read. Returns the
         next logits (B, V) and each row's new keys and values, (L, B, H, 1, hs) each."""
-        rotary = None
-        if self.model.config.position == "rope":
-            rows = tokens.shape[0]
+        rotary, rows = None, tokens.shape[0]
+        if self.model.config.position == "rope" and torch.compiler.is_compiling():
             rotary = self.cos[positions].view(rows, 1, 1, -1), self.sin[positions].view(rows, 1, 1, -1)
+        elif self.model.config.position == "rope":  # eager: computed as GPT.forward computes them, the same bits
+            cos, sin = rotary_angles(positions, self.model.config.n_embd // self.model.config.n_head)
+            rotary = cos.view(rows, 1, 1, -1), sin.view(rows, 1, 1, -1)
         return self.model.forward_one(tokens, positions, keys, values, rotary)
 
 

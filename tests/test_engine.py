@@ -94,18 +94,27 @@ def test_the_prompt_is_read_once_per_reply(decoder, steps):
 
 @pytest.mark.parametrize("position", ["rope", "learned"])
 @pytest.mark.parametrize("qk_norm", [False, True])
-def test_the_one_position_step_gives_the_logits_of_forward(position, qk_norm):
-    """StaticCacheDecoder's step is the model's own GPT.forward_one: the logits of GPT.forward with a
-    KVCache at every position, before and after the ring fills, to float rounding (its attention is
-    written out rather than the fused kernel's)."""
-    model = tiny_gpt("fast", position)
-    if qk_norm:
-        torch.manual_seed(0)
-        model = GPT(GPTConfig(**{**vars(model.config), "qk_norm": True})).eval()
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_one_position_step_gives_the_logits_of_forward_bit_for_bit(position, qk_norm, dtype):
+    """StaticCacheDecoder's eager step is the model's own GPT.forward_one: the logits of GPT.forward
+    with a KVCache at every position, before and after the ring fills, bit for bit (in bfloat16
+    too), since it attends over exactly the keys LayerCache gives forward()."""
+    torch.manual_seed(0)
+    config = GPTConfig(vocab_size=VOCAB, block_size=8, n_layer=2, n_head=2, n_embd=16, dropout=0.0,
+                       position=position, qk_norm=qk_norm)
+    model = GPT(config).eval().to(dtype)
     plain, static = CachedDecoder(model), StaticCacheDecoder(model)
-    assert torch.equal(plain.start([1, 2, 3]), static.start([1, 2, 3]))  # the prompt: both through forward
+    assert torch.equal(plain.start([1, 2, 3]), static.start([1, 2, 3]))
     for token in [4, 5, 6, 7, 8, 9, 10, 1, 2, 3, 4, 5]:  # past the context of 8
-        torch.testing.assert_close(static.advance([token]), plain.advance([token]), rtol=0, atol=1e-5)
+        assert torch.equal(static.advance([token]), plain.advance([token]))
+
+
+@pytest.mark.parametrize("position", ["rope", "learned"])
+def test_a_bfloat16_model_decodes_exactly_its_generate_tokens(position):
+    """A bfloat16 model gives its own tokens; the engine gives exactly those of its GPT.generate."""
+    model = tiny_gpt("fast", position).to(torch.bfloat16)
+    for seed in (0, 1, 2):
+        assert engine_tokens(model, [1, 2, 3], 40, seed)[0] == generate_tokens(model, [1, 2, 3], 40, seed)
 
 
 # ----------------------------------------------------------------------------------------------
