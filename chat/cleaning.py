@@ -32,9 +32,12 @@ _GROUP_NOTICE = re.compile(
     r"|removed the group name|set (?:the|your|his|her|their) nickname (?:for .{1,60} )?to .{1,60}|set the nickname for .{1,60}"
     r"|set (?:your|his|her|their) own nickname to .{1,60}|cleared (?:the|your|his|her|their) nickname.{0,60}"
     r"|added .{1,60} to the group|removed .{1,60} from the group|left the group|created the group.{0,100}"
-    r"|created (?:a|the) poll: .{1,200}|voted for .{1,100} in the poll.{0,100}|changed (?:their|his|her|your) vote to .{1,100}"
+    # Messenger's poll notices: created, voted, changed or removed a vote, added or removed an option
+    r"|created (?:a|the) poll(?:: .{1,300})?|(?:voted|removed (?:their |his |her |your )?vote) for .{1,300} in the poll.{0,300}"
+    r"|changed (?:their|his|her|your) vote to .{1,300}|(?:added|removed) (?:the )?(?:an )?(?:option )?.{1,300} (?:to|from) the poll.{0,300}"
+    r"|ended the poll.{0,300}"
     r"|(?:pinned|unpinned) a message|turned (?:on|off) disappearing messages|is now an admin)\.?"
-    r"|This poll is no longer available\.?"
+    r"|This poll is no longer available\.?|The poll .{1,300} (?:has )?ended\.?"
     r"|(?:Joined the server|Pinned a message|Started a thread|Boosted the server|Changed the channel icon)[.!]?.{0,80}"
     r"|(?:Added|Removed) .{1,60} (?:to|from) the group\.?|Left the group\.?|Changed the channel name: .{1,100}",
     re.IGNORECASE)
