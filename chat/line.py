@@ -58,7 +58,11 @@ def looks_like_line(lines: list[str]) -> bool:
     head = [line.lstrip("\ufeff") for line in lines[:40] if line.strip()]
     if head and _TITLE.match(head[0]):
         return True
-    return any(_is_date_line(a) for a in head[:5]) and sum(bool(_TAB_LINE.match(b)) for b in head[:20]) >= 2
+    if not any(_is_date_line(line) for line in head[:5]):
+        return False
+    tabbed = sum(bool(_TAB_LINE.match(line)) for line in head[:20])
+    spaced = sum(bool(_SPACE_LINE.match(line)) for line in head[:20])  # older PC and phone files
+    return tabbed >= 2 or (spaced >= 2 and any(_DATE_YEAR_FIRST.fullmatch(line.strip()) for line in head[:5]))
 
 
 def read_line(text: str, name: str, config: ChatDataConfig) -> Imported:

@@ -35,6 +35,7 @@ class Conversation:
     title: str
     messages: list[Message]
     marked_group: bool = False  # the export itself says it is a group or a server channel
+    keyed: bool = False  # merged with others by key only: a Slack thread repeats its channel's message, yet is its own
 
     def speakers(self) -> Counter:
         return Counter(message.sender for message in self.messages)
