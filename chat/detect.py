@@ -10,7 +10,7 @@ from gptlib.errors import UserError
 from .csv_format import csv_cells, read_csv_columns
 from .discord import read_discord_csv, read_discord_json
 from .files import decode, load_json
-from .google_chat import is_google_chat, is_group_info, read_google_chat
+from .google_chat import is_google_chat, is_group_info, is_user_info, read_google_chat
 from .imessage import IMESSAGE_DATE, read_imessage_csv, read_imessage_text
 from .jsonl import read_json_pairs, read_jsonl
 from .kakao import looks_like_kakao, read_kakao, read_kakao_csv
@@ -143,9 +143,9 @@ def detect_json_format(data, name: str) -> str:
             return "skype"
         if is_google_chat(data):
             return "google-chat"
-        if is_group_info(data):
-            raise UserError(f"{name}: Google Chat's list of members (group_info.json), read with the messages.json "
-                            "beside it.")
+        if is_group_info(data) or is_user_info(data):
+            raise UserError(f"{name}: Google Chat's list of members or spaces (group_info.json, user_info.json), "
+                            "read with the messages.json beside it.")
         if is_snapchat(data):
             return "snapchat"
         if isinstance(data.get("chats"), dict):

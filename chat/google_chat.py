@@ -35,6 +35,11 @@ def is_group_info(data) -> bool:
     return isinstance(data, dict) and isinstance(data.get("members"), list) and "messages" not in data
 
 
+def is_user_info(data) -> bool:
+    """Takeout's Google Chat/Users/User N/user_info.json: the account and its spaces, no messages."""
+    return isinstance(data, dict) and "membership_info" in data and "messages" not in data
+
+
 def read_google_chat(data, name: str) -> Imported:
     if not is_google_chat(data):
         raise UserError(f"{name}: not Google Chat's messages.json (expected \"messages\" with creator and created_date).")
