@@ -140,11 +140,7 @@ def _start(match: re.Match, day: date | None, result: Imported) -> list | None:
         moment_day = _date_of(match) if match.re is _MOBILE else day
         if moment_day is None:
             raise ValueError("a message before any date line")
-        half = (match.group("hb") or match.group("ha") or "").upper()
-        hour = int(match.group("h"))
-        if half:
-            hour = hour % 12 + (12 if half in ("오후", "PM") else 0)
-        moment = datetime(moment_day.year, moment_day.month, moment_day.day, hour, int(match.group("mi")))
+        moment = _at(moment_day, match)
     except (ValueError, KeyError):
         result.malformed += 1
         return None
@@ -189,6 +185,25 @@ def kakao_app_text(text: str, counts) -> str | None:
     return text
 
 
+_DATE_TIME = re.compile(_DATE + r",?\s+(?:at\s+)?" + _CLOCK)
+
+
+def _spelled_time(value: str) -> datetime | None:
+    """"2024. 1. 4. 오후 9:41" and the like, where a CSV writes the time as the chat does."""
+    match = _DATE_TIME.fullmatch(value.strip())
+    if not match:
+        return None
+    return _at(_date_of(match), match)
+
+
+def _at(day: date, match: re.Match) -> datetime:
+    """The day at the clock of `match`: 오후/PM before or after the time make it afternoon."""
+    half, hour = (match.group("hb") or match.group("ha") or "").upper(), int(match.group("h"))
+    if half:
+        hour = hour % 12 + (12 if half in ("오후", "PM") else 0)
+    return datetime(day.year, day.month, day.day, hour, int(match.group("mi")))
+
+
 def read_kakao_csv(text: str, name: str, config: ChatDataConfig) -> Imported:
     """Date,User,Message rows, oldest first; the chat's name is the file's."""
     result = Imported("kakaotalk-csv")
@@ -197,7 +212,7 @@ def read_kakao_csv(text: str, name: str, config: ChatDataConfig) -> Imported:
     date_key, user_key, text_key = (("Date", "User", "Message") if "User" in header else ("날짜", "사용자", "메시지"))
     for row in rows:
         try:
-            moment = parse_time_text(row[date_key])
+            moment = parse_time_text(row[date_key]) or _spelled_time(row[date_key])
             sender = clean_name(row[user_key])
             if moment is None or not sender:
                 raise ValueError("no time or sender")

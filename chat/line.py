@@ -23,20 +23,20 @@ from .options import ChatDataConfig
 
 _TITLE = re.compile(r"\[LINE\]\s*(.*)")
 _TITLE_NAME = re.compile(r"(?:Chat history (?:with|in)|Chats? in|ประวัติการ(?:แชท|สนทนา)(?:กับ|ในกลุ่ม)?)\s*(.+)"
-                         r"|(.+?)(?:との|の)?トーク履歴")
+                         r"|(.+?)(?:との|の)?トーク履歴|與(.+)的聊天記錄")
 _GROUP_TITLE = re.compile(r"Chat history in|ในกลุ่ม|^\"")
-_SAVED = re.compile(r"(?:Saved on|Save date|Date saved|保存日時|บันทึกเมื่อ|บันทึกวันที่)\s*[:：]?.*")
+_SAVED = re.compile(r"(?:Saved on|Save date|Date saved|保存日時|บันทึกเมื่อ|บันทึกวันที่|儲存日期)\s*[:：]?.*")
 # Date lines: year first ("2024/01/04(Thu)", "2024.01.04 Thursday", "2024/01/04 จันทร์") or a weekday
 # first ("Thu, 1/4/2024", "ศ. 28/11/2568").
-_DATE_YEAR_FIRST = re.compile(r"(\d{4})[/.](\d{1,2})[/.](\d{1,2})\s*(?:\(\s*([^()\s]{1,12})\s*\)|([^\d\s]{1,16}))?")
+_DATE_YEAR_FIRST = re.compile(r"(\d{4})[/.](\d{1,2})[/.](\d{1,2})\s*(?:[(（]\s*([^()（）\s]{1,12})\s*[)）]|([^\d\s]{1,16}))?")
 _DATE_WEEKDAY_FIRST = re.compile(r"([^\d\s,.]{1,16})\.?,?\s+(\d{1,2})/(\d{1,2})/(\d{4})")
-_TIME = r"(?:(午前|午後)\s?)?(\d{1,2}):(\d{2})\s?([AaPp][Mm])?"
+_TIME = r"(?:(午前|午後|上午|下午)\s?)?(\d{1,2}):(\d{2})\s?([AaPp][Mm])?"
 _TAB_LINE = re.compile(_TIME + r"\t(.*)")
 _SPACE_LINE = re.compile(_TIME + r" (.+)")
 # Weekday names by language, Monday first, to tell 1/4 from 4/1 where the numbers leave it open.
-_WEEKDAYS = [("mon", "月", "จ", "จันทร์"), ("tue", "火", "อ", "อังคาร"), ("wed", "水", "พ", "พุธ"),
-             ("thu", "木", "พฤ", "พฤหัส"), ("fri", "金", "ศ", "ศุกร์"), ("sat", "土", "ส", "เสาร์"),
-             ("sun", "日", "อา", "อาทิตย์")]
+_WEEKDAYS = [("mon", "月", "一", "จ", "จันทร์"), ("tue", "火", "二", "อ", "อังคาร"), ("wed", "水", "三", "พ", "พุธ"),
+             ("thu", "木", "四", "พฤ", "พฤหัส", "พฤหัสบดี"), ("fri", "金", "五", "ศ", "ศุกร์"), ("sat", "土", "六", "ส", "เสาร์"),
+             ("sun", "日", "天", "อา", "อาทิตย์")]
 
 # LINE's own texts. Media, stickers and the like come in square brackets in every language
 # ("[Photo]", "[写真]", "[รูป]"); calls start with ☎; the older space-separated files write the word alone.
@@ -113,7 +113,7 @@ def _header(lines: list[str]) -> tuple[str, list[str]]:
 
 def _title_name(title: str) -> str:
     match = _TITLE_NAME.fullmatch(title)
-    return ((match.group(1) or match.group(2) or "") if match else title).strip().strip('"')
+    return ((match.group(1) or match.group(2) or match.group(3) or "") if match else title).strip().strip('"')
 
 
 def _known_names(title: str, me: str, lines: list[str]) -> list[str]:
@@ -194,7 +194,7 @@ def _start(match: re.Match, day: date, tabbed: bool, known: list[str]) -> dict:
     half_before, hour, minute, half, rest = match.groups()
     hour = int(hour)
     if half or half_before:
-        hour = hour % 12 + (12 if (half or "").lower() == "pm" or half_before == "午後" else 0)
+        hour = hour % 12 + (12 if (half or "").lower() == "pm" or half_before in ("午後", "下午") else 0)
     moment = datetime(day.year, day.month, day.day, hour, int(minute))  # ValueError: malformed, counted by the caller
     if tabbed:
         sender, sep, first = rest.partition("\t")

@@ -63,6 +63,13 @@ def test_line_japanese(tmp_path):
     assert report.app_texts["call records"] == 1  # "☎ 通話時間 1:23" is not Ana's words
 
 
+def test_line_traditional_chinese_with_full_width_brackets(tmp_path):
+    pairs, report = run(tmp_path, "line/line_zh_tw.txt")
+    assert pairs == [("今晚來嗎？", "會！"), ("十點見", "好")]
+    assert report.app_texts["stickers"] == 1 and report.app_texts["deleted notices"] == 1
+    assert imported("line/line_zh_tw.txt").conversations[0].messages[0].time == datetime(2024, 1, 4, 21, 41)  # 下午09:41
+
+
 def test_line_thai_group_buddhist_years(tmp_path):
     result = imported("line/line_th_group.txt")
     conversation = result.conversations[0]
