@@ -49,6 +49,10 @@ def read_google_chat(data, name: str) -> Imported:
                                 folder.startswith("Space "))
     result.add_records(conversation, data["messages"], lambda record: _message(record, result.counts))
     result.conversations.append(conversation)
+    untimed = sum(message.time is None for message in conversation.messages)
+    if untimed:
+        result.note = (f"{untimed} date(s) in a form not known here (Takeout writes them in the account's language); "
+                       "those messages are kept in the file's order")
     return result
 
 
@@ -74,7 +78,10 @@ def _message(record: dict, counts) -> Message | None:
     if record.get("message_state") == "DELETED" or "deletion_metadata" in record:
         counts["deleted notices"] += 1
         return None
-    moment = google_date(str(record["created_date"]))
+    try:
+        moment = google_date(str(record["created_date"]))
+    except ValueError:
+        moment = None  # the words are still the person's; only the reply window cannot be checked
     text = str(record.get("text") or "")
     if record.get("attached_files") or record.get("annotations") and not text:
         counts["media placeholders (any language)"] += 1

@@ -259,6 +259,17 @@ def test_bracketed_text_that_is_no_chat_is_refused_plainly():
 def test_whatsapp_is_still_whatsapp():
     for name in ("whatsapp_ios.txt", "whatsapp_android.txt", "whatsapp_year_first.txt", "whatsapp_ko.txt"):
         assert imported(name).format == "whatsapp", name
+    swedish_ios = "[2024-01-04 21:41:05] Bruno Costa: Hej!\n[2024-01-04 21:42:00] Ana Silva: Hej hej\n"
+    assert parse_export(swedish_ios, "_chat.txt", ChatDataConfig(me="x")).format == "whatsapp"  # not signal-export
+
+
+def test_google_chat_dates_in_another_language_keep_the_messages():
+    messages = {"messages": [
+        {"creator": {"name": "Bruno Costa", "user_type": "Human"}, "created_date": "Donnerstag, 4. Januar 2024 um 21:41:05 UTC", "text": "Hallo"},
+        {"creator": {"name": "Ana Silva", "user_type": "Human"}, "created_date": "Donnerstag, 4. Januar 2024 um 21:42:05 UTC", "text": "Hi"}]}
+    result = parse_export(json.dumps(messages), "Groups/DM x/messages.json", ChatDataConfig(me="Ana Silva"))
+    assert result.format == "google-chat" and [m.text for m in result.conversations[0].messages] == ["Hallo", "Hi"]
+    assert "2 date(s)" in result.note
 
 
 @pytest.mark.parametrize("notice", [
