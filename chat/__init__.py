@@ -6,7 +6,7 @@ Rooms, each importing only those above it (and `config`, `atomic_write` from the
     files, times   bytes to text, JSON, timestamps
     cleaning    the cleaning rules, each counted
     csv_format, jsonl, whatsapp, telegram, telegram_html, meta (Messenger/Instagram), imessage, discord,
-    line, kakao, signal, slack, google_chat, snapchat, skype:
+    line, kakao, signal, signal_backup, slack, google_chat, snapchat, skype:
                 one importer per app family
     detect      which format a file is, and reading it
     sources     what to read: files, folders, .zip and .tar archives (a Slack export as one), and what was skipped and why

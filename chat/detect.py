@@ -19,6 +19,7 @@ from .meta import read_messenger
 from .model import MALFORMED, Imported
 from .options import KNOWN_FORMATS, ChatDataConfig
 from .signal import is_signal_record, looks_like_signal_markdown, read_signal_markdown, read_signal_records
+from .signal_backup import is_signal_backup, read_signal_backup
 from .skype import is_skype, read_skype
 from .slack import is_slack_day, read_slack_day
 from .snapchat import is_snapchat, read_snapchat
@@ -32,6 +33,7 @@ TEXT_READERS = {"whatsapp": read_whatsapp, "imessage-csv": read_imessage_csv, "i
                 "kakaotalk-csv": read_kakao_csv, "signal-markdown": read_signal_markdown}
 JSON_READERS = {"telegram": read_telegram, "messenger": read_messenger, "instagram": read_messenger,
                 "discord-json": read_discord_json, "jsonl": read_json_pairs, "signal-json": read_signal_records,
+                "signal-backup": read_signal_backup,
                 "slack": read_slack_day, "google-chat": read_google_chat, "snapchat": read_snapchat, "skype": read_skype}
 _JSON_START = re.compile(r"\s*(?:\{|\[\s*(?:[{\[\"\]]|$))")  # "[LINE] Chat history" and "[12:30] Bob" are not JSON
 
@@ -124,6 +126,8 @@ def detect_json_lines(records: list, name: str) -> str:
         return "jsonl"
     if is_signal_record(first):
         return "signal-json"
+    if is_signal_backup(first):
+        return "signal-backup"
     keys = ", ".join(map(repr, list(first)[:6]))
     raise UserError(f"{name}: JSON lines (one record a line) with keys {keys} are not a chat export this tool knows "
                     f"({KNOWN_FORMATS}).")
@@ -148,6 +152,8 @@ def detect_json_format(data, name: str) -> str:
                             "read with the messages.json beside it.")
         if is_snapchat(data):
             return "snapchat"
+        if "backupTimeMs" in data:
+            raise UserError(f"{name}: Signal's metadata.json; the messages are in main.jsonl beside it.")
         if isinstance(data.get("chats"), dict):
             return "telegram"
         if "messages" in data and ("participants" in data or _looks_like_meta(data["messages"])):

@@ -7,11 +7,11 @@ from datetime import date
 from gptlib.errors import UserError
 
 FORMATS = ("whatsapp", "telegram", "telegram-html", "messenger", "instagram", "imessage-csv", "imessage-text",
-           "discord-json", "discord-csv", "line", "kakaotalk", "kakaotalk-csv", "signal-markdown", "signal-json",
+           "discord-json", "discord-csv", "line", "kakaotalk", "kakaotalk-csv", "signal-markdown", "signal-json", "signal-backup",
            "slack", "google-chat", "snapchat", "skype", "csv", "jsonl")
 KNOWN_FORMATS = ("WhatsApp .txt or .zip (Android or iOS), Telegram result.json or messages.html, Messenger/Instagram message_N.json, "
                  "iMessage CSV or imessage-exporter .txt, Discord JSON or CSV, LINE .txt, KakaoTalk .txt or .csv, "
-                 "Signal (signal-export chat.md or data.json), Slack export .zip or folder, Google Chat messages.json, "
+                 "Signal (its own export's main.jsonl, or signal-export's chat.md or data.json), Slack export .zip or folder, Google Chat messages.json, "
                  "Snapchat chat_history.json, Skype messages.json or .tar, CSV with --columns, JSONL of input/output pairs")
 
 

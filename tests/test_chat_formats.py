@@ -144,6 +144,17 @@ def test_signal_export_markdown_and_json_lines(tmp_path, name):
     assert counts["deleted notices"] == counts["call records"] == 1
 
 
+def test_signal_own_plaintext_export_main_jsonl(tmp_path):
+    pairs, report = run(tmp_path, "signal-export-2024-01-06")
+    assert [file.format for file in report.files] == ["signal-backup", "skipped"]  # main.jsonl, metadata.json
+    assert "main.jsonl beside it" in report.files[1].note
+    assert pairs == [("Are you coming tonight?", "Yes! See you at 10"), ("Bring the tickets", "Got them")]
+    counts = report.app_texts
+    assert counts["stickers"] == counts["deleted notices"] == counts["call records"] == counts["quoted replies"] == 1
+    conversation = imported("signal-export-2024-01-06/main.jsonl").conversations[0]
+    assert conversation.title == "Bruno Costa" and {m.sender for m in conversation.messages} == {"Bruno Costa", "Ana Silva"}
+
+
 def test_signal_folder_with_both_files_gives_each_pair_once(tmp_path):
     pairs, report = run(tmp_path, "signal/Bruno Costa")
     assert len(pairs) == 2 and report.counts["duplicate messages dropped"] == 6
