@@ -25,6 +25,7 @@ _TITLE = re.compile(r"\[LINE\]\s*(.*)")
 _TITLE_NAME = re.compile(r"(?:Chat history (?:with|in)|Chats? in|ประวัติการ(?:แชท|สนทนา)(?:กับ|ในกลุ่ม)?)\s*(.+)"
                          r"|(.+?)(?:との|の)?トーク履歴|與(.+)的聊天記錄")
 _GROUP_TITLE = re.compile(r"Chat history in|ในกลุ่ม|^\"")
+_SAVED_ANY = re.compile(r"[^\t\d]{1,40}[:：]\s*\d[\d/.,: -]{5,30}(?:\s?[AaPp][Mm])?")
 _SAVED = re.compile(r"(?:Saved on|Save date|Date saved|保存日時|บันทึกเมื่อ|บันทึกวันที่|儲存日期)\s*[:：]?.*")
 # Date lines: year first ("2024/01/04(Thu)", "2024.01.04 Thursday", "2024/01/04 จันทร์") or a weekday
 # first ("Thu, 1/4/2024", "ศ. 28/11/2568").
@@ -106,6 +107,8 @@ def _header(lines: list[str]) -> tuple[str, list[str]]:
     if not match:
         return "", lines
     rest = lines[start + 1:]
+    if rest and _SAVED_ANY.fullmatch(rest[0].strip()) and not _date_of(rest[0], "dmy"):
+        rest = rest[1:]  # "Saved on: ..." in a language not listed: a label, a colon, a date
     while rest and (not rest[0].strip() or _SAVED.fullmatch(rest[0].strip())):
         rest = rest[1:]
     return match.group(1).strip(), rest

@@ -26,7 +26,6 @@ from .options import ChatDataConfig
 from .times import parse_time_text
 
 HEADER = re.compile(r"\[(\d{4}-\d{2}-\d{2}),? (\d{2}:\d{2}(?::\d{2})?)\] ([^\n:]{1,80}?): ?(.*)")
-_REACTIONS = re.compile(r"\n?\(- .{1,2000}? -\)\s*$")
 _STICKER = re.compile(r"\n?\(\( .{0,40} \)\)|\[[^\[\]\n]{0,40}\]\(\.\./exported_stickers/[^()\n]*\)")
 _ATTACHMENT = re.compile(r"!?\[[^\[\]\n]*\]\(\./media/[^()\n]*\)|\((?:media|attachment) not exported\)")
 _DELETED = "(This message was deleted)"
@@ -88,9 +87,10 @@ def _own_words(body: str, counts) -> str | None:
     if _CALL.fullmatch(body):
         counts["call records"] += 1
         return None
-    if _REACTIONS.search(body):
+    head, _, last = body.rpartition("\n")
+    if last.startswith("(- ") and last.rstrip().endswith(" -)"):  # "(- Bruno: ❤️, Carla: 👍 -)", the last line
         counts["reactions"] += 1
-        body = _REACTIONS.sub("", body)
+        body = head
     if _STICKER.search(body):
         counts["stickers"] += 1
         body = _STICKER.sub(" " + MEDIA_PLACEHOLDER, body)

@@ -20,8 +20,9 @@ from .model import MEDIA_PLACEHOLDER, Conversation, Imported, Message, clean_nam
 from .times import parse_time_text
 
 _TEXT = {"Text", "RichText", "RichText/HTML", "RichText/Sms"}
-_QUOTE = re.compile(r"<quote\b.*?</quote>", re.DOTALL | re.IGNORECASE)
-_LEGACY_QUOTE = re.compile(r"<legacyquote>.*?</legacyquote>", re.DOTALL | re.IGNORECASE)
+# Bounded, so that many unclosed tags in one huge message cannot make the search quadratic.
+_QUOTE = re.compile(r"<quote\b.{0,20000}?</quote>", re.DOTALL | re.IGNORECASE)
+_LEGACY_QUOTE = re.compile(r"<legacyquote>.{0,20000}?</legacyquote>", re.DOTALL | re.IGNORECASE)
 _EDIT_MARK = re.compile(r"<e_m\b[^>]*>(?:</e_m>)?", re.IGNORECASE)
 _TAG = re.compile(r"<[^<>]{0,2000}>")
 

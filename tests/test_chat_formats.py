@@ -305,3 +305,23 @@ def test_from_the_command_line(tmp_path):
     assert "slack_export.zip: slack," in result.stdout and "messages.json: skype," in result.stdout
     assert "Lunch" not in result.stdout  # message text never appears in the report
     assert len(out.read_text(encoding="utf-8").splitlines()) == 4
+
+
+HUGE_LINES = {"line": "2024/01/04(Thu)\n21:41\t" + "a\t" * 200_000, "line title": "[LINE] " + "x" * 800_000,
+              "kakao": "2024년 1월 4일 오후 9:41, " + "a : " * 200_000, "kakao pc": "[B] [오후 9:41] " + "가" * 800_000,
+              "signal reactions": "[2024-01-04 21:41:00] B: " + "(- " * 300_000,
+              "signal stickers": "[2024-01-04 21:41:00] B: " + "(( " * 300_000}
+
+
+@pytest.mark.slow
+def test_new_readers_take_linear_time_on_a_huge_line():
+    """Each new text reader on a ~1 MB line: linear patterns finish in a second or so; a pattern that
+    rescans from every position would take minutes, and this subprocess would time out."""
+    script = ("import sys\nsys.path.insert(0, 'tests')\nfrom chat.detect import TEXT_READERS\nfrom chat.options import ChatDataConfig\n"
+              "from gptlib.errors import UserError\nfrom tests.test_chat_formats import HUGE_LINES\n"
+              "for text in HUGE_LINES.values():\n"
+              "    for name in ('line', 'kakaotalk', 'signal-markdown'):\n"
+              "        try: TEXT_READERS[name](text, 'x', ChatDataConfig(me='x'))\n"
+              "        except UserError: pass\nprint('done')")
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=90)
+    assert result.stdout.strip() == "done", result.stderr
