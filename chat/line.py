@@ -74,8 +74,9 @@ def read_line(text: str, name: str, config: ChatDataConfig) -> Imported:
     known = [] if tabbed else _known_names(title, config.me, body)
     order = _day_month_order(body)
     messages, day, current = [], None, None
+    pattern = _TAB_LINE if tabbed else _SPACE_LINE
     for line in body:
-        if current is not None and current.get("open"):
+        if current is not None and current.get("open") and not pattern.match(line) and _date_of(line, order) is None:
             current["lines"].append(line)  # inside a quoted multi-line message
             current["open"] = not line.endswith('"')
             continue
@@ -83,7 +84,7 @@ def read_line(text: str, name: str, config: ChatDataConfig) -> Imported:
         if parsed is not None:
             day, current = parsed, _flush(current, messages, result, tabbed)
             continue
-        match = (_TAB_LINE if tabbed else _SPACE_LINE).match(line)
+        match = pattern.match(line)
         if match and day is not None:
             _flush(current, messages, result, tabbed)
             try:

@@ -53,7 +53,11 @@ def is_slack_export(paths: list[str]) -> str | None:
 
 def read_slack_export(files: Files, name: str) -> Imported:
     result = Imported("slack")
-    users = _users(_json(files, "users.json", name) or [])
+    try:
+        users = _users(_json(files, "users.json", name) or [])
+    except UserError:
+        users = {}  # names then come from each message's user_profile, where it has one
+        result.note = "users.json could not be read; names are taken from the messages"
     folders = _folders(files, users, name)
     channel_names = {info["id"]: folder for folder, info in folders.items() if info.get("id")}
     for folder in sorted({path.split("/")[0] for path in files if path.count("/") == 1 and path.endswith(".json")}):

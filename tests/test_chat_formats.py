@@ -88,6 +88,12 @@ def test_line_space_separated_pc_file_learns_names_with_spaces(tmp_path):
     assert {m.sender for m in imported("line/line_pc_spaced.txt").conversations[0].messages} == {"Bruno Costa", "Ana Silva"}
 
 
+def test_line_a_quote_that_opens_a_message_does_not_swallow_the_next_ones():
+    text = '[LINE] Chat history with Bruno\n\n2024/01/04(Thu)\n21:41\tBruno\t"Hi" he said\n21:42\tAna\tok\n'
+    messages = parse_export(text, "x.txt", ChatDataConfig(me="Ana")).conversations[0].messages
+    assert [(m.sender, m.text) for m in messages] == [("Bruno", '"Hi" he said'), ("Ana", "ok")]
+
+
 def test_line_title_starting_with_a_bracket_is_not_json():
     empty = parse_export("[LINE] Chat history with Nobody\nSaved on: 2024/01/05 21:41\n", "x.txt", ChatDataConfig(me="x"))
     assert empty.format == "line" and empty.conversations[0].messages == []  # read as LINE, not "not valid JSON"
