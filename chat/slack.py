@@ -103,8 +103,10 @@ def _users(records) -> dict[str, tuple[str, tuple[str, ...], bool]]:
             continue
         profile = record.get("profile") if isinstance(record.get("profile"), dict) else {}
         spellings = [record.get("real_name"), profile.get("real_name"), profile.get("display_name"), record.get("name"),
-                     record["id"]]
+                     str(record["id"])]
         spellings = [clean_name(s) for s in spellings if isinstance(s, str) and clean_name(s)]
+        if not spellings:
+            continue  # no id and no name: nobody to resolve
         users[str(record["id"])] = (spellings[0], tuple(spellings[1:]), bool(record.get("is_bot")))
     return users
 
@@ -120,12 +122,14 @@ def _folders(files: Files, users, name: str) -> dict[str, dict]:
         for record in records if isinstance(records, list) else []:
             if not isinstance(record, dict):
                 continue
-            folder = str(record.get("name") or record.get("id") or "")
-            members = [users.get(str(m), (str(m),))[0] for m in record.get("members") or [] if isinstance(m, str)]
+            ident = str(record["id"]) if isinstance(record.get("id"), (str, int)) else ""
+            folder = str(record.get("name") or ident)
+            listed = record.get("members") if isinstance(record.get("members"), list) else []
+            members = [users.get(m, (m,))[0] for m in listed if isinstance(m, str)]
             title = folder if group else ", ".join(members) or folder
-            folders[folder] = {"id": record.get("id"), "title": title, "group": group}
-            if record.get("id"):  # some exports name DM folders by id even where a name exists
-                folders.setdefault(str(record["id"]), folders[folder])
+            folders[folder] = {"id": ident, "title": title, "group": group}
+            if ident:  # some exports name DM folders by id even where a name exists
+                folders.setdefault(ident, folders[folder])
     return folders
 
 

@@ -10,12 +10,14 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from chat.cleaning import Cleaner
 from chat.detect import parse_export, read_export
 from chat.options import ChatDataConfig
 from chat.pipeline import main
-from chat.slack import unwrap
+from chat.slack import read_slack_export, unwrap
 from gptlib.errors import UserError
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "chats"
@@ -311,6 +313,24 @@ def test_from_the_command_line(tmp_path):
     assert "slack_export.zip: slack," in result.stdout and "messages.json: skype," in result.stdout
     assert "Lunch" not in result.stdout  # message text never appears in the report
     assert len(out.read_text(encoding="utf-8").splitlines()) == 4
+
+
+SLACK_KEYS = ["id", "name", "real_name", "profile", "is_bot", "members", "type", "user", "text", "ts", "thread_ts",
+              "subtype", "bot_id", "files", "reactions", "user_profile", "display_name"]
+SLACK_JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=10),
+                          lambda inner: st.lists(inner, max_size=4)
+                          | st.dictionaries(st.sampled_from(SLACK_KEYS), inner, max_size=5), max_leaves=20)
+
+
+@settings(max_examples=60, deadline=None)
+@given(users=SLACK_JSON, channels=SLACK_JSON, day=SLACK_JSON, raw=st.binary(max_size=30))
+def test_a_broken_slack_export_raises_only_user_errors(users, channels, day, raw):
+    files = {"users.json": json.dumps(users).encode, "channels.json": json.dumps(channels).encode,
+             "dms.json": lambda: raw, "general/2024-01-04.json": json.dumps(day).encode, "D1/2024-01-04.json": lambda: raw}
+    try:
+        read_slack_export(files, "export.zip")
+    except UserError:
+        pass
 
 
 HUGE_LINES = {"line": "2024/01/04(Thu)\n21:41\t" + "a\t" * 200_000, "line title": "[LINE] " + "x" * 800_000,
