@@ -52,9 +52,26 @@ class Source:
         """A Slack export's files: path inside the export -> a function giving its bytes."""
         if self.path.is_dir():
             return {file.relative_to(self.path).as_posix(): file.read_bytes for file in self.path.rglob("*.json")}
-        root = self.member
-        return {member[len(root):]: (lambda member=member: read_member(self.path, member, self.name))
-                for member in archive_members(self.path) if member.startswith(root) and member.endswith(".json")}
+        if self.path.suffix.lower() == ".tar":
+            return {member[len(self.member):]: (lambda member=member: read_member(self.path, member, self.name))
+                    for member in archive_members(self.path) if member.startswith(self.member) and member.endswith(".json")}
+        return _zip_json(self.path, self.member, self.name)
+
+
+def _zip_json(path: Path, root: str, name: str) -> dict:
+    """Every JSON file under `root` in a .zip, read with the archive opened once: a Slack export holds
+    a file per channel and day, thousands of them, and reopening the archive for each is slow."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            infos = [info for info in archive.infolist() if info.filename.startswith(root) and info.filename.endswith(".json")]
+            if sum(info.file_size for info in infos) > MAX_MEMBER_BYTES:
+                raise UserError(f"{name}: its JSON is larger than {MAX_MEMBER_BYTES >> 20} MB unpacked; unpack it first.")
+            contents = {info.filename[len(root):]: archive.read(info) for info in infos}
+    except OSError as err:
+        raise UserError(f"cannot read {name}: {err.strerror or err}") from None
+    except (zipfile.BadZipFile, KeyError, RuntimeError, NotImplementedError) as err:
+        raise UserError(f"cannot read {name} from its archive: {err}") from None
+    return {member: (lambda raw=raw: raw) for member, raw in contents.items()}
 
 
 def _read_file(path: Path) -> bytes:
@@ -149,7 +166,7 @@ def _add_archive(path: Path, in_folder: bool, sources: list[Source], skipped: li
         raise UserError(f"{path}: not a readable {path.suffix.lower()} archive ({err}).") from None
     root = is_slack_export(members)
     if root is not None:  # a Slack export: its JSON files are read together, the rest listed as skipped
-        sources.append(Source(f"{path}/{root}".rstrip("/"), path, root, in_folder=True, slack=True))
+        sources.append(Source(f"{path}/{root}".rstrip("/"), path, root, in_folder=in_folder, slack=True))
         skipped += [(f"{path}/{m}", why_skipped(Path(m).suffix.lower())) for m in members
                     if m.startswith(root) and not m.endswith(".json")]
         members = [m for m in members if not m.startswith(root)]
