@@ -45,6 +45,9 @@ _BRACKETED = re.compile(r"\[[^\[\]\n]{1,30}\]")
 _STICKER = re.compile(r"\[?(?:Sticker|スタンプ|สติกเกอร์|貼圖|스티커)\]?", re.IGNORECASE)
 _BARE_MEDIA = re.compile(r"(?:Photos?|Videos?|Sticker|File|Voice message|GIF|写真|動画|スタンプ|ファイル|ボイスメッセージ"
                          r"|รูป|วิดีโอ|สติกเกอร์|ไฟล์|ข้อความเสียง|照片|影片|貼圖)", re.IGNORECASE)
+_CALL = re.compile(r"☎.*|(?:Missed|Canceled|Cancelled) (?:voice |video )?call|No answer|(?:Voice |Video )?Call time \d{1,2}:\d{2}(?::\d{2})?"
+                   r"|(?:音声通話|ビデオ通話)?通話時間 \d{1,2}:\d{2}(?::\d{2})?|不在着信|สายที่ไม่ได้รับ|ระยะเวลาการโทร \d{1,2}:\d{2}"
+                   r"|通話時間 \d{1,2}:\d{2}|未接來電|已取消")
 _UNSENT = re.compile(r".{0,60}(?: unsent a message\.?|がメッセージの送信を取り消しました|\s?ยกเลิกข้อความ(?:แล้ว)?"
                      r"|已收回訊息|메시지를 취소했습니다)|(?:You|あなた) unsent a message\.?")
 _NOTICE = re.compile(
@@ -238,7 +241,7 @@ def _flush(current: dict | None, messages: list[Message], result: Imported, tabb
 
 def _app_text(text: str, has_sender: bool, tabbed: bool, counts) -> str | None:
     """The text, the placeholder the cleaner knows for LINE's own media texts, or None for notices and calls."""
-    if text.startswith("☎"):
+    if _CALL.fullmatch(text):
         counts["call records"] += 1
         return None
     if _UNSENT.fullmatch(text):
