@@ -303,6 +303,25 @@ def test_messenger_poll_notices_never_reach_the_pairs(notice):
     assert counts["group/server notices dropped"] == 1
 
 
+@pytest.mark.parametrize("poll", ["POLL:\nDinner?\nOPTION: Pizza (1 vote)\nOPTION: Sushi (0 votes)",
+                                  "ENCUESTA:\n¿Cena?\nOPCIÓN: Pizza (2 votos)\nOPCIÓN: Sushi (0 votos)",
+                                  "UMFRAGE:\nEssen?\nOPTION: Pizza (1 Stimme)"])
+def test_whatsapp_polls_never_reach_the_pairs(tmp_path, poll):
+    chat = tmp_path / "chat.txt"
+    chat.write_text(f"[31/12/2023, 21:41:05] Bruno: Where shall we eat?\n[31/12/2023, 21:42:05] Bruno: {poll}\n"
+                    f"[31/12/2023, 21:43:05] Ana Silva: Pizza!\n[31/12/2023, 21:44:05] Bruno: Ok\n"
+                    f"[31/12/2023, 21:45:05] Ana Silva: {poll}\n", encoding="utf-8")
+    report = main([str(chat), "--me=Ana Silva", f"--out={tmp_path / 'p.jsonl'}"])
+    assert [json.loads(line) for line in (tmp_path / "p.jsonl").read_text(encoding="utf-8").splitlines()] == [
+        {"input": "Where shall we eat?", "output": "Pizza!"}]
+    assert report.counts["group/server notices dropped"] == 2
+
+
+def test_a_list_with_a_colon_is_not_a_poll():
+    from collections import Counter
+    assert Cleaner(ChatDataConfig(me="x"), Counter()).clean("Shopping:\nmilk\nEggs: 6 (two boxes)") != ""
+
+
 def test_from_the_command_line(tmp_path):
     """One real run of the command per archive kind: a Slack zip, a Skype tar."""
     out = tmp_path / "pairs.jsonl"
