@@ -95,7 +95,7 @@ def read_kakao(text: str, name: str, config: ChatDataConfig) -> Imported:
         _add(current, messages, result)
         current = _start(match, day, result)
     _add(current, messages, result)
-    group = bool(re.search(r" \d+ 카카오톡 대화", title))  # "Friends 5 카카오톡 대화": a group of five
+    group = bool(re.search(r" \d+(?: 님과)? 카카오톡 대화$", title))  # "Friends 5 님과 카카오톡 대화": a group of five
     result.conversations.append(Conversation(f"kakaotalk:{name}", _title_name(title) or Path(name).stem, messages, group))
     return result
 

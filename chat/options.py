@@ -35,7 +35,7 @@ class ChatDataConfig:
     facts_repeat: int = 10  # each fact pair is written this many times so that a small model learns it
     columns: str = ""  # for any other CSV, which column is what: sender=Author,text=Content,time=Date
     date_order: str = "auto"  # WhatsApp dates where day and month could be either way: auto (from the file), dmy, mdy or ymd
-    format: str = "auto"  # auto (from the content) or whatsapp, telegram, messenger, discord-json, csv...
+    format: str = "auto"  # auto (from the content) or whatsapp, telegram, messenger, line, kakaotalk, signal-json, skype, csv...
 
     def validate(self) -> None:
         if self.reply_window < 0:
