@@ -61,7 +61,8 @@ def read_slack_export(files: Files, name: str) -> Imported:
     folders = _folders(files, users, name)
     channel_names = {info["id"]: folder for folder, info in folders.items() if info.get("id")}
     for folder in sorted({path.split("/")[0] for path in files if path.count("/") == 1 and path.endswith(".json")}):
-        info = folders.get(folder, {"title": folder, "group": True})
+        # Not listed: a channel, unless named like a direct message's id ("D01ABC...")
+        info = folders.get(folder, {"title": folder, "group": not re.fullmatch(r"D[A-Z0-9]{8,}", folder)})
         records = []
         for path in sorted(p for p in files if p.startswith(folder + "/") and p.endswith(".json")):
             try:
