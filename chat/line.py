@@ -30,7 +30,8 @@ _SAVED = re.compile(r"(?:Saved on|Save date|Date saved|保存日時|บันท
 # Date lines: year first ("2024/01/04(Thu)", "2024.01.04 Thursday", "2024/01/04 จันทร์") or a weekday
 # first ("Thu, 1/4/2024", "ศ. 28/11/2568").
 _DATE_YEAR_FIRST = re.compile(r"(\d{4})[/.](\d{1,2})[/.](\d{1,2})\s*(?:[(（]\s*([^()（）\s]{1,12})\s*[)）]|([^\d\s]{1,16}))?")
-_DATE_WEEKDAY_FIRST = re.compile(r"([^\d\s,.]{1,16})\.?,?\s+(\d{1,2})/(\d{1,2})/(\d{4})")
+_DATE_WEEKDAY_FIRST = re.compile(r"(?:(?P<w1>[^\d\s,.]{1,16})\.?,?\s+)?(?P<a>\d{1,2})/(?P<b>\d{1,2})/(?P<y>\d{4})"
+                                 r"(?:\s*[(（]?(?P<w2>[^\d\s()（）]{1,16})[)）]?)?")  # the weekday before or after
 _TIME = r"(?:(午前|午後|上午|下午)\s?)?(\d{1,2}):(\d{2})\s?([AaPp][Mm])?"
 _TAB_LINE = re.compile(_TIME + r"\t(.*)")
 _SPACE_LINE = re.compile(_TIME + r" (.+)")
@@ -163,7 +164,8 @@ def _date_of(line: str, order: str) -> date | None:
 
 def _weekday_first(match: re.Match, order: str) -> date:
     """"Thu, 1/4/2024": whichever of day-month and month-day falls on the weekday named, else the file's order."""
-    weekday, first, second, year = match.group(1), int(match.group(2)), int(match.group(3)), _gregorian(int(match.group(4)))
+    weekday = match.group("w1") or match.group("w2") or ""
+    first, second, year = int(match.group("a")), int(match.group("b")), _gregorian(int(match.group("y")))
     candidates = []
     for day, month in ((first, second), (second, first)) if order == "dmy" else ((second, first), (first, second)):
         try:
@@ -190,9 +192,9 @@ def _day_month_order(lines: list[str]) -> str:
     """For "a/b/yyyy" date lines whose weekday is not known: day first unless a second number above 12 says not."""
     for line in lines:
         match = _DATE_WEEKDAY_FIRST.fullmatch(line.strip())
-        if match and int(match.group(3)) > 12:
+        if match and int(match.group("b")) > 12:
             return "mdy"
-        if match and int(match.group(2)) > 12:
+        if match and int(match.group("a")) > 12:
             return "dmy"
     return "dmy"
 

@@ -84,6 +84,13 @@ def test_line_thai_group_buddhist_years(tmp_path):
     assert pairs == [("ไปกี่โมง", "สิบโมงนะ"), ("โอเค", "เจอกัน\nที่สถานี")]
 
 
+@pytest.mark.parametrize("date_line", ["พฤ. 04/01/2567", "วันพฤหัสบดี, 04/01/2567", "04/01/2567 วันพฤหัสบดี", "Thu, 1/4/2024",
+                                       "1/4/2024(Thu)", "2024/01/04(木)", "2024.01.04 Thursday", "2024/01/04（四）"])
+def test_line_date_lines_of_old_and_new_versions(date_line):
+    text = f"[LINE] Chat history with Bruno\n\n{date_line}\n21:41\tBruno\thi\n"
+    assert parse_export(text, "x.txt", ChatDataConfig(me="x")).conversations[0].messages[0].time == datetime(2024, 1, 4, 21, 41)
+
+
 def test_line_space_separated_pc_file_learns_names_with_spaces(tmp_path):
     pairs, _ = run(tmp_path, "line/line_pc_spaced.txt")
     assert pairs == [("Are you there?", "Yes, just got home\nit was a long day"), ("Tomorrow then", "Ok")]
