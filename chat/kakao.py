@@ -52,8 +52,10 @@ _CALL = re.compile(r"(?:보이스톡|페이스톡|Voice ?Talk|Face ?Talk|Voice c
                    r"|Missed|No answer|\d{1,2}:\d{2}(?::\d{2})?)?\.?|(?:부재중 |Missed )(?:보이스톡|페이스톡|Voice ?Talk|Face ?Talk)",
                    re.IGNORECASE)
 _NOTICE = re.compile(r".{1,80}님이 (?:들어왔습니다|나갔습니다|.{1,200}님을 초대(?:하였|했)습니다|.{1,80}님을 내보냈습니다)\.?"
-                     r"|.{1,80} (?:joined|left) this chatroom\.|.{1,80} invited .{1,200}\.|.{1,80} (?:has )?left the chat(?:room)?\."
+                     r"|.{1,80} (?:joined|left) this chatroom\.|.{1,80} (?:has )?left the chat(?:room)?\."
                      r"|.{1,80} removed .{1,80} from this chatroom\.|.{1,80} has entered(?: the chatroom)?\.", re.IGNORECASE)
+# Only after a time ("Jan 4, 2024 at 21:42: Bruno invited Carla."), never in a message's own lines.
+_INVITED = re.compile(r".{1,80} invited .{1,200}\.", re.IGNORECASE)
 
 
 def looks_like_kakao(lines: list[str]) -> bool:
@@ -65,7 +67,8 @@ def looks_like_kakao(lines: list[str]) -> bool:
 
 def _message_match(line: str):
     match = _MOBILE.match(line) or _PC.match(line) or _TIME_ONLY.match(line)
-    if match and match.re is not _PC and " : " not in match.group("rest") and not _NOTICE.fullmatch(match.group("rest")):
+    rest = match.group("rest") if match else ""
+    if match and match.re is not _PC and " : " not in rest and not (_NOTICE.fullmatch(rest) or _INVITED.fullmatch(rest)):
         return None  # a WhatsApp-like line, not KakaoTalk's "sender : text"
     return match
 

@@ -232,7 +232,7 @@ def _flush(current: dict | None, messages: list[Message], result: Imported, tabb
         text = text[1:-1].replace('""', '"')  # a multi-line message, quoted as in CSV
     try:
         sender = clean_name(current["sender"])
-        text = _app_text(text.strip(), bool(sender), tabbed, result.counts)
+        text = _app_text(text.strip(), sender, tabbed, result.counts)
     except MALFORMED:
         result.malformed += 1
         return None
@@ -241,16 +241,17 @@ def _flush(current: dict | None, messages: list[Message], result: Imported, tabb
     return None
 
 
-def _app_text(text: str, has_sender: bool, tabbed: bool, counts) -> str | None:
-    """The text, the placeholder the cleaner knows for LINE's own media texts, or None for notices and calls."""
+def _app_text(text: str, sender: str, tabbed: bool, counts) -> str | None:
+    """The text, the placeholder the cleaner knows for LINE's own media texts, or None for notices and calls.
+    A notice under a sender must name that sender first ("Bruno joined the group."): "I invited Bob" is words."""
     if _CALL.fullmatch(text):
         counts["call records"] += 1
         return None
     if _UNSENT.fullmatch(text):
         counts["deleted notices"] += 1
         return None
-    if not has_sender or _NOTICE.fullmatch(text):
-        counts["group events" if has_sender or text else "system lines (no sender)"] += 1
+    if not sender or (text.startswith(sender) and _NOTICE.fullmatch(text)):
+        counts["group events" if sender or text else "system lines (no sender)"] += 1
         return None
     if _STICKER.fullmatch(text) and (text.startswith("[") or not tabbed):
         counts["stickers"] += 1

@@ -103,6 +103,20 @@ def test_line_a_quote_that_opens_a_message_does_not_swallow_the_next_ones():
     assert [(m.sender, m.text) for m in messages] == [("Bruno", '"Hi" he said'), ("Ana", "ok")]
 
 
+def test_line_notices_name_their_sender_first_and_words_stay():
+    text = ("[LINE] Chat history with Bruno\n\n2024/01/04(Thu)\n21:41\tBruno\tI invited Carla to the party\n"
+            "21:42\tBruno\tBruno joined the group.\n")
+    result = parse_export(text, "x.txt", ChatDataConfig(me="x"))
+    assert [m.text for m in result.conversations[0].messages] == ["I invited Carla to the party"]
+    assert result.counts["group events"] == 1
+
+
+def test_kakao_pc_message_lines_that_mention_an_invitation_are_words():
+    text = "--------------- 2024년 1월 4일 목요일 ---------------\n[Bruno] [오후 9:41] so\nthen I invited Carla.\n[Ana] [오후 9:42] ok\n"
+    messages = parse_export(text, "x.txt", ChatDataConfig(me="x")).conversations[0].messages
+    assert messages[0].text == "so\nthen I invited Carla."
+
+
 def test_line_title_starting_with_a_bracket_is_not_json():
     empty = parse_export("[LINE] Chat history with Nobody\nSaved on: 2024/01/05 21:41\n", "x.txt", ChatDataConfig(me="x"))
     assert empty.format == "line" and empty.conversations[0].messages == []  # read as LINE, not "not valid JSON"
