@@ -86,7 +86,8 @@ def read_line(text: str, name: str, config: ChatDataConfig) -> Imported:
             continue
         parsed = _date_of(line, order)
         if parsed is not None:
-            day, current = parsed, _flush(current, messages, result, tabbed)
+            _flush(current, messages, result, tabbed)
+            day, current = parsed, None
             continue
         match = pattern.match(line)
         if match and day is not None:
@@ -225,8 +226,9 @@ def _split_spaced(rest: str, known: list[str]) -> tuple[str, str]:
 
 
 def _flush(current: dict | None, messages: list[Message], result: Imported, tabbed: bool) -> None:
+    """The message being gathered, once its last line is known, into `messages` (unless it is LINE's own)."""
     if current is None:
-        return None
+        return
     text = "\n".join(current["lines"])
     if len(current["lines"]) > 1 and text.startswith('"') and text.endswith('"'):
         text = text[1:-1].replace('""', '"')  # a multi-line message, quoted as in CSV
@@ -235,10 +237,9 @@ def _flush(current: dict | None, messages: list[Message], result: Imported, tabb
         text = _app_text(text.strip(), sender, tabbed, result.counts)
     except MALFORMED:
         result.malformed += 1
-        return None
+        return
     if text is not None and sender:
         messages.append(Message(sender, text, current["time"]))
-    return None
 
 
 def _app_text(text: str, sender: str, tabbed: bool, counts) -> str | None:
