@@ -203,14 +203,15 @@ class CausalSelfAttention(nn.Module):
             q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
         if torch.compiler.is_compiling():
             out = one_query_attention(q, k, v, cached_k, cached_v, ring.earlier)
-        else:
-            slot = ring.slot.expand_as(k)  # (B, H, 1, hs): each row's slot
+        elif ring.filled is not None:  # the keys forward() with a KVCache attends over: the same bits
+            s = ring.first_slot
+            cached_k[:, :, s:s + 1], cached_v[:, :, s:s + 1] = k, v
+            out = F.scaled_dot_product_attention(q, cached_k[:, :, :ring.filled], cached_v[:, :, :ring.filled])
+        else:  # rows at different positions (continuous batching): each row's slot, then a mask
+            slot = ring.slot.expand_as(k)  # (B, H, 1, hs)
             cached_k.scatter_(2, slot, k)
             cached_v.scatter_(2, slot, v)
-            if ring.filled is not None:  # exactly what forward() with a KVCache attends over: the same bits
-                out = F.scaled_dot_product_attention(q, cached_k[:, :, :ring.filled], cached_v[:, :, :ring.filled])
-            else:
-                out = F.scaled_dot_product_attention(q, cached_k, cached_v, attn_mask=ring.visible)
+            out = F.scaled_dot_product_attention(q, cached_k, cached_v, attn_mask=ring.visible)
         return self.proj(out.transpose(1, 2).reshape(B, 1, C)), k, v
 
     def attend_with_dropout(self, q, k, v, mask=None):
@@ -329,25 +330,30 @@ class KVCache:
 
 class RingSlots(NamedTuple):
     """Where one new position of each row goes in a ring of W slots (LayerCache's layout: position
-    p in slot p % W), and what it sees there (GPT.forward_one)."""
+    p in slot p % W), and what it sees there (GPT.forward_one). Rows all at one position (one
+    reply, or the samples of one prompt) see the slots LayerCache.append gives forward(): the
+    first `filled`, the new one at `first_slot`."""
 
-    slot: torch.Tensor  # (B, 1, 1, 1) long: the slot the new position takes
-    earlier: torch.Tensor  # (B, 1, 1, W) bool: the slots of earlier positions it still sees
-    visible: torch.Tensor | None  # (B, 1, 1, W) 0 where it looks once its own slot is written, -inf elsewhere
-    filled: int | None  # rows all at one position: the slots 0..filled-1 they see, as LayerCache.append gives
+    slot: torch.Tensor  # (B, 1, 1, 1) long: the slot each row's new position takes
+    earlier: torch.Tensor | None  # (B, 1, 1, W) bool: the slots of earlier positions a row still sees
+    visible: torch.Tensor | None  # (B, 1, 1, W) 0 where a row looks once its own slot is written, -inf elsewhere
+    filled: int | None = None  # rows at one position: they see slots 0..filled-1
+    first_slot: int | None = None  # rows at one position: their new slot
 
     @staticmethod
     def of(positions, W, dtype=torch.float32):
         positions = positions.view(-1, 1, 1, 1)
-        slots, slot = torch.arange(W, device=positions.device), positions % W
+        slot = positions % W
+        if not torch.compiler.is_compiling():
+            first = int(positions[0])
+            if bool((positions == first).all()):
+                return RingSlots(slot, None, None, min(first + 1, W), first % W)
+        slots = torch.arange(W, device=positions.device)
         earlier = (slots < positions) & (slots != slot)  # not the one the new position overwrites
         if torch.compiler.is_compiling():  # the graph reads only `earlier`
-            return RingSlots(slot, earlier, None, None)
-        first = int(positions[0])
-        if bool((positions == first).all()):
-            return RingSlots(slot, earlier, None, min(first + 1, W))
+            return RingSlots(slot, earlier, None)
         visible = torch.zeros(earlier.shape, dtype=dtype, device=positions.device)
-        return RingSlots(slot, earlier, visible.masked_fill_(~(earlier | (slots == slot)), float("-inf")), None)
+        return RingSlots(slot, earlier, visible.masked_fill_(~(earlier | (slots == slot)), float("-inf")))
 
 
 # ==============================================================================================

@@ -135,7 +135,8 @@ DECODE_SHAPES = {  # (e): the shipped model, and the lecture's size with rotary 
 DECODE_PATHS = ("generate", "static", "compiled")  # GPT.generate (eager), the engine's two fast decoders
 
 
-def measure_decoding(shape_name: str, path: str, new_tokens: int, device: str, threads: int) -> dict:
+def measure_decoding(shape_name: str, path: str, new_tokens: int, device: str, threads: int,
+                     dtype: str = "float32") -> dict:
     """Characters/s of one reply of new_tokens characters after a 6-character prompt, and whether the
     tokens are GPT.generate's for the same seed. Compiling is timed apart (it happens once per model)."""
     from gpt_final_version import GPT
@@ -149,6 +150,7 @@ def measure_decoding(shape_name: str, path: str, new_tokens: int, device: str, t
     else:
         torch.manual_seed(0)
         model = GPT(apply(GPTConfig(vocab_size=65), shape)).to(device).eval()
+    model.to(getattr(torch, dtype))  # the weights generating holds (ModelHandler.use_dtype)
     prompt = [5, 6, 7, 8, 9, 10]
 
     def run():
@@ -386,24 +388,30 @@ def main(argv: list[str]) -> None:
 
 
 def decode_table(device: str, quick: bool) -> list[dict]:
-    """(e) One reply, batch 1: GPT.generate against the engine's static-cache and compiled decoders."""
+    """(e) One reply, batch 1: GPT.generate against the engine's static-cache and compiled decoders,
+    with float32 weights and (where the machine multiplies it in hardware) bfloat16 ones; "vs
+    generate" is against float32 GPT.generate, "same tokens" against GPT.generate in the row's dtype."""
     new_tokens = 300 if quick else 1000
     threads = 1  # one reply's operations are too small to split across cores; the other core serves another
     print(f"\n(e) decoding one reply of {new_tokens} characters, batch 1, {threads} thread (best of 3; compile apart)")
-    print(f"    {'model':30s} {'path':9s} {'chars/s':>8s} {'vs generate':>11s} {'compile':>8s} {'same tokens':>11s} {'peak RSS':>9s}")
+    print(f"    {'model':30s} {'path':9s} {'dtype':>8s} {'chars/s':>8s} {'vs generate':>11s} {'compile':>8s} {'same tokens':>11s} {'peak RSS':>9s}")
+    facts = devices.probe(device)
+    dtypes = ("float32", "bfloat16") if facts.device_type != "cpu" or facts.cpu_bf16 else ("float32",)
     rows = []
     for shape in DECODE_SHAPES:
-        for path in DECODE_PATHS:
-            if path == "compiled" and not devices.can_compile(devices.probe(device))[0]:
-                continue
-            row = in_subprocess({"kind": "decode", "shape_name": shape, "path": path, "new_tokens": new_tokens,
-                                 "device": device, "threads": threads})
-            row.update(shape=shape, path=path)
-            rows.append(row)
-            base = next(r for r in rows if r["shape"] == shape and r["path"] == "generate")["tokens_per_s"]
-            compile_text = f"{row['compile_s']:7.1f}s" if path == "compiled" else ""
-            print(f"    {shape:30s} {path:9s} {row['tokens_per_s']:8.0f} {row['tokens_per_s'] / base:10.2f}x "
-                  f"{compile_text:>8s} {'yes' if row['same_tokens'] else 'NO':>11s} {row['peak_rss_mb']:7.0f}MB")
+        for dtype in dtypes:
+            for path in DECODE_PATHS:
+                if path == "compiled" and not devices.can_compile(facts)[0]:
+                    continue
+                row = in_subprocess({"kind": "decode", "shape_name": shape, "path": path, "new_tokens": new_tokens,
+                                     "device": device, "threads": threads, "dtype": dtype})
+                row.update(shape=shape, path=path, dtype=dtype)
+                rows.append(row)
+                base = next(r for r in rows if r["shape"] == shape and r["path"] == "generate"
+                            and r["dtype"] == "float32")["tokens_per_s"]
+                compile_text = f"{row['compile_s']:7.1f}s" if path == "compiled" else ""
+                print(f"    {shape:30s} {path:9s} {dtype:>8s} {row['tokens_per_s']:8.0f} {row['tokens_per_s'] / base:10.2f}x "
+                      f"{compile_text:>8s} {'yes' if row['same_tokens'] else 'NO':>11s} {row['peak_rss_mb']:7.0f}MB")
     if device.startswith("cuda"):
         print("    on cuda the compiled step could also be captured as a CUDA graph (mode='reduce-overhead'); "
               "not measured here")
@@ -418,13 +426,14 @@ def decode_table(device: str, quick: bool) -> list[dict]:
 LECTURE_STEP = dict(n_layer=6, n_head=6, n_embd=384, block_size=256, batch_size=16, dropout=0.2)
 
 
-def step_vs_nanogpt(nanogpt: str, data: str, short: int = 6, long: int = 18) -> list[dict]:
+def step_vs_nanogpt(nanogpt: str, data: str, short: int = 4, long: int = 12, rounds: int = 3) -> list[dict]:
     """Milliseconds per training step at the lecture's shape (6 x 384, context 256, batch 16,
-    dropout 0.2, float32, no compile, the CPU) for nanoGPT's train.py and ours, each timed as the
-    difference between whole runs of `short` and `long` steps, so start-up, evaluation and saving
-    cancel. Both use learned positions and GELU, as nanoGPT does. nanoGPT is a clone you give
-    (--nanogpt=DIR, git clone https://github.com/karpathy/nanoGPT): its char data is prepared there
-    from our copy of the corpus."""
+    dropout 0.2, AdamW, no compile, the CPU) for nanoGPT's train.py (float32: its CPU path) and ours
+    in float32 and in bfloat16 autocast, each timed as the difference between whole runs of `short`
+    and `long` steps, so start-up, evaluation and saving cancel; the programs alternate within each
+    of `rounds` rounds and the median is kept. Both use learned positions and GELU, as nanoGPT
+    does. nanoGPT is a clone you give (--nanogpt=DIR, git clone https://github.com/karpathy/nanoGPT):
+    its char data is prepared there from our copy of the corpus."""
     if not (Path(nanogpt) / "train.py").is_file():
         raise SystemExit("--only=nanogpt needs --nanogpt=DIR, a clone of https://github.com/karpathy/nanoGPT")
     corpus = Path(data or os.environ.get("TINYSHAKESPEARE", "data/tinyshakespeare/input.txt")).resolve()
@@ -436,24 +445,28 @@ def step_vs_nanogpt(nanogpt: str, data: str, short: int = 6, long: int = 18) -> 
     theirs = [sys.executable, "train.py", "config/train_shakespeare_char.py", "--device=cpu", "--compile=False",
               "--dtype=float32", "--bias=True", "--eval_interval=100000", "--eval_iters=1", "--log_interval=100000",
               "--always_save_checkpoint=False", "--out_dir=/tmp/bench-nanogpt", *shape]
-    ours = [sys.executable, str(ROOT / "gpt_final_version.py"), "--preset=cpu", "--device=cpu",
-            "--compile=false", "--position=learned", "--activation=gelu", "--eval_interval=100000", "--eval_iters=1",
-            f"--data={corpus}", "--out=/tmp/bench-ours.pt", "--notes=", "--samples_dir=", "--sample_chars=0",
-            "--progress=false", "--learning_rate=1e-3", *shape]
-    print(f"\n(g) a training step at the lecture's shape against nanoGPT's train.py, cpu, float32, no compile: "
-          f"runs of {short} and {long} steps, ms/step = the difference / {long - short}")
-    rows = []
-    for name, command, cwd in (("nanoGPT train.py", theirs, nanogpt), ("ours (fast attention)", ours, None)):
-        seconds = {}
-        for steps in (short, long):
-            started = time.perf_counter()
-            subprocess.run([*command, f"--max_iters={steps}"], cwd=cwd, check=True, capture_output=True)
-            seconds[steps] = time.perf_counter() - started
-        rows.append({"program": name, "short_s": seconds[short], "long_s": seconds[long],
-                     "ms_per_step": 1000 * (seconds[long] - seconds[short]) / (long - short)})
+    ours = [sys.executable, str(ROOT / "gpt_final_version.py"), "--preset=cpu", "--device=cpu", "--optimizer=adamw",
+            "--qk_norm=false", "--compile=false", "--position=learned", "--activation=gelu", "--eval_interval=100000",
+            "--eval_iters=1", f"--data={corpus}", "--out=/tmp/bench-ours.pt", "--notes=", "--samples_dir=",
+            "--sample_chars=0", "--progress=false", "--learning_rate=1e-3", *shape]
+    programs = [("nanoGPT train.py, float32", theirs, nanogpt), ("ours, float32", [*ours, "--dtype=float32"], None),
+                ("ours, bfloat16 autocast", [*ours, "--dtype=bfloat16"], None)]
+    print(f"\n(g) a training step at the lecture's shape against nanoGPT's train.py, cpu, no compile: runs of "
+          f"{short} and {long} steps, ms/step = the difference / {long - short}, median of {rounds} alternating rounds")
+    measured: dict[str, list[float]] = {name: [] for name, _, _ in programs}
+    for _ in range(rounds):
+        for name, command, cwd in programs:
+            seconds = {}
+            for steps in (short, long):
+                started = time.perf_counter()
+                subprocess.run([*command, f"--max_iters={steps}"], cwd=cwd, check=True, capture_output=True)
+                seconds[steps] = time.perf_counter() - started
+            measured[name].append(1000 * (seconds[long] - seconds[short]) / (long - short))
+    rows = [{"program": name, "ms_per_step_rounds": times, "ms_per_step": sorted(times)[len(times) // 2]}
+            for name, times in measured.items()]
     for row in rows:
-        print(f"    {row['program']:24s} {row['short_s']:7.1f}s {row['long_s']:7.1f}s {row['ms_per_step']:8.0f} ms/step "
-              f"{rows[0]['ms_per_step'] / row['ms_per_step']:6.2f}x nanoGPT")
+        print(f"    {row['program']:28s} {row['ms_per_step']:8.0f} ms/step  {rows[0]['ms_per_step'] / row['ms_per_step']:5.2f}x "
+              f"nanoGPT  (rounds: {', '.join(f'{t:.0f}' for t in row['ms_per_step_rounds'])})")
     return rows
 
 

@@ -128,12 +128,10 @@ class DecodeStep(torch.nn.Module):
     def forward(self, tokens, positions, keys, values):
         """tokens, positions: (B,) long tensors; keys, values (L, B, H, W, hs), only read. Returns the
         next logits (B, V) and each row's new keys and values, (L, B, H, 1, hs) each."""
-        rotary, rows = None, tokens.shape[0]
-        if self.model.config.position == "rope" and torch.compiler.is_compiling():
+        rotary = None
+        if self.model.config.position == "rope":
+            rows = tokens.shape[0]
             rotary = self.cos[positions].view(rows, 1, 1, -1), self.sin[positions].view(rows, 1, 1, -1)
-        elif self.model.config.position == "rope":  # eager: computed as GPT.forward computes them, the same bits
-            cos, sin = rotary_angles(positions, self.model.config.n_embd // self.model.config.n_head)
-            rotary = cos.view(rows, 1, 1, -1), sin.view(rows, 1, 1, -1)
         return self.model.forward_one(tokens, positions, keys, values, rotary)
 
 
@@ -166,9 +164,10 @@ class StaticCacheDecoder(CachedDecoder):
         rows = len(tokens)
         logits, new_keys, new_values = step(torch.tensor(tokens, device=device),
                                             torch.full((rows,), position, device=device), self.keys, self.values)
-        slot = position % self.config.block_size
-        self.keys[:, :, :, slot:slot + 1] = new_keys
-        self.values[:, :, :, slot:slot + 1] = new_values
+        if step is not self.eager:  # a compiled step only reads the ring; eager, forward_one stored them
+            slot = position % self.config.block_size
+            self.keys[:, :, :, slot:slot + 1] = new_keys
+            self.values[:, :, :, slot:slot + 1] = new_values
         return logits
 
 
@@ -402,6 +401,8 @@ class BatchedRows:
         slots = (positions[rows] % self.window).to(self.device)
         out, new_keys, new_values = step(tokens.to(self.device), positions.to(self.device),
                                          self.keys[:, :size], self.values[:, :size])
+        # (eager, forward_one has stored them, and slot 0 of any row not fed: one whose learned window
+        # slid, whose ring is never read again)
         rows = rows.to(self.device)
         self.keys[:, rows, :, slots] = new_keys[:, rows, :, 0].transpose(0, 1)  # each row's into its own slot: (rows, L, H, hs)
         self.values[:, rows, :, slots] = new_values[:, rows, :, 0].transpose(0, 1)
