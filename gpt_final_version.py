@@ -334,7 +334,7 @@ class RingSlots(NamedTuple):
     reply, or the samples of one prompt) see the slots LayerCache.append gives forward(): the
     first `filled`, the new one at `first_slot`."""
 
-    slot: torch.Tensor  # (B, 1, 1, 1) long: the slot each row's new position takes
+    slot: torch.Tensor | None  # (B, 1, 1, 1) long: the slot each row's new position takes
     earlier: torch.Tensor | None  # (B, 1, 1, W) bool: the slots of earlier positions a row still sees
     visible: torch.Tensor | None  # (B, 1, 1, W) 0 where a row looks once its own slot is written, -inf elsewhere
     filled: int | None = None  # rows at one position: they see slots 0..filled-1
@@ -342,12 +342,12 @@ class RingSlots(NamedTuple):
 
     @staticmethod
     def of(positions, W, dtype=torch.float32):
-        positions = positions.view(-1, 1, 1, 1)
-        slot = positions % W
         if not torch.compiler.is_compiling():
             first = int(positions[0])
-            if bool((positions == first).all()):
-                return RingSlots(slot, None, None, min(first + 1, W), first % W)
+            if positions.numel() == 1 or bool((positions == first).all()):
+                return RingSlots(None, None, None, min(first + 1, W), first % W)
+        positions = positions.view(-1, 1, 1, 1)
+        slot = positions % W
         slots = torch.arange(W, device=positions.device)
         earlier = (slots < positions) & (slots != slot)  # not the one the new position overwrites
         if torch.compiler.is_compiling():  # the graph reads only `earlier`
@@ -475,10 +475,9 @@ class GPT(nn.Module):
         into its input would copy the whole cache in and out each time; eager, each layer stores
         them itself before attending)."""
         ring = RingSlots.of(positions, self.config.block_size, keys.dtype)
-        B = tokens.shape[0]
-        x = self.token_embedding(tokens).view(B, 1, -1)  # (B, 1, C)
+        x = self.token_embedding(tokens[:, None])  # (B, 1, C)
         if self.config.position == "learned":
-            x = x + self.position_embedding(positions).view(B, 1, -1)
+            x = x + self.position_embedding(positions[:, None])
         new_keys, new_values = [], []
         for i, block in enumerate(self.blocks):
             x, k, v = block.forward_one(x, keys[i], values[i], ring, rotary)
@@ -540,7 +539,9 @@ class FastDropout(nn.Module):
         self.p = p
 
     def forward(self, x):
-        if not self.training or self.p == 0 or x.device.type != "cpu":
+        if not self.training or self.p == 0:
+            return x
+        if x.device.type != "cpu":
             return F.dropout(x, self.p, self.training)
         return (x * dropout_mask(x.shape, self.p, x.device)).mul_(1.0 / (1.0 - self.p))
 
