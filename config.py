@@ -143,6 +143,7 @@ class SampleConfig:
     device: str = "auto"  # as for training
     out: str = ""  # also write the samples to this file (e.g. samples/romeo.txt)
     use_cache: bool = True  # keep keys/values between steps (same text, much faster)
+    dtype: str = "auto"  # weights for generating: "auto" is bfloat16 on a CPU with bfloat16 hardware for models of 4M+ parameters, else float32; or float32/bfloat16
     chat: bool = False  # talk to a model trained on chat pairs: type a message, it answers until its end marker
 
     def validate(self) -> None:
@@ -154,6 +155,7 @@ class SampleConfig:
             raise UserError(f"temperature must not be negative, got {self.temperature}.")
         if self.top_k < 0:
             raise UserError(f"top_k must not be negative, got {self.top_k}.")
+        _check_choice("dtype", self.dtype, ("auto", "float32", "bfloat16"))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -23,6 +23,11 @@ convert_attention_weights() moves a trained model from one to the other):
 Dropout outside the lecture's Head uses FastDropout: nn.Dropout's function, with masks drawn two
 elements per random number on a CPU (at the lecture's shape torch's own masks were a sixth of a step).
 
+Generation feeds one new position at a time: GPT.forward_one (and the forward_one of Block and
+CausalSelfAttention) is forward() for that case, over a ring of cached keys and values. It is the
+step the streaming engine (gptlib/engine.py) runs, eager or under torch.compile; tests/test_engine.py
+proves it gives forward()'s logits and generate()'s tokens.
+
 GPT-2's published weights load into this same GPT (gptlib/pretrained.py maps them by name): GPTConfig's
 qkv_bias, lm_head_bias, tie_embeddings and activation="gelu_tanh" switch on what GPT-2 has and our
 character models do not; left at their defaults, nothing below changes.
@@ -34,6 +39,7 @@ by main() when you train, never when another program imports the model. The CPU 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -66,6 +72,16 @@ def apply_rotary(x, cos, sin):
     """Rotate the two halves of the last dimension of x (..., T, hs) as pairs of coordinates."""
     x1, x2 = x.float().chunk(2, dim=-1)
     return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).type_as(x)
+
+
+def one_query_attention(q, k, v, cached_k, cached_v, seen):
+    """scaled_dot_product_attention for one query per row (B, H, 1, hs), written out: the query
+    attends to the cached keys it has `seen` (B, 1, 1, W) and to its own key k."""
+    scale = q.size(-1) ** -0.5
+    earlier = ((q @ cached_k.transpose(-2, -1)) * scale).masked_fill(~seen, float("-inf"))  # (B, H, 1, W)
+    own = (q * k).sum(-1, keepdim=True) * scale  # (B, H, 1, 1)
+    weights = torch.softmax(torch.cat((earlier, own), dim=-1), dim=-1)
+    return weights[..., :-1] @ cached_v + weights[..., -1:] * v  # (B, H, 1, hs)
 
 
 def sliding_window_mask(T, window, device):
@@ -172,6 +188,32 @@ class CausalSelfAttention(nn.Module):
         out = out.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side again
         return self.dropout(self.proj(out))
 
+    def forward_one(self, x, cached_k, cached_v, ring: RingSlots, rotary=None):
+        """forward() for one new position per row, x (B, 1, C), after earlier ones whose keys and
+        values (B, H, W, hs) sit in a ring (`ring` says which slots each row sees and where its new
+        position goes). Returns the output and the new k and v (B, H, 1, hs). Compiled, the ring is
+        only read and attention is written out, which torch.compile fuses into a few loops; eager,
+        k and v go into the ring at once and one call of the fused kernel reads it (cheaper than a
+        dozen small operations)."""
+        B, _, C = x.shape
+        q, k, v = self.qkv(x).view(B, 1, 3, self.n_head, C // self.n_head).transpose(1, 3).unbind(2)  # each (B, H, 1, hs)
+        if self.qk_norm:
+            q, k = F.rms_norm(q, q.shape[-1:]), F.rms_norm(k, k.shape[-1:])
+        if rotary is not None:
+            q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
+        if torch.compiler.is_compiling():
+            out = one_query_attention(q, k, v, cached_k, cached_v, ring.earlier)
+        elif ring.filled is not None:  # the keys forward() with a KVCache attends over: the same bits
+            s = ring.first_slot
+            cached_k[:, :, s:s + 1], cached_v[:, :, s:s + 1] = k, v
+            out = F.scaled_dot_product_attention(q, cached_k[:, :, :ring.filled], cached_v[:, :, :ring.filled])
+        else:  # rows at different positions (continuous batching): each row's slot, then a mask
+            slot = ring.slot.expand_as(k)  # (B, H, 1, hs)
+            cached_k.scatter_(2, slot, k)
+            cached_v.scatter_(2, slot, v)
+            out = F.scaled_dot_product_attention(q, cached_k, cached_v, attn_mask=ring.visible)
+        return self.proj(out.transpose(1, 2).reshape(B, 1, C)), k, v
+
     def attend_with_dropout(self, q, k, v, mask=None):
         """What scaled_dot_product_attention(dropout_p) computes in training, written out: on a CPU
         torch falls back to this same arithmetic with a slower dropout mask (tests/test_model.py
@@ -227,6 +269,13 @@ class Block(nn.Module):
         x = x + self.ffwd(self.ln2(x))
         return x
 
+    def forward_one(self, x, cached_k, cached_v, ring: RingSlots, rotary=None):
+        """forward() for one new position per row (CausalSelfAttention.forward_one): returns x and
+        the position's new keys and values."""
+        out, k, v = self.attn.forward_one(self.ln1(x), cached_k, cached_v, ring, rotary)
+        x = x + out
+        return x + self.ffwd(self.ln2(x)), k, v
+
 
 # ==============================================================================================
 # Pieces of generation: picking the next character, and the KV cache of the fast path
@@ -277,6 +326,34 @@ class KVCache:
     def __init__(self, config: GPTConfig):
         self.layers = [LayerCache(config.block_size) for _ in range(config.n_layer)]
         self.length = 0
+
+
+class RingSlots(NamedTuple):
+    """Where one new position of each row goes in a ring of W slots (LayerCache's layout: position
+    p in slot p % W), and what it sees there (GPT.forward_one). Rows all at one position (one
+    reply, or the samples of one prompt) see the slots LayerCache.append gives forward(): the
+    first `filled`, the new one at `first_slot`."""
+
+    slot: torch.Tensor | None  # (B, 1, 1, 1) long: the slot each row's new position takes
+    earlier: torch.Tensor | None  # (B, 1, 1, W) bool: the slots of earlier positions a row still sees
+    visible: torch.Tensor | None  # (B, 1, 1, W) 0 where a row looks once its own slot is written, -inf elsewhere
+    filled: int | None = None  # rows at one position: they see slots 0..filled-1
+    first_slot: int | None = None  # rows at one position: their new slot
+
+    @staticmethod
+    def of(positions, W, dtype=torch.float32):
+        if not torch.compiler.is_compiling():
+            first = int(positions[0])
+            if positions.numel() == 1 or bool((positions == first).all()):
+                return RingSlots(None, None, None, min(first + 1, W), first % W)
+        positions = positions.view(-1, 1, 1, 1)
+        slot = positions % W
+        slots = torch.arange(W, device=positions.device)
+        earlier = (slots < positions) & (slots != slot)  # not the one the new position overwrites
+        if torch.compiler.is_compiling():  # the graph reads only `earlier`
+            return RingSlots(slot, earlier, None)
+        visible = torch.zeros(earlier.shape, dtype=dtype, device=positions.device)
+        return RingSlots(slot, earlier, visible.masked_fill_(~(earlier | (slots == slot)), float("-inf")))
 
 
 # ==============================================================================================
@@ -372,13 +449,42 @@ class GPT(nn.Module):
         """Feed only what the cache has not seen. With learned positions, once the context is longer
         than block_size the crop slides, every position changes and the window is recomputed
         (exact, but no faster). Rotary keys depend only on relative distance, so that cache rolls on."""
-        learned = self.config.position == "learned"
-        if cache is None or (learned and idx.shape[1] > self.config.block_size):
+        if cache is None or self.window_slides(idx.shape[1]):
             cache = KVCache(self.config)
+            learned = self.config.position == "learned"
             logits, _ = self(idx[:, -self.config.block_size:] if learned else idx, cache=cache)
         else:
             logits, _ = self(idx[:, -1:], cache=cache)
         return logits[:, -1, :], cache
+
+    def window_slides(self, length: int) -> bool:
+        """Whether a cache of `length` ids must be rebuilt from the last block_size: with learned
+        positions the context is cropped to them, so past block_size every id changes position at
+        each step. Rotary keys carry only relative distance: their cache rolls on."""
+        return self.config.position == "learned" and length > self.config.block_size
+
+    # ------------------------------------------------------------------------------------------
+    # One position at a time: the step the streaming engine (gptlib/engine.py) runs and compiles
+
+    def forward_one(self, tokens, positions, keys, values, rotary=None):
+        """forward() for one new token per row, with the keys and values of earlier positions in a
+        cache laid out as LayerCache's ring (position p in slot p % block_size). tokens, positions:
+        (B,); keys, values: (L, B, H, W, hs); rotary: cos, sin (B, 1, 1, hs/2) of the
+        positions (rope models). Returns the next logits (B, V) and the new keys and values
+        (L, B, H, 1, hs): the caller stores them in slot position % W (a compiled step that wrote
+        into its input would copy the whole cache in and out each time; eager, each layer stores
+        them itself before attending)."""
+        ring = RingSlots.of(positions, self.config.block_size, keys.dtype)
+        x = self.token_embedding(tokens[:, None])  # (B, 1, C)
+        if self.config.position == "learned":
+            x = x + self.position_embedding(positions[:, None])
+        new_keys, new_values = [], []
+        for i, block in enumerate(self.blocks):
+            x, k, v = block.forward_one(x, keys[i], values[i], ring, rotary)
+            new_keys.append(k)
+            new_values.append(v)
+        logits = self.lm_head(self.ln_f(x))[:, -1, :]  # (B, V)
+        return logits, torch.stack(new_keys), torch.stack(new_values)
 
 
 # ==============================================================================================
@@ -433,7 +539,9 @@ class FastDropout(nn.Module):
         self.p = p
 
     def forward(self, x):
-        if not self.training or self.p == 0 or x.device.type != "cpu":
+        if not self.training or self.p == 0:
+            return x
+        if x.device.type != "cpu":
             return F.dropout(x, self.p, self.training)
         return (x * dropout_mask(x.shape, self.p, x.device)).mul_(1.0 / (1.0 - self.p))
 

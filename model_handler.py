@@ -26,9 +26,9 @@ import torch
 
 import gpt_final_version
 from config import SampleConfig
-from gptlib import loss_curves, pretrained
+from gptlib import devices, loss_curves, pretrained
 from gptlib.atomic_write import write_text_atomically
-from gptlib.build import model_from_checkpoint
+from gptlib.build import count_parameters, model_from_checkpoint
 from gptlib.chat_format import (
     CHAT_MARKERS,
     END_MARK,
@@ -42,7 +42,7 @@ from gptlib.checkpoint import load_checkpoint, save_checkpoint
 from gptlib.cli import apply, help_text, parse_args
 from gptlib.corpus import seeded_generator
 from gptlib.devices import choose_device
-from gptlib.engine import Batcher, TokenStream, compiled_step, decoder_for, has_kv_cache
+from gptlib.engine import Batcher, TokenStream, compiled_step, decoder_for, has_kv_cache, sample_rows
 from gptlib.errors import UserError, run_cli
 from gptlib.tokenizer import Completion, TextStream
 
@@ -73,10 +73,21 @@ class ModelHandler:
         self.model.to(self.device).eval()
         return self
 
+    def use_dtype(self, requested: str = "auto") -> str:
+        """Hold the weights in the dtype generating should use here (devices.inference_dtype: bfloat16
+        on a CPU that multiplies it in hardware, for a model large enough to gain); a line saying
+        which and why. The checkpoint on disk is not touched."""
+        self._require_loaded()
+        dtype, reason = devices.inference_dtype(requested, devices.probe(self.device), count_parameters(self.model))
+        self.model.to(getattr(torch, dtype))
+        return f"dtype: {reason}"
+
     def save(self, path: str, include_training_state: bool = True, half: bool = False) -> None:
         """Write the loaded checkpoint to `path` atomically. Without the training state (optimizer,
         random streams) and in half precision, a checkpoint is a quarter of the size: for shipping."""
         self._require_loaded()
+        if next(self.model.parameters()).dtype != torch.float32:
+            raise UserError("these weights were cast for generating (use_dtype); load the checkpoint again to save it.")
         state = dict(self.state)
         if "pretrained" in state:  # a hub model becomes a checkpoint of ours: its tokenizer goes in it
             if self.vocab is None:
@@ -111,11 +122,10 @@ class ModelHandler:
                  top_k: int | None = None, num_samples: int = 1, seed: int | None = 1337,
                  use_cache: bool = True) -> list[str]:
         """Samples that begin with the prompt; the same seed gives the same samples."""
-        start = self.encode_prompt(prompt).repeat(num_samples, 1)
-        generator = seeded_generator(seed)
-        ids = self.model.generate(start, max_new_tokens, temperature=temperature, top_k=top_k or None,
-                                  generator=generator, use_cache=use_cache)
-        return [self.vocab.decode(row.tolist()) for row in ids]
+        start = self.encode_prompt(prompt)[0].tolist()
+        samples = sample_rows(decoder_for(self.model, use_cache=use_cache), start, num_samples, max_new_tokens,
+                              temperature, top_k, seeded_generator(seed))
+        return [self.vocab.decode(start + sample) for sample in samples]
 
     def generate_ids(self, ids: list[int], max_new_tokens: int = 50, temperature: float = 0.8,
                      top_k: int | None = None, num_samples: int = 1, seed: int | None = 1337) -> list[list[int]]:
@@ -124,10 +134,9 @@ class ModelHandler:
         vocab_size = self.model.config.vocab_size
         if not ids or not all(0 <= i < vocab_size for i in ids):
             raise UserError(f"prompt ids must be between 0 and {vocab_size - 1}, at least one; got {ids}.")
-        start = torch.tensor([ids], dtype=torch.long, device=self.device).repeat(num_samples, 1)
-        out = self.model.generate(start, max_new_tokens, temperature=temperature, top_k=top_k or None,
-                                  generator=seeded_generator(seed))
-        return [row.tolist() for row in out]
+        samples = sample_rows(decoder_for(self.model), ids, num_samples, max_new_tokens, temperature, top_k,
+                              seeded_generator(seed))
+        return [ids + sample for sample in samples]
 
     # ------------------------------------------------------------------------------------------
     # Conversation: a model trained on chat pairs (python gpt_final_version.py --data=pairs.jsonl)
@@ -296,6 +305,8 @@ def main(argv=None):
     if len(args.positional) > 1:
         raise UserError(f"{len(args.positional)} checkpoints given; one at a time, except with --compare=PNG.")
     handler = ModelHandler(args.positional[0], options.device, handler_options.attention).load()
+    if not handler_options.export:
+        print(handler.use_dtype(options.dtype), file=sys.stderr)  # stderr: stdout holds only the samples
     if options.chat:
         if not handler.is_chat_model:
             handler.reply("")  # raises the error that says how to make a chat model

@@ -18,7 +18,6 @@ the CPU: the practical peak of this machine for that work), counting 6 FLOPs per
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import resource
@@ -95,7 +94,7 @@ def measure_training(shape_name: str, attention: str, iters: int, warmup: int, d
     step_model = torch.compile(model) if compile else model
     scaler = torch.amp.GradScaler(enabled=False)
     facts = devices.probe(device)
-    precision = devices.choose_dtype(cfg.dtype, facts)  # as training chooses it
+    precision = devices.choose_dtype(cfg.dtype, facts, devices.StepShape(model_cfg.n_embd, cfg.batch_size * model_cfg.block_size))  # as training chooses it
     devices.set_tf32(devices.use_tf32(precision.dtype, facts))
     autocast, dtype = devices.autocast_context(precision), precision.dtype
     dataset = TextDataset.from_text(read_text(os.environ.get("BENCH_DATA", "data/tinyshakespeare/input.txt")))
@@ -136,7 +135,8 @@ DECODE_SHAPES = {  # (e): the shipped model, and the lecture's size with rotary 
 DECODE_PATHS = ("generate", "static", "compiled")  # GPT.generate (eager), the engine's two fast decoders
 
 
-def measure_decoding(shape_name: str, path: str, new_tokens: int, device: str, threads: int) -> dict:
+def measure_decoding(shape_name: str, path: str, new_tokens: int, device: str, threads: int,
+                     dtype: str = "float32") -> dict:
     """Characters/s of one reply of new_tokens characters after a 6-character prompt, and whether the
     tokens are GPT.generate's for the same seed. Compiling is timed apart (it happens once per model)."""
     from gpt_final_version import GPT
@@ -150,6 +150,7 @@ def measure_decoding(shape_name: str, path: str, new_tokens: int, device: str, t
     else:
         torch.manual_seed(0)
         model = GPT(apply(GPTConfig(vocab_size=65), shape)).to(device).eval()
+    model.to(getattr(torch, dtype))  # the weights generating holds (ModelHandler.use_dtype)
     prompt = [5, 6, 7, 8, 9, 10]
 
     def run():
@@ -200,9 +201,10 @@ class RandomTokens:
         return ids[:, :-1].to(device), ids[:, 1:].to(device)
 
 
-def measure_finetune(method: str, iters: int, warmup: int, device: str, threads: int) -> dict:
+def measure_finetune(method: str, iters: int, warmup: int, device: str, threads: int, dtype: str = "float32") -> dict:
     """Steady-state tokens/s of fine-tuning steps (forward, backward, clip, AdamW) and peak RSS:
-    "full" updates all 124M weights, "lora" rank-8 adapters on qkv and proj (lora.py) alone."""
+    "full" updates all 124M weights, "lora" rank-8 adapters on qkv and proj (lora.py) alone; in
+    float32 or under `dtype` autocast (the weights stay float32)."""
     from gpt_final_version import GPT
     from gptlib import lora
 
@@ -212,7 +214,8 @@ def measure_finetune(method: str, iters: int, warmup: int, device: str, threads:
     torch.manual_seed(0)
     # a chat run's shape: GPT-2's vocabulary plus the three chat markers (tokenizer.with_chat_markers)
     model_cfg = GPTConfig(**{**GPT2_124M, "vocab_size": GPT2_124M["vocab_size"] + 3})
-    cfg = TrainConfig(batch_size=FINETUNE_BATCH, dtype="float32", lora_rank=8 if method == "lora" else 0)
+    cfg = TrainConfig(batch_size=FINETUNE_BATCH, dtype=dtype, lora_rank=8 if method == "lora" else 0)
+    autocast = devices.autocast_context(devices.choose_dtype(dtype, devices.probe(device)))
     model = GPT(model_cfg).to(device)
     if method == "lora":  # as a chat run: the adapters and the markers' rows (lora.TrainedRows) learn
         lora.add_adapters(model, cfg.lora_rank, cfg.lora_alpha, rows_from=GPT2_124M["vocab_size"])
@@ -224,34 +227,38 @@ def measure_finetune(method: str, iters: int, warmup: int, device: str, threads:
     times = []
     for _ in range(warmup + iters):
         start = time.perf_counter()
-        train.train_step(model, optimizer, scaler, data, cfg, model_cfg, device, contextlib.nullcontext(),
-                         batches)
+        train.train_step(model, optimizer, scaler, data, cfg, model_cfg, device, autocast, batches)
         _sync(device)
         times.append(time.perf_counter() - start)
     measured = times[warmup:]
     trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return {"method": method, "tokens_per_s": FINETUNE_BATCH * FINETUNE_TOKENS * len(measured) / sum(measured),
             "step_s": sum(measured) / len(measured), "first_step_s": times[0], "trained_params": trained,
-            "params": sum(p.numel() for p in model.parameters()), "peak_rss_mb": _peak_rss_mb(), "threads": threads}
+            "params": sum(p.numel() for p in model.parameters()), "peak_rss_mb": _peak_rss_mb(), "threads": threads,
+            "dtype": dtype}
 
 
 def finetune_table(device: str, quick: bool) -> list[dict]:
     """(f) Fine-tuning GPT-2 124M, full and LoRA, each in its own process, against the issue's targets."""
     iters, warmup, threads = (3, 1, 2) if quick else (5, 2, 2)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"\n(f) fine-tuning GPT-2 124M shape, batch {FINETUNE_BATCH} x {FINETUNE_TOKENS} tokens, float32, {threads} threads, "
-          f"{iters} steps after {warmup} warm-up (load average {load:.2f} at the start)")
-    print(f"    {'method':8s} {'trained':>12s} {'tokens/s':>9s} {'target':>7s} {'step':>7s} {'peak RSS':>9s} {'target':>7s}")
+    shape = devices.StepShape(GPT2_124M["n_embd"], FINETUNE_BATCH * FINETUNE_TOKENS)
+    dtypes = dict.fromkeys(("float32", devices.choose_dtype("auto", devices.probe(device), shape).dtype))
+    print(f"\n(f) fine-tuning GPT-2 124M shape, batch {FINETUNE_BATCH} x {FINETUNE_TOKENS} tokens, {' and '.join(dtypes)}, "
+          f"{threads} threads, {iters} steps after {warmup} warm-up (load average {load:.2f} at the start)")
+    print(f"    {'method':8s} {'dtype':>8s} {'trained':>12s} {'tokens/s':>9s} {'target':>7s} {'step':>7s} {'peak RSS':>9s} {'target':>7s}")
     rows = []
     for method in ("full", "lora"):
-        row = in_subprocess({"kind": "finetune", "method": method, "iters": iters, "warmup": warmup,
-                             "device": device, "threads": threads})
-        row["load_average"] = load
-        row["meets_targets"] = (row["tokens_per_s"] >= FINETUNE_TARGETS[method]
-                                and row["peak_rss_mb"] <= FINETUNE_RSS_MB)
-        rows.append(row)
-        print(f"    {method:8s} {row['trained_params']:12,d} {row['tokens_per_s']:9.0f} {'>=' + str(FINETUNE_TARGETS[method]):>7s} "
-              f"{row['step_s']:6.2f}s {row['peak_rss_mb']:7.0f}MB {'<=4096':>7s}  {'ok' if row['meets_targets'] else 'BELOW TARGET'}")
+        for dtype in dtypes:
+            row = in_subprocess({"kind": "finetune", "method": method, "iters": iters, "warmup": warmup,
+                                 "device": device, "threads": threads, "dtype": dtype})
+            row["load_average"] = load
+            row["meets_targets"] = (row["tokens_per_s"] >= FINETUNE_TARGETS[method]
+                                    and row["peak_rss_mb"] <= FINETUNE_RSS_MB)
+            rows.append(row)
+            print(f"    {method:8s} {dtype:>8s} {row['trained_params']:12,d} {row['tokens_per_s']:9.0f} "
+                  f"{'>=' + str(FINETUNE_TARGETS[method]):>7s} {row['step_s']:6.2f}s {row['peak_rss_mb']:7.0f}MB {'<=4096':>7s}  "
+                  f"{'ok' if row['meets_targets'] else 'BELOW TARGET'}")
     return rows
 
 
@@ -322,18 +329,22 @@ def main(argv: list[str]) -> None:
     facts = devices.probe(device)
     peak_dtype = devices.matmul_peak_dtype(devices.choose_dtype("auto", facts))
     compiles, why_not = devices.can_compile(facts)
-    report["matmul_gflops"] = in_subprocess({"kind": "peak", "device": device, "dtype": peak_dtype})
-    peak = max(report["matmul_gflops"].values())
-    report["matmul_peak_gflops"], report["matmul_peak_dtype"] = peak, peak_dtype
-    print(f"\n(a) {peak_dtype} matmul on the models' shapes (the training rows' dtype): practical peak {peak:.1f} GFLOP/s")
-    for name, value in report["matmul_gflops"].items():
-        print(f"    {name:44s} {value:8.1f} GFLOP/s")
+    # a CPU with bfloat16 hardware trains the small shapes in float32 and the large in bfloat16: both peaks
+    peaks = {}
+    for dtype in dict.fromkeys((peak_dtype, "float32")):
+        gflops = in_subprocess({"kind": "peak", "device": device, "dtype": dtype})
+        peaks[dtype] = max(gflops.values())
+        report.setdefault("matmul_gflops", {})[dtype] = gflops
+        print(f"\n(a) {dtype} matmul on the models' shapes: practical peak {peaks[dtype]:.1f} GFLOP/s")
+        for name, value in gflops.items():
+            print(f"    {name:44s} {value:8.1f} GFLOP/s")
+    report["matmul_peak_gflops"] = peaks
 
     iters, warmup = (3, 1) if quick else (5, 2)
     lecture_batch = 16 if quick else None
     report["training"] = []
     print(f"\n(b) training, {iters} measured steps after {warmup} warm-up steps")
-    print(f"    {'shape':20s} {'path':13s} {'batch':>5s} {'tokens/s':>9s} {'MFU':>6s} {'1st step':>9s} {'later':>8s} {'peak RSS':>9s}")
+    print(f"    {'shape':20s} {'path':13s} {'batch':>5s} {'dtype':>8s} {'tokens/s':>9s} {'MFU':>6s} {'1st step':>9s} {'later':>8s} {'peak RSS':>9s}")
     if not compiles:
         print(f"    (no torch.compile rows: {why_not})")
     for shape, attention, compiled in TRAINING_ROWS:
@@ -343,9 +354,9 @@ def main(argv: list[str]) -> None:
                              "warmup": warmup, "device": device, "compile": compiled,
                              "batch_size": lecture_batch if shape.startswith("lecture") else None})
         path = attention + ("+compile" if compiled else "")
-        row.update(shape=shape, attention=path, mfu=row["flops_per_token"] * row["tokens_per_s"] / (peak * 1e9))
+        row.update(shape=shape, attention=path, mfu=row["flops_per_token"] * row["tokens_per_s"] / (peaks[row["dtype"]] * 1e9))
         report["training"].append(row)
-        print(f"    {shape:20s} {path:13s} {row['batch_size']:5d} {row['tokens_per_s']:9.0f} {100 * row['mfu']:5.1f}% "
+        print(f"    {shape:20s} {path:13s} {row['batch_size']:5d} {row['dtype']:>8s} {row['tokens_per_s']:9.0f} {100 * row['mfu']:5.1f}% "
               f"{row['first_iter_s']:8.2f}s {row['later_iter_s']:7.2f}s {row['peak_rss_mb']:7.0f}MB")
     for shape in ("cpu preset", "lecture 6x384"):
         rows = {r["attention"]: r for r in report["training"] if r["shape"] == shape}
@@ -377,24 +388,30 @@ def main(argv: list[str]) -> None:
 
 
 def decode_table(device: str, quick: bool) -> list[dict]:
-    """(e) One reply, batch 1: GPT.generate against the engine's static-cache and compiled decoders."""
+    """(e) One reply, batch 1: GPT.generate against the engine's static-cache and compiled decoders,
+    with float32 weights and (where the machine multiplies it in hardware) bfloat16 ones; "vs
+    generate" is against float32 GPT.generate, "same tokens" against GPT.generate in the row's dtype."""
     new_tokens = 300 if quick else 1000
     threads = 1  # one reply's operations are too small to split across cores; the other core serves another
     print(f"\n(e) decoding one reply of {new_tokens} characters, batch 1, {threads} thread (best of 3; compile apart)")
-    print(f"    {'model':30s} {'path':9s} {'chars/s':>8s} {'vs generate':>11s} {'compile':>8s} {'same tokens':>11s} {'peak RSS':>9s}")
+    print(f"    {'model':30s} {'path':9s} {'dtype':>8s} {'chars/s':>8s} {'vs generate':>11s} {'compile':>8s} {'same tokens':>11s} {'peak RSS':>9s}")
+    facts = devices.probe(device)
+    dtypes = ("float32", "bfloat16") if facts.device_type != "cpu" or facts.cpu_bf16 else ("float32",)
     rows = []
     for shape in DECODE_SHAPES:
-        for path in DECODE_PATHS:
-            if path == "compiled" and not devices.can_compile(devices.probe(device))[0]:
-                continue
-            row = in_subprocess({"kind": "decode", "shape_name": shape, "path": path, "new_tokens": new_tokens,
-                                 "device": device, "threads": threads})
-            row.update(shape=shape, path=path)
-            rows.append(row)
-            base = next(r for r in rows if r["shape"] == shape and r["path"] == "generate")["tokens_per_s"]
-            compile_text = f"{row['compile_s']:7.1f}s" if path == "compiled" else ""
-            print(f"    {shape:30s} {path:9s} {row['tokens_per_s']:8.0f} {row['tokens_per_s'] / base:10.2f}x "
-                  f"{compile_text:>8s} {'yes' if row['same_tokens'] else 'NO':>11s} {row['peak_rss_mb']:7.0f}MB")
+        for dtype in dtypes:
+            for path in DECODE_PATHS:
+                if path == "compiled" and not devices.can_compile(facts)[0]:
+                    continue
+                row = in_subprocess({"kind": "decode", "shape_name": shape, "path": path, "new_tokens": new_tokens,
+                                     "device": device, "threads": threads, "dtype": dtype})
+                row.update(shape=shape, path=path, dtype=dtype)
+                rows.append(row)
+                base = next(r for r in rows if r["shape"] == shape and r["path"] == "generate"
+                            and r["dtype"] == "float32")["tokens_per_s"]
+                compile_text = f"{row['compile_s']:7.1f}s" if path == "compiled" else ""
+                print(f"    {shape:30s} {path:9s} {dtype:>8s} {row['tokens_per_s']:8.0f} {row['tokens_per_s'] / base:10.2f}x "
+                      f"{compile_text:>8s} {'yes' if row['same_tokens'] else 'NO':>11s} {row['peak_rss_mb']:7.0f}MB")
     if device.startswith("cuda"):
         print("    on cuda the compiled step could also be captured as a CUDA graph (mode='reduce-overhead'); "
               "not measured here")
@@ -409,13 +426,14 @@ def decode_table(device: str, quick: bool) -> list[dict]:
 LECTURE_STEP = dict(n_layer=6, n_head=6, n_embd=384, block_size=256, batch_size=16, dropout=0.2)
 
 
-def step_vs_nanogpt(nanogpt: str, data: str, short: int = 6, long: int = 18) -> list[dict]:
+def step_vs_nanogpt(nanogpt: str, data: str, short: int = 4, long: int = 12, rounds: int = 3) -> list[dict]:
     """Milliseconds per training step at the lecture's shape (6 x 384, context 256, batch 16,
-    dropout 0.2, float32, no compile, the CPU) for nanoGPT's train.py and ours, each timed as the
-    difference between whole runs of `short` and `long` steps, so start-up, evaluation and saving
-    cancel. Both use learned positions and GELU, as nanoGPT does. nanoGPT is a clone you give
-    (--nanogpt=DIR, git clone https://github.com/karpathy/nanoGPT): its char data is prepared there
-    from our copy of the corpus."""
+    dropout 0.2, AdamW, no compile, the CPU) for nanoGPT's train.py (float32: its CPU path) and ours
+    in float32 and in bfloat16 autocast, each timed as the difference between whole runs of `short`
+    and `long` steps, so start-up, evaluation and saving cancel; the programs alternate within each
+    of `rounds` rounds and the median is kept. Both use learned positions and GELU, as nanoGPT
+    does. nanoGPT is a clone you give (--nanogpt=DIR, git clone https://github.com/karpathy/nanoGPT):
+    its char data is prepared there from our copy of the corpus."""
     if not (Path(nanogpt) / "train.py").is_file():
         raise SystemExit("--only=nanogpt needs --nanogpt=DIR, a clone of https://github.com/karpathy/nanoGPT")
     corpus = Path(data or os.environ.get("TINYSHAKESPEARE", "data/tinyshakespeare/input.txt")).resolve()
@@ -427,24 +445,28 @@ def step_vs_nanogpt(nanogpt: str, data: str, short: int = 6, long: int = 18) -> 
     theirs = [sys.executable, "train.py", "config/train_shakespeare_char.py", "--device=cpu", "--compile=False",
               "--dtype=float32", "--bias=True", "--eval_interval=100000", "--eval_iters=1", "--log_interval=100000",
               "--always_save_checkpoint=False", "--out_dir=/tmp/bench-nanogpt", *shape]
-    ours = [sys.executable, str(ROOT / "gpt_final_version.py"), "--preset=cpu", "--device=cpu",
-            "--compile=false", "--position=learned", "--activation=gelu", "--eval_interval=100000", "--eval_iters=1",
-            f"--data={corpus}", "--out=/tmp/bench-ours.pt", "--notes=", "--samples_dir=", "--sample_chars=0",
-            "--progress=false", "--learning_rate=1e-3", *shape]
-    print(f"\n(g) a training step at the lecture's shape against nanoGPT's train.py, cpu, float32, no compile: "
-          f"runs of {short} and {long} steps, ms/step = the difference / {long - short}")
-    rows = []
-    for name, command, cwd in (("nanoGPT train.py", theirs, nanogpt), ("ours (fast attention)", ours, None)):
-        seconds = {}
-        for steps in (short, long):
-            started = time.perf_counter()
-            subprocess.run([*command, f"--max_iters={steps}"], cwd=cwd, check=True, capture_output=True)
-            seconds[steps] = time.perf_counter() - started
-        rows.append({"program": name, "short_s": seconds[short], "long_s": seconds[long],
-                     "ms_per_step": 1000 * (seconds[long] - seconds[short]) / (long - short)})
+    ours = [sys.executable, str(ROOT / "gpt_final_version.py"), "--preset=cpu", "--device=cpu", "--optimizer=adamw",
+            "--qk_norm=false", "--compile=false", "--position=learned", "--activation=gelu", "--eval_interval=100000",
+            "--eval_iters=1", f"--data={corpus}", "--out=/tmp/bench-ours.pt", "--notes=", "--samples_dir=",
+            "--sample_chars=0", "--progress=false", "--learning_rate=1e-3", *shape]
+    programs = [("nanoGPT train.py, float32", theirs, nanogpt), ("ours, float32", [*ours, "--dtype=float32"], None),
+                ("ours, bfloat16 autocast", [*ours, "--dtype=bfloat16"], None)]
+    print(f"\n(g) a training step at the lecture's shape against nanoGPT's train.py, cpu, no compile: runs of "
+          f"{short} and {long} steps, ms/step = the difference / {long - short}, median of {rounds} alternating rounds")
+    measured: dict[str, list[float]] = {name: [] for name, _, _ in programs}
+    for _ in range(rounds):
+        for name, command, cwd in programs:
+            seconds = {}
+            for steps in (short, long):
+                started = time.perf_counter()
+                subprocess.run([*command, f"--max_iters={steps}"], cwd=cwd, check=True, capture_output=True)
+                seconds[steps] = time.perf_counter() - started
+            measured[name].append(1000 * (seconds[long] - seconds[short]) / (long - short))
+    rows = [{"program": name, "ms_per_step_rounds": times, "ms_per_step": sorted(times)[len(times) // 2]}
+            for name, times in measured.items()]
     for row in rows:
-        print(f"    {row['program']:24s} {row['short_s']:7.1f}s {row['long_s']:7.1f}s {row['ms_per_step']:8.0f} ms/step "
-              f"{rows[0]['ms_per_step'] / row['ms_per_step']:6.2f}x nanoGPT")
+        print(f"    {row['program']:28s} {row['ms_per_step']:8.0f} ms/step  {rows[0]['ms_per_step'] / row['ms_per_step']:5.2f}x "
+              f"nanoGPT  (rounds: {', '.join(f'{t:.0f}' for t in row['ms_per_step_rounds'])})")
     return rows
 
 

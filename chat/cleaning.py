@@ -33,12 +33,18 @@ _GROUP_NOTICE = re.compile(
     r"|removed the group name|set (?:the|your|his|her|their) nickname (?:for .{1,60} )?to .{1,60}|set the nickname for .{1,60}"
     r"|set (?:your|his|her|their) own nickname to .{1,60}|cleared (?:the|your|his|her|their) nickname.{0,60}"
     r"|added .{1,60} to the group|removed .{1,60} from the group|left the group|created the group.{0,100}"
-    r"|created (?:a|the) poll: .{1,200}|voted for .{1,100} in the poll.{0,100}|changed (?:their|his|her|your) vote to .{1,100}"
+    # Messenger's poll notices: created, voted, changed or removed a vote, added or removed an option
+    r"|created (?:a|the) poll(?:: .{1,300})?|(?:voted|removed (?:their |his |her |your )?vote) for .{1,300} in the poll.{0,300}"
+    r"|changed (?:their|his|her|your) vote to .{1,300}|(?:added|removed) (?:the )?(?:an )?(?:option )?.{1,300} (?:to|from) the poll.{0,300}"
+    r"|ended the poll.{0,300}"
     r"|(?:pinned|unpinned) a message|turned (?:on|off) disappearing messages|is now an admin)\.?"
-    r"|This poll is no longer available\.?"
+    r"|This poll is no longer available\.?|The poll .{1,300} (?:has )?ended\.?"
     r"|(?:Joined the server|Pinned a message|Started a thread|Boosted the server|Changed the channel icon)[.!]?.{0,80}"
     r"|(?:Added|Removed) .{1,60} (?:to|from) the group\.?|Left the group\.?|Changed the channel name: .{1,100}",
     re.IGNORECASE)
+# WhatsApp's polls: "POLL:\nDinner?\nOPTION: Pizza (1 vote)\nOPTION: Sushi (0 votes)" in any language
+# ("ENCUESTA:" / "OPCIÓN: ... (2 votos)", "UMFRAGE:" / "(2 Stimmen)"): capitals, a colon, options with counts.
+_POLL = re.compile(r"([^\W\d_]{3,12}):\n[^\n]{1,300}(?:\n([^\W\d_]{3,10}): [^\n]{0,300} \(\d+ [^\W\d_]{3,10}\))+\n?")
 _TAPBACK = "(?:Loved|Liked|Disliked|Laughed at|Emphasized|Emphasised|Questioned)"
 _REACTION = re.compile(
     _TAPBACK + r" (?:[“\"].*[”\"]|an? (?:image|photo|video|movie|attachment|audio message|sticker|GIF|message))"
@@ -83,7 +89,7 @@ class Cleaner:
         if config.drop_media and CALL_RECORD.fullmatch(text.strip()):
             self.counts["call records dropped"] += 1
             return ""
-        if config.drop_media and _GROUP_NOTICE.fullmatch(text.strip()):
+        if config.drop_media and (_GROUP_NOTICE.fullmatch(text.strip()) or _is_poll(text.strip())):
             self.counts["group/server notices dropped"] += 1
             return ""
         if config.drop_media:
@@ -117,6 +123,11 @@ class Cleaner:
             return text
         self.counts[name] += 1
         return _tidy_spaces(pattern.sub("", text))
+
+
+def _is_poll(text: str) -> bool:
+    match = _POLL.fullmatch(text)
+    return bool(match) and match.group(1).isupper() and match.group(2).isupper()
 
 
 def _tidy_spaces(text: str) -> str:

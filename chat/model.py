@@ -14,7 +14,8 @@ MALFORMED = (KeyError, TypeError, ValueError, AttributeError, IndexError, Overfl
 # The apps' own texts that importers recognise, each counted in the report (lines recognised).
 APP_TEXT_RULES = ("system lines (no sender)", "marked as the app's own (U+200E)", "media placeholders (any language)",
                   "attached-file lines", "deleted notices", "edit markers", "encryption notices", "group events",
-                  "call records", "group notices", "reply notices", "service lines")
+                  "call records", "group notices", "reply notices", "service lines", "stickers", "reactions",
+                  "quoted replies", "bot messages")
 # \x01 \x02 \x03 are the trainer's markers, so no control character may reach the output; neither may
 # the invisible bidi marks iOS inserts, nor lone surrogates (from JSON escapes) that cannot be written.
 INVISIBLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069\ufeff\ud800-\udfff]")
@@ -34,6 +35,7 @@ class Conversation:
     title: str
     messages: list[Message]
     marked_group: bool = False  # the export itself says it is a group or a server channel
+    keyed: bool = False  # merged with others by key only: a Slack thread repeats its channel's message, yet is its own
 
     def speakers(self) -> Counter:
         return Counter(message.sender for message in self.messages)

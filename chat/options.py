@@ -7,10 +7,12 @@ from datetime import date
 from gptlib.errors import UserError
 
 FORMATS = ("whatsapp", "telegram", "telegram-html", "messenger", "instagram", "imessage-csv", "imessage-text",
-           "discord-json", "discord-csv", "csv", "jsonl")
+           "discord-json", "discord-csv", "line", "kakaotalk", "kakaotalk-csv", "signal-markdown", "signal-json", "signal-backup",
+           "slack", "google-chat", "snapchat", "skype", "csv", "jsonl")
 KNOWN_FORMATS = ("WhatsApp .txt or .zip (Android or iOS), Telegram result.json or messages.html, Messenger/Instagram message_N.json, "
-                 "iMessage CSV or imessage-exporter .txt, Discord JSON or CSV, CSV with --columns, "
-                 "JSONL of input/output pairs")
+                 "iMessage CSV or imessage-exporter .txt, Discord JSON or CSV, LINE .txt, KakaoTalk .txt or .csv, "
+                 "Signal (its own export's main.jsonl, or signal-export's chat.md or data.json), Slack export .zip or folder, Google Chat messages.json, "
+                 "Snapchat chat_history.json, Skype messages.json or .tar, CSV with --columns, JSONL of input/output pairs")
 
 
 @dataclass
@@ -38,7 +40,7 @@ class ChatDataConfig:
     columns: str = ""  # for any other CSV, which column is what: sender=Author,text=Content,time=Date
     date_order: str = "auto"  # WhatsApp dates where day and month could be either way: auto (from the file), dmy, mdy or ymd
     log_text: bool = False  # show text from the exports in error messages (off: a line's shape only, letters as x and digits as 9)
-    format: str = "auto"  # auto (from the content) or whatsapp, telegram, messenger, discord-json, csv...
+    format: str = "auto"  # auto (from the content) or whatsapp, telegram, messenger, line, kakaotalk, signal-json, skype, csv...
 
     def validate(self) -> None:
         if self.reply_window < 0:

@@ -91,7 +91,8 @@ def merge_conversations(conversations: list[Conversation], counts: Counter | Non
     by_message: dict[tuple, _Merged] = {}
     for conversation in conversations:
         prints = [_fingerprint(message) for message in conversation.messages]
-        group = by_key.get(conversation.key) or next((by_message[p] for p in prints if p in by_message), None)
+        shared = () if conversation.keyed else prints
+        group = by_key.get(conversation.key) or next((by_message[p] for p in shared if p in by_message), None)
         if group is None:
             group = _Merged(dataclasses.replace(conversation, messages=[]))
             groups.append(group)
@@ -99,7 +100,7 @@ def merge_conversations(conversations: list[Conversation], counts: Counter | Non
         dropped = group.add(conversation.messages, prints)
         if counts is not None:
             counts["duplicate messages dropped"] += dropped
-        by_message.update((p, group) for p in prints if p)
+        by_message.update((p, group) for p in shared if p)
     for group in groups:
         messages = group.conversation.messages
         if all(message.time for message in messages):

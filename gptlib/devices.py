@@ -99,6 +99,7 @@ class DeviceFacts:
     macos_version: tuple[int, int] | None = None
     mps_available: bool = False
     gpu_name: str = ""
+    cpu_bf16: bool = False  # the CPU multiplies bfloat16 in hardware (AVX512-BF16 or AMX), not emulated
 
     @property
     def device_type(self) -> str:
@@ -121,7 +122,14 @@ def probe(device: str) -> DeviceFacts:
         macos_version=_version_tuple(platform.mac_ver()[0]) if platform.mac_ver()[0] else None,
         mps_available=torch.backends.mps.is_available(),
         gpu_name=torch.cuda.get_device_name(index) if on_gpu else "",
+        cpu_bf16=cpu_has_bf16(),
     )
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 in hardware: AVX512-BF16 (AMD Zen 4+, Intel Cooper Lake+)
+    or AMX (Intel Sapphire Rapids+). torch's probes for them are private: an absent one counts as no."""
+    return any(getattr(torch.cpu, probe, lambda: False)() for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
 
 
 def _cuda_index(device: str) -> int:
@@ -205,8 +213,33 @@ class DtypeChoice(NamedTuple):
     reason: str
 
 
-def choose_dtype(requested: str, facts: DeviceFacts) -> DtypeChoice:
-    """The precision to train in; a combination this device or torch cannot do is a UserError."""
+class StepShape(NamedTuple):
+    """What a training step multiplies: its matmuls are (tokens, n_embd) x (n_embd, k x n_embd)."""
+
+    n_embd: int
+    tokens: int  # batch_size x block_size, one process's step
+
+    @property
+    def matmul_work(self) -> int:
+        return self.tokens * self.n_embd ** 2
+
+
+# Below this much matmul work per step (tokens x n_embd^2) a CPU's bfloat16 units gain little over
+# float32: the step is bound by the many small operations around the matmuls, not by them.
+# Measured with `python -m benchmarks.bench_dtype` (docs/speed.md): the cpu preset (2,048 tokens x 192^2,
+# 7.5e7) gains ~1.1x, 6 x 256 at context 256 (1.3e8) ... , the lecture shape (4,096 x 384^2, 6.0e8) ~1.9x.
+CPU_BF16_MIN_WORK = 1.0e8
+
+
+def cpu_bfloat16_pays(shape: StepShape | None) -> bool:
+    """Whether bfloat16 autocast pays on a CPU with bfloat16 hardware, for this step (None: no
+    training step to judge, as for serving: it does)."""
+    return shape is None or shape.matmul_work >= CPU_BF16_MIN_WORK
+
+
+def choose_dtype(requested: str, facts: DeviceFacts, shape: StepShape | None = None) -> DtypeChoice:
+    """The precision to train in (for a step of `shape` where that decides it); a combination this
+    device or torch cannot do is a UserError."""
     kind = facts.device_type
     if requested == "float32":
         return _choice("float32", facts, "float32 as asked")
@@ -214,7 +247,7 @@ def choose_dtype(requested: str, facts: DeviceFacts) -> DtypeChoice:
         return _cuda_dtype(requested, facts)
     if kind == "mps":
         return _mps_dtype(requested, facts)
-    return _cpu_dtype(requested, facts)
+    return _cpu_dtype(requested, facts, shape)
 
 
 def _choice(dtype: str, facts: DeviceFacts, reason: str) -> DtypeChoice:
@@ -263,12 +296,50 @@ def _mps_dtype(requested: str, facts: DeviceFacts) -> DtypeChoice:
     return _choice("float16", facts, "float16 with loss scaling on mps (torch 2.8+)")
 
 
-def _cpu_dtype(requested: str, facts: DeviceFacts) -> DtypeChoice:
+def _cpu_dtype(requested: str, facts: DeviceFacts, shape: StepShape | None) -> DtypeChoice:
     if requested == "auto":
-        return _choice("float32", facts, "most CPUs have no fast bfloat16 or float16 matmul")
+        if not facts.cpu_bf16:
+            return _choice("float32", facts, "this CPU has no bfloat16 matmul in hardware (AVX512-BF16 or AMX)")
+        if not cpu_bfloat16_pays(shape):
+            return _choice("float32", facts, f"this CPU has bfloat16 hardware, but a step of {shape.tokens} tokens x "
+                                             f"{shape.n_embd} channels gains little from it (under {CPU_BF16_MIN_WORK:.0e} "
+                                             "tokens x channels^2); --dtype=bfloat16 to use it anyway")
+        at = "" if shape is None else f" and a step of {shape.tokens} tokens x {shape.n_embd} channels is matmul-bound"
+        return _choice("bfloat16", facts, f"this CPU multiplies bfloat16 in hardware (AVX512-BF16 or AMX){at}: "
+                                          "bfloat16 autocast, float32 weights; --dtype=float32 to keep float32")
     # Both are documented CPU autocast dtypes (float16 since torch 2.3, with torch.amp.GradScaler("cpu"));
     # they pay only on CPUs with AMX/AVX512-BF16 (bfloat16) or AMX-FP16 (float16).
-    return _choice(requested, facts, f"{requested} autocast on the CPU as asked; fast only on CPUs with AMX or AVX512 for it")
+    if requested == "bfloat16" and not facts.cpu_bf16:
+        return _choice("bfloat16", facts, "bfloat16 autocast as asked; this CPU has no bfloat16 hardware, so it is emulated, slowly")
+    return _choice(requested, facts, f"{requested} autocast on the CPU as asked")
+
+
+# Decoding streams every weight once per token: in bfloat16 that is half the bytes, and a model of
+# a few million parameters then fits the CPU's caches. A smaller one is bound by per-operation
+# overhead, which bfloat16 does not shorten. Measured with `python -m benchmarks.bench --only=decode`.
+CPU_BF16_MIN_DECODE_PARAMS = 4_000_000
+
+
+def inference_dtype(requested: str, facts: DeviceFacts, params: int) -> tuple[str, str]:
+    """The dtype to hold a model's weights in for generating (model_handler.py, serve.py), and why.
+    "auto" takes bfloat16 only on a CPU that multiplies it in hardware, for a model large enough to
+    gain; GPUs and mps keep float32 weights, as before. A checkpoint always stays float32."""
+    if requested == "float32":
+        return "float32", "float32 weights as asked"
+    if requested == "bfloat16":
+        emulated = "" if facts.device_type != "cpu" or facts.cpu_bf16 else " (this CPU emulates it, slowly)"
+        return "bfloat16", f"bfloat16 weights as asked{emulated}"
+    if requested != "auto":
+        raise UserError(f"dtype must be auto, float32 or bfloat16 for generating, got {requested!r}.")
+    if facts.device_type != "cpu":
+        return "float32", f"float32 weights on {facts.device_type} (--dtype=bfloat16 to halve them)"
+    if not facts.cpu_bf16:
+        return "float32", "float32 weights: this CPU has no bfloat16 matmul in hardware (AVX512-BF16 or AMX)"
+    if params < CPU_BF16_MIN_DECODE_PARAMS:
+        return "float32", (f"float32 weights: this CPU has bfloat16 hardware, but a model of {params / 1e6:.1f}M parameters "
+                           "decodes no faster in it (--dtype=bfloat16 to use it anyway)")
+    return "bfloat16", (f"bfloat16 weights: this CPU multiplies bfloat16 in hardware, and {params / 1e6:.1f}M parameters "
+                        "stream in half the bytes per token (--dtype=float32 to keep float32)")
 
 
 def use_tf32(dtype: str, facts: DeviceFacts) -> bool:

@@ -12,17 +12,22 @@ consumes this one iterator, as nanochat's engine is consumed: the prompt is read
 step feeds one new position. GPT.generate (the model file's own loop, kept as teaching code) gives
 the same tokens for a seed; tests/test_engine.py proves it.
 
-A decoder turns ids into the logits of the next one:
-  * CachedDecoder: the fast attention path, keys and values kept in a KVCache between steps.
-  * StaticCacheDecoder (the default): CachedDecoder's arithmetic, bit for bit, as plain calls over a
-    cache allocated once; CompiledDecoder: that step under torch.compile (serve.py --compile=true).
-    `python bench.py --only=decode` compares them with GPT.generate.
+A decoder turns ids into the logits of the next one, for one reply or for `rows` samples of one
+prompt side by side (sample_rows: `model_handler.py --prompt --num_samples`):
+  * CachedDecoder: the model's forward, keys and values kept in a KVCache between steps.
+  * StaticCacheDecoder (the default): the prompt read by forward, then each step the model's own
+    GPT.forward_one over a ring of keys and values allocated once (DecodeStep); CompiledDecoder:
+    that step under torch.compile (serve.py --compile=true). The engine holds no copy of the
+    model's arithmetic and reads none of its parameter names.
+    `python -m benchmarks.bench --only=decode` compares them with GPT.generate.
   * RecomputingDecoder: the lecture's per-Head attention (which keeps no cache) and the bigram
     model: each step reads the context again, exactly as GPT.generate does for them.
+StopRules (the stop token, max_new_tokens, the deadline) end a TokenStream and a batched reply alike.
 """
 from __future__ import annotations
 
 import collections
+import dataclasses
 import os
 import queue
 import threading
@@ -31,46 +36,49 @@ import weakref
 from collections.abc import Iterator
 
 import torch
-from torch.nn import functional as F
 
-from gpt_final_version import KVCache, apply_rotary, rotary_angles, sample_next
+from gpt_final_version import KVCache, rotary_angles, sample_next
 
 
 class CachedDecoder:
-    """GPT on the fast path: the prompt fills the cache once, then each step costs one position.
-    With learned positions, once the context outgrows block_size every position shifts, so the
-    window is recomputed (as GPT.generate does; rotary keys need no shift and the cache rolls on)."""
+    """GPT on the fast path, through its forward: the prompt fills a KVCache once, then each step
+    feeds one position. `rows` replies of one prompt advance together (the samples of --prompt).
+    With learned positions, once the context outgrows block_size the window is recomputed
+    (GPT.window_slides, as GPT.generate does)."""
 
     def __init__(self, model):
         self.model, self.config = model, model.config
         self.cache: KVCache | None = None
-        self.context: list[int] = []  # the last block_size ids: what a recomputed window reads
-        self.length = 0  # ids read so far
+        self.window: list[list[int]] = []  # per row, the last block_size ids: what a recomputed window reads
+        self.length = 0  # ids read so far, per row
 
     @torch.no_grad()
-    def start(self, ids: list[int]) -> torch.Tensor:
-        """Read the prompt; the logits (1, V) of the id after it."""
-        self.cache, self.length, self.context = KVCache(self.config), len(ids), ids[-self.config.block_size:]
-        learned = self.config.position == "learned"
-        return self._logits(self.context if learned else ids)
+    def start(self, ids: list[int], rows: int = 1) -> torch.Tensor:
+        """Read the prompt; the logits (rows, V) of the id after it."""
+        self.cache, self.length = KVCache(self.config), len(ids)
+        self.window = [ids[-self.config.block_size:]] * rows
+        return self._forward(self.window if self.config.position == "learned" else [ids] * rows)
 
     @torch.no_grad()
-    def advance(self, token: int) -> torch.Tensor:
-        """Read one more id; the logits (1, V) of the next."""
+    def advance(self, tokens: list[int]) -> torch.Tensor:
+        """Read one more id per row; the logits (rows, V) of the next."""
+        self.read(tokens)
+        return self.recompute() if self.model.window_slides(self.length) else self._forward([[t] for t in tokens])
+
+    def read(self, tokens: list[int]) -> None:
+        """Count one more id per row and keep it in the row's window."""
         self.length += 1
-        self.context = (self.context + [token])[-self.config.block_size:]
-        if self.config.position == "learned" and self.length > self.config.block_size:
-            self.cache = KVCache(self.config)
-            return self._logits(self.context)
-        return self._logits([token])
+        self.window = [(row + [token])[-self.config.block_size:] for row, token in zip(self.window, tokens)]
 
-    def _logits(self, ids: list[int]) -> torch.Tensor:
-        idx = torch.tensor([ids], dtype=torch.long, device=self._device())
+    def recompute(self) -> torch.Tensor:
+        """The window read afresh into a new cache (every learned position has shifted)."""
+        self.cache = KVCache(self.config)
+        return self._forward(self.window)
+
+    def _forward(self, ids: list[list[int]]) -> torch.Tensor:
+        idx = torch.tensor(ids, dtype=torch.long, device=next(self.model.parameters()).device)
         logits, _ = self.model(idx, cache=self.cache)
         return logits[:, -1, :]
-
-    def _device(self):
-        return self.model.lm_head.weight.device
 
 
 class RecomputingDecoder:
@@ -80,173 +88,113 @@ class RecomputingDecoder:
 
     def __init__(self, model):
         self.model, self.config = model, model.config
-        self.context: list[int] = []
+        self.context = torch.zeros(1, 0, dtype=torch.long)
 
     @torch.no_grad()
-    def start(self, ids: list[int]) -> torch.Tensor:
-        self.context = list(ids)
+    def start(self, ids: list[int], rows: int = 1) -> torch.Tensor:
+        self.context = torch.tensor([ids] * rows, dtype=torch.long)
         return self._logits()
 
     @torch.no_grad()
-    def advance(self, token: int) -> torch.Tensor:
-        self.context.append(token)
+    def advance(self, tokens: list[int]) -> torch.Tensor:
+        self.context = torch.cat((self.context, torch.tensor(tokens, dtype=torch.long).view(-1, 1)), dim=1)
         return self._logits()
 
     def _logits(self) -> torch.Tensor:
         rotary = getattr(self.config, "position", "learned") == "rope"
-        visible = self.context if rotary else self.context[-self.config.block_size:]
-        device = next(self.model.parameters()).device
-        logits, _ = self.model(torch.tensor([visible], dtype=torch.long, device=device))
+        visible = self.context if rotary else self.context[:, -self.config.block_size:]
+        logits, _ = self.model(visible.to(next(self.model.parameters()).device))
         return logits[:, -1, :]
 
 
-def _rest_of_block(x, attention_out, block, C):
-    """What follows attention in a Block, for one position of each of B rows: the projection back
-    into the residual stream, then the feed-forward (as Block.forward computes it, without dropout)."""
-    rows = x.shape[0]
-    x = x + F.linear(attention_out.transpose(1, 2).reshape(rows, 1, C), block.attn.proj.weight, block.attn.proj.bias)
-    h = F.layer_norm(x, (C,), block.ln2.weight, block.ln2.bias)
-    h = block.ffwd.activation(F.linear(h, block.ffwd.up.weight, block.ffwd.up.bias))
-    return x + F.linear(h, block.ffwd.proj.weight, block.ffwd.proj.bias)
-
-
-def _next_logits(model, x, C):
-    x = F.layer_norm(x, (C,), model.ln_f.weight, model.ln_f.bias)
-    return F.linear(x, model.lm_head.weight, model.lm_head.bias)[:, -1, :]
-
-
-class StaticCacheDecoder(CachedDecoder):
-    """CachedDecoder's arithmetic with less Python around it: one step is the same operations as
-    GPT.forward on one position (so the same logits, bit for bit: tests/test_engine.py), written as
-    plain function calls over the model's weights, with the keys and values in tensors allocated
-    once and rotary angles from a table. Decoding a small model on a CPU is bound by per-operation
-    overhead (module calls, hooks, fresh cache views), not arithmetic; this removes most of it.
-    The prompt is read by the model's own forward into a KVCache and copied in."""
-
-    def __init__(self, model):
-        super().__init__(model)
-        c = model.config
-        self.heads, self.head_size, self.window = c.n_head, c.n_embd // c.n_head, c.block_size
-        weights = next(model.parameters())
-        shape = (c.n_layer, 1, c.n_head, c.block_size, self.head_size)
-        self.keys, self.values = weights.new_zeros(shape), weights.new_zeros(shape)
-        self.angles = (None, None)  # rotary cos, sin for positions 0.. (grown on demand)
-
-    @torch.no_grad()
-    def start(self, ids: list[int]) -> torch.Tensor:
-        logits = super().start(ids)
-        self._take_cache()
-        return logits
-
-    @torch.no_grad()
-    def advance(self, token: int) -> torch.Tensor:
-        position = self.length
-        self.length += 1
-        self.context = (self.context + [token])[-self.window:]
-        if self.config.position == "learned" and self.length > self.window:
-            self.cache = KVCache(self.config)  # every position shifts: recompute the window, as CachedDecoder
-            return self._logits(self.context)
-        return self._step(token, position)
-
-    def _take_cache(self):
-        for i, layer in enumerate(self.cache.layers):
-            filled = min(layer.length, self.window)
-            self.keys[i, :, :, :filled] = layer.k[:, :, :filled]
-            self.values[i, :, :, :filled] = layer.v[:, :, :filled]
-
-    def _rotary(self, position: int):
-        cos, sin = self.angles
-        if cos is None or position >= cos.shape[0]:
-            size = max(2 * position, 2 * self.window)
-            cos, sin = self.angles = rotary_angles(torch.arange(size, device=self.keys.device), self.head_size)
-        return cos[position:position + 1], sin[position:position + 1]
-
-    def _step(self, token: int, position: int) -> torch.Tensor:
-        """GPT.forward for one new position at `position`, block by block, as plain function calls."""
-        model, C, H, hs = self.model, self.config.n_embd, self.heads, self.head_size
-        slot, visible = position % self.window, min(position + 1, self.window)  # the ring's layout
-        x = model.token_embedding.weight[token].view(1, 1, C)
-        if self.config.position == "learned":
-            x = x + model.position_embedding.weight[position]
-        else:
-            cos, sin = self._rotary(position)
-        for i, block in enumerate(model.blocks):
-            h = F.layer_norm(x, (C,), block.ln1.weight, block.ln1.bias)
-            q, k, v = F.linear(h, block.attn.qkv.weight, block.attn.qkv.bias).view(1, 1, 3, H, hs).transpose(1, 3).unbind(2)  # (1, H, 1, hs)
-            if self.config.qk_norm:
-                q, k = F.rms_norm(q, (hs,)), F.rms_norm(k, (hs,))
-            if self.config.position == "rope":
-                q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-            self.keys[i, :, :, slot:slot + 1] = k
-            self.values[i, :, :, slot:slot + 1] = v
-            out = F.scaled_dot_product_attention(q, self.keys[i, :, :, :visible], self.values[i, :, :, :visible])
-            x = _rest_of_block(x, out, block, C)
-        return _next_logits(model, x, C)
-
-
-class CompiledStep(torch.nn.Module):
-    """StaticCacheDecoder's step for B rows at once (B replies, each at its own position), as one
-    graph for torch.compile (gpt-fast's way): tokens and positions are tensors, so one compiled graph
-    serves every position. The graph only reads the cache: each row attends to its filled slots (less
-    the one its new position overwrites) and to its new key, and the step returns the new keys and
-    values, which the caller writes into the ring. A graph that wrote into its inputs would make
-    inductor copy the whole cache in and out at every step (a third of the step on a CPU). Attention
-    is spelt out (scores, softmax, weighted sum) so inductor fuses it: the library's kernel costs
-    more to call than one query's attention costs to compute. Rotary angles come from a table
-    computed eagerly (indexing it inside the graph gives exactly the eager values). Uncompiled, the
-    same module is the batched engine's eager step."""
+class DecodeStep(torch.nn.Module):
+    """One new position for each of B rows: the model's own GPT.forward_one, with rotary angles
+    looked up in a table, so tokens and positions enter as tensors and one graph serves every
+    position (gpt-fast's decode_one_token: a small function around the model that torch.compile
+    makes one graph of). The angles come from a table computed eagerly (indexing it inside a
+    graph gives exactly the eager values, computing them there need not). Uncompiled, it is the
+    engine's eager step."""
 
     TABLE = 16384  # rotary positions in the table; a longer generation goes on with the eager step
 
     def __init__(self, model):
         super().__init__()
         self.model, c = model, model.config
-        self.heads, self.head_size, self.window = c.n_head, c.n_embd // c.n_head, c.block_size
         weights = next(model.parameters())
-        cos, sin = rotary_angles(torch.arange(self.TABLE, device=weights.device), self.head_size)
+        cos, sin = rotary_angles(torch.arange(self.TABLE, device=weights.device), c.n_embd // c.n_head)
         self.register_buffer("cos", cos, persistent=False)
         self.register_buffer("sin", sin, persistent=False)
-        self.register_buffer("slots", torch.arange(c.block_size, device=weights.device), persistent=False)
 
     def forward(self, tokens, positions, keys, values):
-        """tokens, positions: (B,) long tensors; keys, values (L, B, H, W, hs), only read.
-        Returns the next logits (B, V) and each row's new keys and values, (L, B, H, 1, hs) each."""
-        model, C, H, hs = self.model, self.model.config.n_embd, self.heads, self.head_size
-        rows = tokens.shape[0]
-        earlier = (self.slots <= positions[:, None] - 1) & (self.slots != positions[:, None] % self.window)
-        earlier = earlier.view(rows, 1, 1, self.window)  # the slots each row still sees
-        x = model.token_embedding.weight[tokens].view(rows, 1, C)
-        if model.config.position == "learned":
-            x = x + model.position_embedding.weight[positions].view(rows, 1, C)
-        else:
-            cos, sin = self.cos[positions].view(rows, 1, 1, -1), self.sin[positions].view(rows, 1, 1, -1)
-        new_keys, new_values = [], []
-        for i, block in enumerate(model.blocks):
-            h = F.layer_norm(x, (C,), block.ln1.weight, block.ln1.bias)
-            q, k, v = F.linear(h, block.attn.qkv.weight, block.attn.qkv.bias).view(rows, 1, 3, H, hs).transpose(1, 3).unbind(2)
-            if model.config.qk_norm:
-                q, k = F.rms_norm(q, (hs,)), F.rms_norm(k, (hs,))
-            if model.config.position == "rope":
-                q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-            out = _attend_one(q, k, v, keys[i], values[i], earlier, hs)
-            new_keys.append(k)
-            new_values.append(v)
-            x = _rest_of_block(x, out, block, C)
-        return _next_logits(model, x, C), torch.stack(new_keys), torch.stack(new_values)
+        """tokens, positions: (B,) long tensors; keys, values (L, B, H, W, hs), only read. Returns the
+        next logits (B, V) and each row's new keys and values, (L, B, H, 1, hs) each."""
+        rotary = None
+        if self.model.config.position == "rope":
+            rows = tokens.shape[0]
+            rotary = self.cos[positions].view(rows, 1, 1, -1), self.sin[positions].view(rows, 1, 1, -1)
+        return self.model.forward_one(tokens, positions, keys, values, rotary)
 
 
-def _attend_one(q, k, v, keys, values, earlier, head_size):
-    """Each row's one query attends to its cached keys in `earlier` and to its own key: (B, H, 1, hs)."""
-    scale = head_size ** -0.5
-    cached = (q @ keys.transpose(-2, -1)) * scale  # (B, H, 1, W)
-    cached = cached.masked_fill(~earlier, float("-inf"))
-    own = (q * k).sum(-1, keepdim=True) * scale  # (B, H, 1, 1)
-    weights = torch.softmax(torch.cat((cached, own), dim=-1), dim=-1)
-    return weights[..., :-1] @ values + weights[..., -1:] * v
+class StaticCacheDecoder(CachedDecoder):
+    """The default decoder: the prompt is read by the model's forward into a KVCache and copied
+    into a ring of keys and values allocated once; then each step is one DecodeStep over that ring,
+    which stores the new keys and values it returns. Decoding a small model on a CPU is bound by
+    per-operation overhead, not arithmetic: a step without fresh cache views or appends costs less."""
+
+    def __init__(self, model, step: torch.nn.Module | None = None):
+        super().__init__(model)
+        self.eager = eager_step(model)
+        self.step = step or self.eager  # CompiledDecoder: the compiled step
+        self.keys = self.values = None  # (L, rows, H, W, hs), allocated by start
+
+    @torch.no_grad()
+    def start(self, ids: list[int], rows: int = 1) -> torch.Tensor:
+        logits = super().start(ids, rows)
+        self.keys, self.values = ring_from_cache(self.cache, self.config, rows)
+        return logits
+
+    @torch.no_grad()
+    def advance(self, tokens: list[int]) -> torch.Tensor:
+        position = self.length
+        self.read(tokens)
+        if self.model.window_slides(self.length):
+            return self.recompute()
+        step = self.step if position < DecodeStep.TABLE else self.eager
+        device = self.keys.device
+        rows = len(tokens)
+        logits, new_keys, new_values = step(torch.tensor(tokens, device=device),
+                                            torch.full((rows,), position, device=device), self.keys, self.values)
+        if step is not self.eager:  # a compiled step only reads the ring; eager, forward_one stored them
+            slot = position % self.config.block_size
+            self.keys[:, :, :, slot:slot + 1] = new_keys
+            self.values[:, :, :, slot:slot + 1] = new_values
+        return logits
+
+
+def eager_step(model) -> DecodeStep:
+    """The model's DecodeStep, made once (its rotary table takes milliseconds: not once per reply)."""
+    if model not in _EAGER_STEPS:
+        _EAGER_STEPS[model] = DecodeStep(model).eval()
+    return _EAGER_STEPS[model]
+
+
+_EAGER_STEPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> its DecodeStep
+
+
+def ring_from_cache(cache: KVCache, config, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A KVCache's keys and values as the ring a DecodeStep reads: (L, rows, H, W, hs) each."""
+    first = cache.layers[0].k
+    shape = (config.n_layer, rows, config.n_head, config.block_size, config.n_embd // config.n_head)
+    keys, values = first.new_zeros(shape), first.new_zeros(shape)
+    for i, layer in enumerate(cache.layers):
+        filled = min(layer.length, config.block_size)
+        keys[i, :, :, :filled] = layer.k[:, :, :filled]
+        values[i, :, :, :filled] = layer.v[:, :, :filled]
+    return keys, values
 
 
 def compiled_step(model, rows: int = 1, capacity: int | None = None):
-    """The model's CompiledStep for `rows` rows under torch.compile, compiled once per model and
+    """The model's DecodeStep for `rows` rows under torch.compile, compiled once per model and
     row count (seconds to a minute) by a first call here; the cache it reads is the first `rows` of
     `capacity` rows (BatchedRows: a slice of one larger cache). Inductor's freezing folds the weights
     in as constants (so later changes to them are not seen: for serving, not training) and
@@ -256,7 +204,7 @@ def compiled_step(model, rows: int = 1, capacity: int | None = None):
     capacity = capacity or rows
     steps = _COMPILED_STEPS.setdefault(model, {})  # not an attribute of the model: it would become a submodule
     if (rows, capacity) not in steps:
-        step = torch.compile(CompiledStep(model).eval(), fullgraph=True, dynamic=False, options={"max_autotune": AUTOTUNE})
+        step = torch.compile(DecodeStep(model).eval(), fullgraph=True, dynamic=False, options={"max_autotune": AUTOTUNE})
         c, weights = model.config, next(model.parameters())
         cache = weights.new_zeros(c.n_layer, capacity, c.n_head, c.block_size, c.n_embd // c.n_head)
         tokens, positions = (torch.zeros(rows, dtype=torch.long, device=weights.device) for _ in range(2))
@@ -275,27 +223,19 @@ AUTOTUNE = os.environ.get("GPT_COMPILE_AUTOTUNE", "1") != "0"
 
 class CompiledDecoder(StaticCacheDecoder):
     """StaticCacheDecoder with its step compiled (compiled_step): the same cache, the same tokens
-    for a seed (tests/test_engine.py), far less time per step. The first step compiles."""
+    for a seed (tests/test_engine.py), far less time per step. The first use compiles; one graph
+    per row count."""
 
-    def __init__(self, model):
-        super().__init__(model)
-        self.step = compiled_step(model)
-
-    def _step(self, token: int, position: int) -> torch.Tensor:
-        if position >= CompiledStep.TABLE:
-            return super()._step(token, position)
-        device = self.keys.device
-        logits, new_keys, new_values = self.step(torch.tensor([token], device=device),
-                                                 torch.tensor([position], device=device), self.keys, self.values)
-        slot = position % self.window
-        self.keys[:, :, :, slot:slot + 1] = new_keys
-        self.values[:, :, :, slot:slot + 1] = new_values
-        return logits
+    @torch.no_grad()
+    def start(self, ids: list[int], rows: int = 1) -> torch.Tensor:
+        self.step = compiled_step(self.model, rows)
+        return super().start(ids, rows)
 
 
 def has_kv_cache(model) -> bool:
-    """A GPT on the fast path keeps keys and values (not per-Head attention, not the bigram)."""
-    return getattr(model.config, "attention", None) == "fast" and hasattr(model, "blocks")
+    """A GPT on the fast path keeps keys and values and steps one position (not per-Head attention,
+    not the bigram)."""
+    return getattr(model.config, "attention", None) == "fast" and hasattr(model, "forward_one")
 
 
 def decoder_for(model, use_cache: bool = True, fast: bool = True, compiled: bool = False):
@@ -317,31 +257,68 @@ def next_id(logits, temperature, top_k, generator, banned=()) -> int:
     return int(sample_next(logits, temperature, top_k or None, generator)[0, 0])
 
 
+@dataclasses.dataclass
+class StopRules:
+    """When a reply ends: at the stop token (which is not part of it), after max_new_tokens ids, or
+    once the deadline has passed (checked after each id, so at least one comes)."""
+
+    max_new_tokens: int
+    stop_token: int | None = None
+    deadline: float | None = None
+
+    def before_any(self) -> str | None:
+        """"length" when the reply may hold no id at all."""
+        return "length" if self.max_new_tokens < 1 else None
+
+    def after(self, token: int, made: int) -> str | None:
+        """Why the reply ends with `token`, its id number `made` (1, 2, ...), or None: "stop" (the
+        token is dropped) or "length" (the token is kept, and is the last)."""
+        if token == self.stop_token:
+            return "stop"
+        if made >= self.max_new_tokens or (self.deadline is not None and time.monotonic() > self.deadline):
+            return "length"
+        return None
+
+
 class TokenStream:
-    """The ids sampled after a prompt, one at a time, from one decoder. The stop token ends the
-    stream and is not yielded; so do max_new_tokens and the deadline (checked after each id, so at
-    least one comes). After iteration, finish_reason says which ended it."""
+    """The ids sampled after a prompt, one at a time, from one decoder, until StopRules end it.
+    After iteration, finish_reason says which ended it."""
 
     def __init__(self, decoder, prompt_ids: list[int], max_new_tokens: int, temperature: float = 1.0,
                  top_k: int | None = None, generator: torch.Generator | None = None, stop_token: int | None = None,
                  deadline: float | None = None, banned: tuple[int, ...] = ()):
         self.decoder, self.prompt_ids = decoder, prompt_ids
-        self.max_new_tokens, self.temperature, self.top_k, self.generator = max_new_tokens, temperature, top_k, generator
-        self.stop_token, self.deadline, self.banned = stop_token, deadline, banned
+        self.temperature, self.top_k, self.generator, self.banned = temperature, top_k, generator, banned
+        self.rules = StopRules(max_new_tokens, stop_token, deadline)
         self.finish_reason: str | None = None  # set when the stream ends
 
     def __iter__(self) -> Iterator[int]:
         logits = self.decoder.start(self.prompt_ids)
-        for made in range(1, self.max_new_tokens + 1):
+        self.finish_reason = self.rules.before_any()
+        made = 0
+        while self.finish_reason is None:
             token = next_id(logits, self.temperature, self.top_k, self.generator, self.banned)
-            if token == self.stop_token:
-                self.finish_reason = "stop"
+            made += 1
+            self.finish_reason = self.rules.after(token, made)
+            if self.finish_reason == "stop":
                 return
             yield token
-            if made == self.max_new_tokens or (self.deadline is not None and time.monotonic() > self.deadline):
-                break
-            logits = self.decoder.advance(token)
-        self.finish_reason = "length"
+            if self.finish_reason is None:
+                logits = self.decoder.advance([token])
+
+
+def sample_rows(decoder, prompt_ids: list[int], rows: int, max_new_tokens: int, temperature: float = 1.0,
+                top_k: int | None = None, generator: torch.Generator | None = None) -> list[list[int]]:
+    """`rows` samples of max_new_tokens ids after one prompt, decoded side by side and drawn as
+    GPT.generate draws them (one multinomial over all rows per step), so a seed gives its tokens."""
+    logits = decoder.start(prompt_ids, rows)
+    samples = []
+    for made in range(1, max_new_tokens + 1):
+        ids = sample_next(logits, temperature, top_k or None, generator)  # (rows, 1)
+        samples.append(ids)
+        if made < max_new_tokens:
+            logits = decoder.advance(ids[:, 0].tolist())
+    return torch.cat(samples, dim=1).tolist() if samples else [[] for _ in range(rows)]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -350,15 +327,14 @@ class TokenStream:
 
 class BatchedRows:
     """Replies decoded together: one cache with a row per reply (its ring of keys and values) and
-    one step for the rows in use. A reply's prompt is read on its own (CachedDecoder: the model's
-    forward into a KVCache, copied into its row); then every step feeds each reply one position
-    through CompiledStep. The rows in use are always the first ones (a reply that leaves is
-    replaced by the last), so a step reads a slice of the cache. Eager, a step computes exactly
-    those rows; compiled, it computes the smallest of a few sizes that holds them (1, 4, 16, ...: one
-    graph each), since on a CPU a row costs little at first (per-operation overhead) and then its
-    full arithmetic (16 rows of the 1.8M model: about 6x one row, for 16x the characters). A
-    learned-position reply that has outgrown block_size is recomputed on its own, as CachedDecoder
-    does (every position shifts)."""
+    one DecodeStep for the rows in use. A reply's prompt is read on its own (CachedDecoder: the
+    model's forward into a KVCache, copied into its row); then every step feeds each reply one
+    position. The rows in use are always the first ones (a reply that leaves is replaced by the
+    last), so a step reads a slice of the cache. Eager, a step computes exactly those rows;
+    compiled, it computes the smallest of a few sizes that holds them (1, 4, 16, ...: one graph
+    each), since on a CPU a row costs little at first (per-operation overhead) and then its full
+    arithmetic (16 rows of the 1.8M model: about 6x one row, for 16x the characters). A
+    learned-position reply whose window slides is recomputed on its own, as CachedDecoder does."""
 
     def __init__(self, model, capacity: int, compiled: bool = False):
         c, weights = model.config, next(model.parameters())
@@ -367,8 +343,8 @@ class BatchedRows:
         self.keys, self.values = weights.new_zeros(shape), weights.new_zeros(shape)
         self.sizes = sorted({4 ** i for i in range(8) if 4 ** i < capacity} | {capacity}) if compiled else []
         self.steps = {size: compiled_step(model, size, capacity) for size in self.sizes}  # compiled now, not mid-reply
-        self.eager = CompiledStep(model).eval()
-        self.readers: list[CachedDecoder] = []  # row -> the reply's own decoder: its prompt, length, context
+        self.eager = eager_step(model)
+        self.readers: list[CachedDecoder] = []  # row -> the reply's own decoder: its prompt, length, window
         self.device = weights.device
 
     @torch.no_grad()
@@ -380,10 +356,8 @@ class BatchedRows:
         logits = reader.start(ids)
         row = len(self.readers)
         self.readers.append(reader)
-        for i, layer in enumerate(reader.cache.layers):
-            filled = min(layer.length, self.window)
-            self.keys[i, row, :, :filled] = layer.k[0, :, :filled]
-            self.values[i, row, :, :filled] = layer.v[0, :, :filled]
+        keys, values = ring_from_cache(reader.cache, self.config, 1)
+        self.keys[:, row:row + 1], self.values[:, row:row + 1] = keys, values
         return row, logits
 
     def remove(self, rows: set[int]) -> dict[int, int]:
@@ -405,13 +379,11 @@ class BatchedRows:
         for row, token in tokens.items():
             reader = self.readers[row]
             position = reader.length
-            reader.length += 1
-            reader.context = (reader.context + [token])[-self.window:]
-            if self.config.position == "learned" and reader.length > self.window:
-                reader.cache = KVCache(self.config)  # every position shifts: recompute the window, as CachedDecoder
-                logits[row] = reader._logits(reader.context)
-            elif position >= CompiledStep.TABLE:
-                raise ValueError(f"a reply of more than {CompiledStep.TABLE} positions is beyond the rotary table")
+            reader.read([token])
+            if self.model.window_slides(reader.length):
+                logits[row] = reader.recompute()
+            elif position >= DecodeStep.TABLE:
+                raise ValueError(f"a reply of more than {DecodeStep.TABLE} positions is beyond the rotary table")
             else:
                 batched[row] = (token, position)
         if batched:
@@ -429,6 +401,8 @@ class BatchedRows:
         slots = (positions[rows] % self.window).to(self.device)
         out, new_keys, new_values = step(tokens.to(self.device), positions.to(self.device),
                                          self.keys[:, :size], self.values[:, :size])
+        # (eager, forward_one has stored them, and slot 0 of any row not fed: one whose learned window
+        # slid, whose ring is never read again)
         rows = rows.to(self.device)
         self.keys[:, rows, :, slots] = new_keys[:, rows, :, 0].transpose(0, 1)  # each row's into its own slot: (rows, L, H, hs)
         self.values[:, rows, :, slots] = new_values[:, rows, :, 0].transpose(0, 1)
@@ -441,8 +415,9 @@ class BatchedStream:
     early (a client gone) frees its row at the batch's next step."""
 
     def __init__(self, prompt_ids, max_new_tokens, temperature, top_k, generator, stop_token, deadline, banned=()):
-        self.prompt_ids, self.max_new_tokens, self.temperature, self.top_k = prompt_ids, max_new_tokens, temperature, top_k
-        self.generator, self.stop_token, self.deadline, self.banned = generator, stop_token, deadline, banned
+        self.prompt_ids, self.temperature, self.top_k = prompt_ids, temperature, top_k
+        self.generator, self.banned = generator, banned
+        self.rules = StopRules(max_new_tokens, stop_token, deadline)
         self.finish_reason: str | None = None
         self.made, self.last = 0, None  # ids sampled so far, and the last one (fed at the next step)
         self.cancelled = False
@@ -549,18 +524,18 @@ class Batcher:
                     self._leave(row, "error")
 
     def _sample(self, row: int, stream: BatchedStream, logits: torch.Tensor) -> None:
-        """The reply's next id from its logits, with TokenStream's rules for when it ends."""
+        """The reply's next id from its logits, ended by the same StopRules as a TokenStream."""
         if stream.cancelled:
             return self._leave(row, "cancelled")
-        if stream.max_new_tokens < 1:
-            return self._leave(row, "length")
-        token = next_id(logits, stream.temperature, stream.top_k, stream.generator, stream.banned)
-        if token == stream.stop_token:
-            return self._leave(row, "stop")
-        stream._ids.put(token)
-        stream.made, stream.last = stream.made + 1, token
-        if stream.made == stream.max_new_tokens or (stream.deadline is not None and time.monotonic() > stream.deadline):
-            self._leave(row, "length")
+        reason = stream.rules.before_any()
+        if reason is None:
+            token = next_id(logits, stream.temperature, stream.top_k, stream.generator, stream.banned)
+            stream.made, stream.last = stream.made + 1, token
+            reason = stream.rules.after(token, stream.made)
+            if reason != "stop":
+                stream._ids.put(token)
+        if reason is not None:
+            self._leave(row, reason)
 
     def _leave(self, row: int, reason: str) -> None:
         self.leaving.add(row)

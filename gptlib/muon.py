@@ -19,6 +19,8 @@ from __future__ import annotations
 import torch
 from torch.optim.adamw import adamw
 
+from gptlib import devices
+
 # Coefficients of the quintic iteration x -> a x + b x^3 + c x^5, chosen (Jordan, 2024) to push
 # every singular value in (0, 1] towards 1 within five steps; they land near 1 (about 0.7 to 1.2),
 # not exactly on it, which is all the update needs.
@@ -49,11 +51,8 @@ def newton_schulz_dtype(device: str) -> torch.dtype:
     kind = torch.device(device).type
     if kind == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float32
-    if kind == "cpu":
-        cpu = torch.cpu  # these probes are private to torch: absent ones count as no
-        for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
-            if getattr(cpu, probe, lambda: False)():
-                return torch.bfloat16
+    if kind == "cpu" and devices.cpu_has_bf16():
+        return torch.bfloat16
     return torch.float32
 
 

@@ -7,14 +7,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import torch
-
 from gptlib import lora, loss_curves, muon
 from gptlib.atomic_write import write_text_atomically
 from gptlib.build import count_parameters
 from gptlib.chat_format import END_MARK, prompt_text
 from gptlib.checkpoint import best_path
 from gptlib.corpus import TextDataset, seeded_generator
+from gptlib.engine import TokenStream, decoder_for
 
 if TYPE_CHECKING:
     from gptlib.train import Run, TrainResult
@@ -34,7 +33,7 @@ def report(r: Run, result: TrainResult) -> None:
     if r.compiled and r.iter_num > r.start_iter:
         print(f"compiling (the first step) took {r.first_step_seconds:.1f}s; tokens/s below leaves it out")
     draw_curve(r)
-    write_sample(r.model, r.dataset, r.cfg, r.device, r.out)
+    write_sample(r.model, r.dataset, r.cfg, r.out)
     append_notes(r, result)
     if r.dataset.pairs:
         print(f"val loss of replies only (held-out pairs): {result.val_loss:.4f}")
@@ -52,17 +51,17 @@ def draw_curve(r: Run) -> None:
         print(f"loss curve: {csv_path}; {loss_curves.missing_matplotlib_hint(r.out)}")
 
 
-def write_sample(model, dataset, cfg, device, checkpoint_path) -> None:
+def write_sample(model, dataset, cfg, checkpoint_path) -> None:
     if cfg.sample_chars == 0:
         return
     generator = seeded_generator(cfg.seed)
     model.eval()
     if dataset.pairs:  # a chat model answers a held-out message, stopping at the end marker
         their = (dataset.pairs["val"] or dataset.pairs["train"])[0][0]
-        start = torch.tensor([dataset.vocab.encode_with_specials(prompt_text(their))], device=device)
-        ids = model.generate(start, cfg.sample_chars, temperature=0.8, generator=generator,
-                             stop_token=dataset.vocab.specials[END_MARK])
-        reply = dataset.vocab.decode(ids[0, start.shape[1]:].tolist()).split(END_MARK)[0]
+        start = dataset.vocab.encode_with_specials(prompt_text(their))
+        ids = TokenStream(decoder_for(model), start, cfg.sample_chars, temperature=0.8, generator=generator,
+                          stop_token=dataset.vocab.specials[END_MARK])
+        reply = dataset.vocab.decode(list(ids))
         text = f"> {their}\n< {reply}"
         if not cfg.log_text:  # your messages, and a reply that may repeat them: never printed unless asked
             print(f"sample: a reply of {len(reply)} characters to a held-out message of {len(their)} "
@@ -70,9 +69,9 @@ def write_sample(model, dataset, cfg, device, checkpoint_path) -> None:
             model.train()
             return
     else:
-        start = torch.tensor([dataset.vocab.encode("\n") if dataset.vocab.can_encode("\n") else [0]], device=device)
-        ids = model.generate(start, cfg.sample_chars, temperature=0.8, top_k=None, generator=generator)
-        text = dataset.vocab.decode(ids[0, 1:].tolist())
+        start = dataset.vocab.encode("\n") if dataset.vocab.can_encode("\n") else [0]
+        ids = TokenStream(decoder_for(model), start, cfg.sample_chars, temperature=0.8, generator=generator)
+        text = dataset.vocab.decode(list(ids))
     model.train()
     print(f"--- sample ({cfg.sample_chars} tokens at most) ---\n{text}\n---")
     if cfg.samples_dir:

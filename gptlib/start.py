@@ -103,8 +103,13 @@ def settle(args: ParsedArgs, start: Start, kind: str, processes: Processes, devi
         cfg = dataclasses.replace(cfg, init_from=build.base_reference(cfg.init_from))
     facts = devices.probe(device)
     changed = {k: v for k, v in args.overrides.items() if k != "resume"}
-    return Settings(kind, preset, model_cfg, cfg, start, processes, facts, devices.choose_dtype(cfg.dtype, facts),
-                    changed)
+    precision = devices.choose_dtype(cfg.dtype, facts, step_shape(model_cfg, cfg))
+    return Settings(kind, preset, model_cfg, cfg, start, processes, facts, precision, changed)
+
+
+def step_shape(model_cfg, cfg) -> devices.StepShape:
+    """What one forward and backward multiplies: a micro-batch of batch_size rows."""
+    return devices.StepShape(model_cfg.n_embd, cfg.batch_size * model_cfg.block_size)
 
 
 def _configs(overrides: dict, preset: str, start: Start, kind: str, device: str, preset_given: bool):

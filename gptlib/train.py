@@ -390,8 +390,12 @@ class Run:
 
     def evaluate(self, write=print) -> None:
         t0 = time.time()
+        # On a CPU the val loss is the float32 model's whichever dtype trains it, so runs in float32 and
+        # bfloat16 compare (the CPU's evaluation is a small share of a run); on a GPU, nanoGPT's way,
+        # it is computed under the training autocast.
+        autocast = None if self.device.startswith("cpu") else self.autocast
         self.losses = estimate_loss(self.eval_model, self.dataset, self.cfg, self.model_cfg.block_size, self.device,
-                                    self.autocast, self.processes)
+                                    autocast, self.processes)
         seconds = self.last_eval_seconds = time.time() - t0
         self.eval_seconds += seconds
         self.history.append((self.iter_num, self.losses["train"], self.losses["val"]))

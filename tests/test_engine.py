@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,6 +14,7 @@ import torch
 from bigram import BigramLanguageModel
 from config import GPTConfig
 from gpt_final_version import GPT
+from gptlib import engine
 from gptlib.engine import (
     Batcher,
     CachedDecoder,
@@ -20,6 +22,7 @@ from gptlib.engine import (
     StaticCacheDecoder,
     TokenStream,
     decoder_for,
+    sample_rows,
 )
 
 VOCAB = 11
@@ -90,13 +93,28 @@ def test_the_prompt_is_read_once_per_reply(decoder, steps):
 
 
 @pytest.mark.parametrize("position", ["rope", "learned"])
-def test_the_static_cache_step_gives_the_plain_cache_logits_bit_for_bit(position):
-    """StaticCacheDecoder is GPT.forward written as plain calls: the same operations, the same bits."""
-    model = tiny_gpt("fast", position)
+@pytest.mark.parametrize("qk_norm", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_one_position_step_gives_the_logits_of_forward_bit_for_bit(position, qk_norm, dtype):
+    """StaticCacheDecoder's eager step is the model's own GPT.forward_one: the logits of GPT.forward
+    with a KVCache at every position, before and after the ring fills, bit for bit (in bfloat16
+    too), since it attends over exactly the keys LayerCache gives forward()."""
+    torch.manual_seed(0)
+    config = GPTConfig(vocab_size=VOCAB, block_size=8, n_layer=2, n_head=2, n_embd=16, dropout=0.0,
+                       position=position, qk_norm=qk_norm)
+    model = GPT(config).eval().to(dtype)
     plain, static = CachedDecoder(model), StaticCacheDecoder(model)
     assert torch.equal(plain.start([1, 2, 3]), static.start([1, 2, 3]))
     for token in [4, 5, 6, 7, 8, 9, 10, 1, 2, 3, 4, 5]:  # past the context of 8
-        assert torch.equal(plain.advance(token), static.advance(token))
+        assert torch.equal(static.advance([token]), plain.advance([token]))
+
+
+@pytest.mark.parametrize("position", ["rope", "learned"])
+def test_a_bfloat16_model_decodes_exactly_its_generate_tokens(position):
+    """A bfloat16 model gives its own tokens; the engine gives exactly those of its GPT.generate."""
+    model = tiny_gpt("fast", position).to(torch.bfloat16)
+    for seed in (0, 1, 2):
+        assert engine_tokens(model, [1, 2, 3], 40, seed)[0] == generate_tokens(model, [1, 2, 3], 40, seed)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -195,3 +213,29 @@ def test_the_compiled_batch_step_gives_the_tokens_of_generate_for_a_seed():
     finally:
         batcher.close()
     assert tokens == [generate_tokens(model, prompt, 40, seed) for seed, prompt in enumerate(PROMPTS[:3])]
+
+
+# ----------------------------------------------------------------------------------------------
+# Several samples of one prompt (model_handler.py --prompt --num_samples), and the engine's independence
+
+
+@pytest.mark.parametrize("attention, position", [("fast", "rope"), ("fast", "learned"), ("heads", "learned")])
+def test_samples_side_by_side_are_the_tokens_of_generate_for_a_seed(attention, position):
+    """sample_rows draws as GPT.generate does (one multinomial over every row per step), so
+    --num_samples gives the samples it gave before it went through the engine."""
+    model = tiny_gpt(attention, position)
+    prompt = [1, 2, 3]
+    expected = model.generate(torch.tensor([prompt] * 3), 25, temperature=0.9, top_k=5,
+                              generator=torch.Generator().manual_seed(4))[:, len(prompt):].tolist()
+    samples = sample_rows(decoder_for(model), prompt, 3, 25, temperature=0.9, top_k=5,
+                          generator=torch.Generator().manual_seed(4))
+    assert samples == expected and len({tuple(row) for row in samples}) == 3
+
+
+def test_the_engine_holds_no_copy_of_the_model():
+    """A decode step is the model's own forward_one: the engine never names the model's modules or
+    parameters, so renaming one (or adding QK-norm, or a new block) cannot break decoding."""
+    source = Path(engine.__file__).read_text()
+    for name in ("blocks", "lm_head", "ln_f", "ln1", "qkv", "proj", "ffwd", "token_embedding", "position_embedding",
+                 "F.linear", "F.layer_norm", "scaled_dot_product_attention"):
+        assert name not in source, name

@@ -81,7 +81,7 @@ def run_chat_data(tmp_path: Path, name: str, data: bytes, *options: str) -> None
 
 
 @pytest.mark.parametrize("name", sorted(SEEDS))
-@fuzz(6, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@fuzz(3, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(edits=EDITS, how=st.sampled_from(["", "", "truncated", "utf-16", "latin-1 half", "huge line", "deep json"]))
 def test_mutated_exports_of_every_format_give_pairs_or_one_clear_error(tmp_path, capsys, name, edits, how):
     data = mutate(transform(SEEDS[name], how), edits)
