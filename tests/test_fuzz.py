@@ -80,12 +80,13 @@ def run_chat_data(tmp_path: Path, name: str, data: bytes, *options: str) -> None
     assert set(work.rglob("*")) - before <= {out, out.parent}
 
 
-@pytest.mark.parametrize("name", sorted(SEEDS))
-@fuzz(3, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(edits=EDITS, how=st.sampled_from(["", "", "truncated", "utf-16", "latin-1 half", "huge line", "deep json"]))
-def test_mutated_exports_of_every_format_give_pairs_or_one_clear_error(tmp_path, capsys, name, edits, how):
-    data = mutate(transform(SEEDS[name], how), edits)
-    run_chat_data(tmp_path, name, data, *FORMAT_OPTIONS.get(name, []))
+@pytest.mark.parametrize("names", [sorted(SEEDS)[i::4] for i in range(4)], ids=["a", "b", "c", "d"])
+@fuzz(20, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(data=st.data(), edits=EDITS, how=st.sampled_from(["", "", "truncated", "utf-16", "latin-1 half", "huge line", "deep json"]))
+def test_mutated_exports_of_every_format_give_pairs_or_one_clear_error(tmp_path, capsys, names, data, edits, how):
+    """Each of the fixture exports (a quarter of them per test) is the seed of some examples."""
+    name = data.draw(st.sampled_from(names))
+    run_chat_data(tmp_path, name, mutate(transform(SEEDS[name], how), edits), *FORMAT_OPTIONS.get(name, []))
     assert "Traceback" not in capsys.readouterr().err
 
 
@@ -101,7 +102,7 @@ MEMBER_NAMES = st.sampled_from(["_chat.txt", "../../escaped.txt", "/etc/chat.txt
                                 "chat.json", "..", "x/" * 40 + "deep.txt", "nested.zip", "photo.jpg", "._chat.txt", "\u202echat.txt"])
 
 
-@fuzz(25, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@fuzz(15, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(members=st.dictionaries(MEMBER_NAMES, st.sampled_from(sorted(SEEDS)).map(SEEDS.get) | st.binary(max_size=200),
                                min_size=1, max_size=5),
        edits=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 8), st.binary(max_size=4)), max_size=2))
@@ -111,9 +112,9 @@ def test_archives_with_hostile_member_names_write_nothing_outside_out(tmp_path, 
 
 
 def test_a_zip_bomb_is_refused_before_it_is_unpacked(tmp_path):
-    """120 MB of one repeated line packs into 120 kB: refused by its compression ratio, not read."""
+    """30 MB of one repeated line packs into 30 kB: refused by its compression ratio, not read."""
     line = b"01/03/2024, 09:00 - Bruno: " + b"a" * 100 + b"\n"
-    bomb = zip_bytes({"_chat.txt": line * (120_000_000 // len(line))})
+    bomb = zip_bytes({"_chat.txt": line * (30_000_000 // len(line))})
     assert len(bomb) < 1_000_000
     started = time.monotonic()
     with pytest.raises(UserError, match="zip bomb"):
@@ -145,7 +146,7 @@ def fuzz_server(tmp_path_factory):
     model = folder / "me.pt"
     gpt_final_version.main(tiny_run_args(pairs, model, max_iters=2, sample_chars=0))
     handler = ModelHandler(str(model), "cpu").load()
-    config = ServeConfig(port=0, batching=False, concurrency=2, max_tokens=8, read_timeout=1.0, timeout=5.0,
+    config = ServeConfig(port=0, batching=False, concurrency=2, max_tokens=8, read_timeout=0.5, timeout=5.0,
                          queue_timeout=5.0, max_body_bytes=20_000)
     server = make_server(handler, config)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -232,7 +233,7 @@ def request_bytes(method: str, path: str, body: bytes, length: str | None) -> by
     return head.encode("latin-1", "replace") + b"\r\n" + body
 
 
-@fuzz(60, suppress_health_check=[HealthCheck.too_slow])
+@fuzz(40, suppress_health_check=[HealthCheck.too_slow])
 @given(path=st.sampled_from(["/generate", "/v1/chat/completions", "/chat/completions"]), body=BODIES,
        encoding=st.sampled_from(["json", "json", "json", "bad utf-8", "nan", "truncated"]))
 def test_random_json_to_the_endpoints_gets_an_answer_or_one_clear_error(fuzz_server, path, body, encoding):
@@ -246,7 +247,7 @@ def test_random_json_to_the_endpoints_gets_an_answer_or_one_clear_error(fuzz_ser
     assert_one_clear_answer(exchange(fuzz_server, request_bytes("POST", path, data, str(len(data)))), may_be_empty=False)
 
 
-@fuzz(40, suppress_health_check=[HealthCheck.too_slow])
+@fuzz(25, suppress_health_check=[HealthCheck.too_slow])
 @given(method=st.sampled_from(["GET", "POST", "PUT", "HEAD", "DELETE", "G\x00T", "POST" * 20]),
        path=st.sampled_from(["/", "/health", "/v1/models", "/generate", "/x" * 3000, "/%ff%fe", "*", "/../../etc/passwd", ""]),
        length=st.sampled_from([None, "0", "5", "-1", "abc", "99999999999999999999", "20001", " 7 ", "1e3"]),
@@ -274,7 +275,7 @@ def test_slow_and_half_closed_connections_are_cut_off_not_hung(fuzz_server):
     assert_one_clear_answer(answer)
     assert b" 408 " in answer.split(b"\r\n")[0]
     # half the request, then a pause shorter than the timeout: answered
-    assert_one_clear_answer(exchange(fuzz_server, request_bytes("POST", "/generate", body, str(len(body))), pause=0.3))
+    assert_one_clear_answer(exchange(fuzz_server, request_bytes("POST", "/generate", body, str(len(body))), pause=0.1))
     # connections opened and never written to: each is closed by the server
     idle = [socket.create_connection(("127.0.0.1", fuzz_server), timeout=15) for _ in range(8)]
     for sock in idle:
