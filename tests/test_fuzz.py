@@ -19,7 +19,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import fuzz, tiny_run_args
+from conftest import fuzz
 from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 
@@ -135,16 +135,12 @@ def run_chat_data_raises(tmp_path: Path, data: bytes) -> None:
 
 
 @pytest.fixture(scope="module")
-def fuzz_server(tmp_path_factory):
-    import gpt_final_version
+def fuzz_server():
+    """The shipped Shakespeare model (a text model: /v1/chat/completions continues the text), nothing trained."""
     from model_handler import ModelHandler
     from serving.server import ServeConfig, make_server
 
-    folder = tmp_path_factory.mktemp("fuzzserver")
-    pairs = folder / "me.jsonl"
-    pairs.write_text("".join(json.dumps({"input": f"hi {i}", "output": "hello there"}) + "\n" for i in range(20)))
-    model = folder / "me.pt"
-    gpt_final_version.main(tiny_run_args(pairs, model, max_iters=2, sample_chars=0))
+    model = Path(__file__).resolve().parents[1] / "models" / "shakespeare_char.pt"
     handler = ModelHandler(str(model), "cpu").load()
     config = ServeConfig(port=0, batching=False, concurrency=2, max_tokens=8, read_timeout=0.5, timeout=5.0,
                          queue_timeout=5.0, max_body_bytes=20_000)
