@@ -100,6 +100,7 @@ def main(argv: list[str]) -> None:
         print(__doc__)
         return
     quick = "--quick" in argv
+    train.keep_freed_memory_in_process()  # as training does: without it each large step page-faults its memory again
     facts = devices.probe("cpu")
     report = {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu_capability":
               torch.backends.cpu.get_cpu_capability(), "cpu_bf16": facts.cpu_bf16, "date": time.strftime("%Y-%m-%d %H:%M")}
