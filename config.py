@@ -143,7 +143,7 @@ class SampleConfig:
     device: str = "auto"  # as for training
     out: str = ""  # also write the samples to this file (e.g. samples/romeo.txt)
     use_cache: bool = True  # keep keys/values between steps (same text, much faster)
-    dtype: str = "auto"  # weights for generating: "auto" is bfloat16 on a CPU with bfloat16 hardware for models of 4M+ parameters, else float32; or float32/bfloat16
+    dtype: str = "auto"  # weights for generating: "auto" is float32 (uncompiled decoding is fastest in it); or bfloat16
     chat: bool = False  # talk to a model trained on chat pairs: type a message, it answers until its end marker
 
     def validate(self) -> None:

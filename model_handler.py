@@ -28,7 +28,7 @@ import gpt_final_version
 from config import SampleConfig
 from gptlib import devices, loss_curves, pretrained
 from gptlib.atomic_write import write_text_atomically
-from gptlib.build import count_parameters, model_from_checkpoint
+from gptlib.build import model_from_checkpoint
 from gptlib.chat_format import (
     CHAT_MARKERS,
     END_MARK,
@@ -73,12 +73,12 @@ class ModelHandler:
         self.model.to(self.device).eval()
         return self
 
-    def use_dtype(self, requested: str = "auto") -> str:
+    def use_dtype(self, requested: str = "auto", compiled: bool = False) -> str:
         """Hold the weights in the dtype generating should use here (devices.inference_dtype: bfloat16
-        on a CPU that multiplies it in hardware, for a model large enough to gain); a line saying
-        which and why. The checkpoint on disk is not touched."""
+        on a CPU that multiplies it in hardware, for a compiled decode step); a line saying which and
+        why. The checkpoint on disk is not touched."""
         self._require_loaded()
-        dtype, reason = devices.inference_dtype(requested, devices.probe(self.device), count_parameters(self.model))
+        dtype, reason = devices.inference_dtype(requested, devices.probe(self.device), compiled)
         self.model.to(getattr(torch, dtype))
         return f"dtype: {reason}"
 

@@ -224,10 +224,12 @@ class StepShape(NamedTuple):
         return self.tokens * self.n_embd ** 2
 
 
-# Below this much matmul work per step (tokens x n_embd^2) a CPU's bfloat16 units gain little over
-# float32: the step is bound by the many small operations around the matmuls, not by them.
-# Measured with `python -m benchmarks.bench_dtype` (docs/speed.md): the cpu preset (2,048 tokens x 192^2,
-# 7.5e7) gains ~1.1x, 6 x 256 at context 256 (1.3e8) ... , the lecture shape (4,096 x 384^2, 6.0e8) ~1.9x.
+# Below this much matmul work per step (tokens x n_embd^2) a CPU's bfloat16 units gain too little
+# over float32 to take by default: the step is bound by the many small operations around the
+# matmuls, not by them. Measured with `python -m benchmarks.bench_dtype` (docs/speed.md), quiet
+# 2-core AVX512-BF16 machine: quick preset (3.4e7) 1.08x, cpu preset (7.5e7) 1.19x, 6x256 at
+# context 256 (2.7e8) 1.44x, the lecture shape (6.0e8) 1.96x. The threshold sits between the cpu
+# preset and 6x256: the cpu preset keeps float32 (and its measured figures) unless asked.
 CPU_BF16_MIN_WORK = 1.0e8
 
 
@@ -314,16 +316,13 @@ def _cpu_dtype(requested: str, facts: DeviceFacts, shape: StepShape | None) -> D
     return _choice(requested, facts, f"{requested} autocast on the CPU as asked")
 
 
-# Decoding streams every weight once per token: in bfloat16 that is half the bytes, and a model of
-# a few million parameters then fits the CPU's caches. A smaller one is bound by per-operation
-# overhead, which bfloat16 does not shorten. Measured with `python -m benchmarks.bench --only=decode`.
-CPU_BF16_MIN_DECODE_PARAMS = 4_000_000
-
-
-def inference_dtype(requested: str, facts: DeviceFacts, params: int) -> tuple[str, str]:
+def inference_dtype(requested: str, facts: DeviceFacts, compiled: bool) -> tuple[str, str]:
     """The dtype to hold a model's weights in for generating (model_handler.py, serve.py), and why.
-    "auto" takes bfloat16 only on a CPU that multiplies it in hardware, for a model large enough to
-    gain; GPUs and mps keep float32 weights, as before. A checkpoint always stays float32."""
+    "auto" takes bfloat16 on a CPU that multiplies it in hardware when the decode step is compiled:
+    measured with `python -m benchmarks.bench --only=decode` (docs/speed.md), the compiled step runs
+    2.05x faster in bfloat16 at the lecture's 10.7M parameters and 1.1x at the shipped 1.8M, while
+    the eager step runs slower in it (0.89x and 0.63x: a one-row bfloat16 matmul costs more to call
+    than it saves). GPUs and mps keep float32 weights, as before. A checkpoint always stays float32."""
     if requested == "float32":
         return "float32", "float32 weights as asked"
     if requested == "bfloat16":
@@ -335,11 +334,11 @@ def inference_dtype(requested: str, facts: DeviceFacts, params: int) -> tuple[st
         return "float32", f"float32 weights on {facts.device_type} (--dtype=bfloat16 to halve them)"
     if not facts.cpu_bf16:
         return "float32", "float32 weights: this CPU has no bfloat16 matmul in hardware (AVX512-BF16 or AMX)"
-    if params < CPU_BF16_MIN_DECODE_PARAMS:
-        return "float32", (f"float32 weights: this CPU has bfloat16 hardware, but a model of {params / 1e6:.1f}M parameters "
-                           "decodes no faster in it (--dtype=bfloat16 to use it anyway)")
-    return "bfloat16", (f"bfloat16 weights: this CPU multiplies bfloat16 in hardware, and {params / 1e6:.1f}M parameters "
-                        "stream in half the bytes per token (--dtype=float32 to keep float32)")
+    if not compiled:
+        return "float32", ("float32 weights: uncompiled decoding is faster in float32 even on this CPU's bfloat16 "
+                           "hardware (--compile=true decodes in bfloat16, about 2x faster for a 10M model)")
+    return "bfloat16", ("bfloat16 weights: this CPU multiplies bfloat16 in hardware and the compiled step streams "
+                        "half the bytes per token (--dtype=float32 to keep float32)")
 
 
 def use_tf32(dtype: str, facts: DeviceFacts) -> bool:

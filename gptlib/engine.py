@@ -126,20 +126,32 @@ class DecodeStep(torch.nn.Module):
         self.register_buffer("sin", sin, persistent=False)
 
     def forward(self, tokens, positions, keys, values):
-        """tokens, positions: (B,) long tensors; keys, values (L, B, H, W, hs), only read. Returns the
-        next logits (B, V) and each row's new keys and values, (L, B, H, 1, hs) each."""
-        rotary = None
-        if self.model.config.position == "rope":
-            rows = tokens.shape[0]
-            rotary = self.cos[positions].view(rows, 1, 1, -1), self.sin[positions].view(rows, 1, 1, -1)
+        """tokens, positions: (B,) long tensors; keys, values (L, B, H, W, hs): only read by a compiled
+        step (eager, forward_one also stores the new positions in them). Returns the next logits
+        (B, V) and each row's new keys and values, (L, B, H, 1, hs) each."""
+        rotary = self.rotary(positions) if self.model.config.position == "rope" else None
         return self.model.forward_one(tokens, positions, keys, values, rotary)
+
+    def rotary(self, positions):
+        """cos, sin (B, 1, 1, hs/2) of each row's position, from the table."""
+        rows = positions.shape[0]
+        if rows == 1 and not torch.compiler.is_compiling():  # one reply, eager: a slice costs less than a gather
+            p = int(positions[0])
+            if p >= self.TABLE:  # beyond the table (the compiled step stops there), computed as forward() does
+                cos, sin = rotary_angles(positions, self.model.config.n_embd // self.model.config.n_head)
+            else:
+                cos, sin = self.cos[p:p + 1], self.sin[p:p + 1]
+        else:
+            cos, sin = self.cos[positions], self.sin[positions]
+        return cos.view(rows, 1, 1, -1), sin.view(rows, 1, 1, -1)
 
 
 class StaticCacheDecoder(CachedDecoder):
     """The default decoder: the prompt is read by the model's forward into a KVCache and copied
-    into a ring of keys and values allocated once; then each step is one DecodeStep over that ring,
-    which stores the new keys and values it returns. Decoding a small model on a CPU is bound by
-    per-operation overhead, not arithmetic: a step without fresh cache views or appends costs less."""
+    into a ring of keys and values allocated once; then each step is one DecodeStep over that ring
+    (a compiled one returns the new keys and values, stored here). Decoding a small model on a CPU
+    is bound by per-operation overhead, not arithmetic: a step without fresh cache views or
+    appends costs less."""
 
     def __init__(self, model, step: torch.nn.Module | None = None):
         super().__init__(model)

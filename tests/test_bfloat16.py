@@ -54,16 +54,18 @@ def test_gpus_and_macs_keep_their_choices():
     assert choose_dtype("auto", a100, CPU_PRESET).dtype == "bfloat16"
     assert choose_dtype("auto", DeviceFacts("mps", platform="darwin", torch_version=(2, 13), macos_version=(14, 0),
                                             mps_available=True), LECTURE).dtype == "float32"
-    assert inference_dtype("auto", a100, 10_000_000)[0] == "float32"
+    assert inference_dtype("auto", a100, True)[0] == "float32"
 
 
-@pytest.mark.parametrize("facts, params, dtype", [
-    (WITH_BF16, 10_700_000, "bfloat16"), (WITH_BF16, 1_800_000, "float32"), (WITHOUT_BF16, 10_700_000, "float32"),
+@pytest.mark.parametrize("facts, compiled, dtype", [
+    (WITH_BF16, True, "bfloat16"), (WITH_BF16, False, "float32"), (WITHOUT_BF16, True, "float32"),
 ])
-def test_generating_takes_bfloat16_weights_where_they_pay(facts, params, dtype):
-    chosen, reason = inference_dtype("auto", facts, params)
+def test_generating_takes_bfloat16_weights_where_they_pay(facts, compiled, dtype):
+    """Measured: a compiled step runs 2x faster in bfloat16 at 10.7M parameters; the eager step slower."""
+    chosen, reason = inference_dtype("auto", facts, compiled)
     assert chosen == dtype and reason
-    assert inference_dtype("float32", WITH_BF16, params)[0] == "float32"
+    assert inference_dtype("float32", WITH_BF16, compiled)[0] == "float32"
+    assert inference_dtype("bfloat16", WITHOUT_BF16, compiled) == ("bfloat16", "bfloat16 weights as asked (this CPU emulates it, slowly)")
 
 
 def test_the_cpus_own_probe_is_what_the_facts_say():
