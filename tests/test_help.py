@@ -17,6 +17,7 @@ COMMANDS = {  # the command, and two options its help must name
     "benchmarks.bench": (["-m", "benchmarks.bench"], ("--only", "--quick")),
     "benchmarks.bench_scale": (["-m", "benchmarks.bench_scale"], ("--only", "--requests")),
     "benchmarks.bench_minutes": (["-m", "benchmarks.bench_minutes"], ("--levers", "--minutes")),
+    "benchmarks.bench_dtype": (["-m", "benchmarks.bench_dtype"], ("--quick", "bfloat16")),
     "benchmarks.machine": (["-m", "benchmarks.machine"], ("--device", "--flash")),
     "benchmarks.tokenizers": (["-m", "benchmarks.tokenizers"], ("--vocab_size", "--data")),
     "benchmarks.privacy": (["-m", "benchmarks.privacy"], ("--region", "--write_chat")),
