@@ -336,7 +336,7 @@ def inference_dtype(requested: str, facts: DeviceFacts, compiled: bool) -> tuple
         return "float32", "float32 weights: this CPU has no bfloat16 matmul in hardware (AVX512-BF16 or AMX)"
     if not compiled:
         return "float32", ("float32 weights: uncompiled decoding is faster in float32 even on this CPU's bfloat16 "
-                           "hardware (--compile=true decodes in bfloat16, about 2x faster for a 10M model)")
+                           "hardware (a compiled step, serve.py --compile=true, decodes in bfloat16, about 2x faster for a 10M model)")
     return "bfloat16", ("bfloat16 weights: this CPU multiplies bfloat16 in hardware and the compiled step streams "
                         "half the bytes per token (--dtype=float32 to keep float32)")
 
