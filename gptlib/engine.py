@@ -153,10 +153,10 @@ class StaticCacheDecoder(CachedDecoder):
     is bound by per-operation overhead, not arithmetic: a step without fresh cache views or
     appends costs less."""
 
-    def __init__(self, model, step: torch.nn.Module | None = None):
+    def __init__(self, model):
         super().__init__(model)
         self.eager = eager_step(model)
-        self.step = step or self.eager  # CompiledDecoder: the compiled step
+        self.step = self.eager  # CompiledDecoder.start puts the compiled step here
         self.keys = self.values = None  # (L, rows, H, W, hs), allocated by start
 
     @torch.no_grad()
@@ -410,14 +410,14 @@ class BatchedRows:
         tokens, positions = torch.zeros(size, dtype=torch.long), torch.zeros(size, dtype=torch.long)
         tokens[rows] = torch.tensor([token for token, _ in batched.values()])
         positions[rows] = torch.tensor([position for _, position in batched.values()])
-        slots = (positions[rows] % self.window).to(self.device)
         out, new_keys, new_values = step(tokens.to(self.device), positions.to(self.device),
                                          self.keys[:, :size], self.values[:, :size])
-        # (eager, forward_one has stored them, and slot 0 of any row not fed: one whose learned window
-        # slid, whose ring is never read again)
-        rows = rows.to(self.device)
-        self.keys[:, rows, :, slots] = new_keys[:, rows, :, 0].transpose(0, 1)  # each row's into its own slot: (rows, L, H, hs)
-        self.values[:, rows, :, slots] = new_values[:, rows, :, 0].transpose(0, 1)
+        # eager, forward_one has stored them already (and into slot 0 of any row not fed: one whose
+        # learned window slid, whose ring is never read again); a compiled step only reads the ring
+        if step is not self.eager:
+            slots, rows = (positions[rows] % self.window).to(self.device), rows.to(self.device)
+            self.keys[:, rows, :, slots] = new_keys[:, rows, :, 0].transpose(0, 1)  # each row's into its own slot: (rows, L, H, hs)
+            self.values[:, rows, :, slots] = new_values[:, rows, :, 0].transpose(0, 1)
         return {row: out[row:row + 1] for row in batched}
 
 
