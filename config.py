@@ -37,22 +37,58 @@ class GPTConfig:
     lm_head_bias: bool = True  # a bias on the output layer: ours has one, GPT-2 has none (its output layer is the embedding)
     tie_embeddings: bool = False  # the output layer reuses the token embedding matrix (GPT-2): fewer parameters, one vocabulary table
     qk_norm: bool = False  # RMS-normalise each head's queries and keys before they meet (modded-nanogpt): bounded attention logits
+    # What turns GPT-2 into a Llama (SmolLM2, Qwen2.5, Qwen3, Llama 3.2: docs/gpt2-to-llama.md). The
+    # hub loader sets them from config.json; the defaults leave this project's models as they were.
+    norm: str = "layernorm"  # "layernorm" (the lecture's, GPT-2's) or "rmsnorm": scale by the root mean square only, no mean, no bias (Llama)
+    norm_eps: float = 1e-5  # added under the norms' square root; PyTorch's LayerNorm default, SmolLM2's 1e-5, Qwen's 1e-6
+    n_kv_head: int = 0  # grouped-query attention: heads of keys and values, each shared by n_head / n_kv_head query heads (a smaller KV cache); 0: n_head
+    head_dim: int = 0  # each head's size; 0: n_embd / n_head. Qwen3 makes it larger than that (its queries are n_head x head_dim wide)
+    ffn_hidden: int = 0  # width inside the feed-forward; 0: 4 x n_embd. SwiGLU models use about 8/3 x n_embd (its three matrices cost what ReLU's two do at 4x)
+    rope_theta: float = 10000.0  # rotary base: pair i turns by pos / rope_theta^(2i/hs); long-context models raise it (SmolLM2 1e5, Qwen 1e6)
+    rope_scaling_factor: float = 0.0  # Llama 3's frequency scaling (Llama 3.2): slow pairs turn this many times slower, fast ones unchanged; 0: off
+    rope_low_freq_factor: float = 1.0  # with rope_scaling_factor: wavelengths above original_context / this are fully scaled
+    rope_high_freq_factor: float = 4.0  # with rope_scaling_factor: wavelengths below original_context / this are left alone; between, a blend
+    rope_original_context: int = 8192  # with rope_scaling_factor: the context the model was first trained at
+    qk_norm_gain: bool = False  # with qk_norm: a learned gain per dimension in the query and key norms (Qwen3), with norm_eps
+
+    @property
+    def head_size(self) -> int:
+        """Dimensions per head: head_dim if set, else n_embd / n_head."""
+        return self.head_dim or self.n_embd // self.n_head
+
+    @property
+    def kv_heads(self) -> int:
+        """Heads of keys and values (what the KV cache holds): n_kv_head if set, else n_head."""
+        return self.n_kv_head or self.n_head
 
     def validate(self) -> None:
-        if self.n_embd % self.n_head != 0:
+        if self.n_embd % self.n_head != 0 and not self.head_dim:
             raise UserError(
                 f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}: each head gets "
                 f"n_embd / n_head dimensions. Try --n_head={_nearest_divisor(self.n_embd, self.n_head)} "
                 f"or --n_embd={self.n_head * max(1, round(self.n_embd / self.n_head))}."
             )
         _check_choice("attention", self.attention, ("fast", "heads"))
-        _check_choice("activation", self.activation, ("relu", "gelu", "gelu_tanh", "relu2"))
+        _check_choice("activation", self.activation, ("relu", "gelu", "gelu_tanh", "relu2", "swiglu"))
         _check_choice("position", self.position, ("learned", "rope"))
-        if self.position == "rope" and (self.n_embd // self.n_head) % 2:
-            raise UserError(f"rotary positions need an even head size; n_embd / n_head = {self.n_embd // self.n_head}.")
+        _check_choice("norm", self.norm, ("layernorm", "rmsnorm"))
+        if self.position == "rope" and self.head_size % 2:
+            raise UserError(f"rotary positions need an even head size; the head size is {self.head_size}.")
         for name in ("vocab_size", "block_size", "n_embd", "n_head", "n_layer"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be at least 1, got {getattr(self, name)}.")
+        for name in ("n_kv_head", "head_dim", "ffn_hidden", "rope_scaling_factor"):
+            if getattr(self, name) < 0:
+                raise UserError(f"{name} must not be negative (0 means the default), got {getattr(self, name)}.")
+        if self.n_head % self.kv_heads:
+            raise UserError(f"n_head={self.n_head} is not a multiple of n_kv_head={self.n_kv_head}: each key/value "
+                            f"head serves the same number of query heads. Try --n_kv_head={_nearest_divisor(self.n_head, self.kv_heads)}.")
+        if self.rope_theta <= 0 or self.norm_eps <= 0:
+            raise UserError(f"rope_theta and norm_eps must be positive, got {self.rope_theta} and {self.norm_eps}.")
+        llama_attention = self.kv_heads != self.n_head or self.head_size * self.n_head != self.n_embd or self.qk_norm_gain
+        if self.attention == "heads" and llama_attention:
+            raise UserError("the lecture's per-Head attention keeps one key and value per query head of n_embd / n_head "
+                            "dimensions, without learned q/k norms: use --attention=fast with n_kv_head, head_dim or qk_norm_gain.")
         if not 0.0 <= self.dropout < 1.0:
             raise UserError(f"dropout must be in [0, 1), got {self.dropout}.")
 

@@ -61,10 +61,23 @@ def masked_cross_entropy(logits, targets):
     return summed / (targets != -1).sum().clamp(min=1)
 
 
-def rotary_angles(pos, head_size, base=10000.0):
-    """cos and sin of position x frequency, (T, hs/2): pair i of q and k turns by pos / base^(2i/hs)."""
-    inv_freq = 1.0 / base ** (torch.arange(0, head_size, 2, device=pos.device).float() / head_size)
-    angles = pos.float()[:, None] * inv_freq[None, :]
+def rotary_frequencies(config: GPTConfig, device=None):
+    """(hs/2,) turns per position: pair i of q and k turns by pos / rope_theta^(2i/hs). With Llama 3's
+    scaling, pairs whose wavelength is long next to the original context turn `factor` times slower
+    (so a longer context looks familiar), short ones are kept, and the band between is blended."""
+    hs = config.head_size
+    freq = 1.0 / config.rope_theta ** (torch.arange(0, hs, 2, device=device).float() / hs)
+    if not config.rope_scaling_factor:
+        return freq
+    wavelength = 2 * math.pi / freq
+    context, low, high = config.rope_original_context, config.rope_low_freq_factor, config.rope_high_freq_factor
+    blend = ((context / wavelength - low) / (high - low)).clamp(0, 1)  # 0: long waves, 1: short ones
+    return (1 - blend) * freq / config.rope_scaling_factor + blend * freq
+
+
+def rotary_angles(pos, frequencies):
+    """cos and sin of position x frequency, (T, hs/2), for positions pos (T,)."""
+    angles = pos.float()[:, None] * frequencies[None, :].to(pos.device)
     return angles.cos(), angles.sin()
 
 
@@ -76,12 +89,31 @@ def apply_rotary(x, cos, sin):
 
 def one_query_attention(q, k, v, cached_k, cached_v, seen):
     """scaled_dot_product_attention for one query per row (B, H, 1, hs), written out: the query
-    attends to the cached keys it has `seen` (B, 1, 1, W) and to its own key k."""
-    scale = q.size(-1) ** -0.5
-    earlier = ((q @ cached_k.transpose(-2, -1)) * scale).masked_fill(~seen, float("-inf"))  # (B, H, 1, W)
-    own = (q * k).sum(-1, keepdim=True) * scale  # (B, H, 1, 1)
+    attends to the cached keys it has `seen` (B, 1, 1, W) and to its own key k. Keys and values
+    have Hkv heads, each shared by a group of H / Hkv query heads (H == Hkv without grouping)."""
+    B, H, _, hs = q.shape
+    q = q.view(B, k.size(1), H // k.size(1), hs)  # (B, Hkv, group, hs): a key head's queries side by side
+    scale = hs ** -0.5
+    earlier = ((q @ cached_k.transpose(-2, -1)) * scale).masked_fill(~seen, float("-inf"))  # (B, Hkv, group, W)
+    own = (q * k).sum(-1, keepdim=True) * scale  # (B, Hkv, group, 1)
     weights = torch.softmax(torch.cat((earlier, own), dim=-1), dim=-1)
-    return weights[..., :-1] @ cached_v + weights[..., -1:] * v  # (B, H, 1, hs)
+    out = weights[..., :-1] @ cached_v + weights[..., -1:] * v  # (B, Hkv, group, hs)
+    return out.reshape(B, H, 1, hs)
+
+
+def attend(q, k, v, mask=None, causal=False, dropout_p=0.0):
+    """scaled_dot_product_attention, with grouped keys and values (fewer heads than q) shared out."""
+    grouped = k.size(1) != q.size(1)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, dropout_p=dropout_p,
+                                          enable_gqa=grouped)
+
+
+def make_norm(config: GPTConfig, size: int) -> nn.Module:
+    """LayerNorm (subtract the mean, divide by the spread, learned gain and bias) or RMSNorm (Llama:
+    divide by the root mean square, learned gain only; cheaper, and trains as well)."""
+    if config.norm == "rmsnorm":
+        return nn.RMSNorm(size, eps=config.norm_eps)
+    return nn.LayerNorm(size, eps=config.norm_eps, bias=config.bias)
 
 
 def sliding_window_mask(T, window, device):
@@ -155,21 +187,36 @@ class CausalSelfAttention(nn.Module):
 
     def __init__(self, config: GPTConfig):
         super().__init__()
-        self.n_head = config.n_head
+        self.n_head, self.n_kv_head, self.head_size = config.n_head, config.kv_heads, config.head_size
         self.block_size = config.block_size
         self.dropout_p = config.dropout
         self.qk_norm = config.qk_norm
-        self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.qkv_bias)
-        self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        # Grouped-query attention (Llama, Qwen): fewer key/value heads than query heads, so the
+        # rows are [q: H x hs | k: Hkv x hs | v: Hkv x hs]; without grouping, (3C, C) as above.
+        widths = [self.n_head * self.head_size] + 2 * [self.n_kv_head * self.head_size]
+        self.widths = widths
+        self.qkv = nn.Linear(config.n_embd, sum(widths), bias=config.qkv_bias)
+        self.proj = nn.Linear(widths[0], config.n_embd, bias=config.bias)
+        if config.qk_norm:  # the root mean square of each head's q and k set to 1; Qwen3 then applies a learned gain
+            gain, eps = config.qk_norm_gain, config.norm_eps if config.qk_norm_gain else None
+            self.q_norm = nn.RMSNorm(self.head_size, eps=eps, elementwise_affine=gain)
+            self.k_norm = nn.RMSNorm(self.head_size, eps=eps, elementwise_affine=gain)
         self.attention_dropout = FastDropout(config.dropout)
         self.dropout = FastDropout(config.dropout)
 
+    def split_heads(self, x):
+        """The qkv projection of x (B, T, C) as q (B, H, T, hs) and k, v (B, Hkv, T, hs), q and k normed."""
+        B, T, _ = x.shape
+        q, k, v = self.qkv(x).split(self.widths, dim=2)
+        q = q.view(B, T, self.n_head, self.head_size).transpose(1, 2)
+        k, v = (t.view(B, T, self.n_kv_head, self.head_size).transpose(1, 2) for t in (k, v))
+        if self.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
+        return q, k, v
+
     def forward(self, x, cache: LayerCache | None = None, rotary=None):
         B, T, C = x.shape
-        q, k, v = self.qkv(x).split(C, dim=2)  # each (B, T, C)
-        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, H, T, hs)
-        if self.qk_norm:
-            q, k = F.rms_norm(q, q.shape[-1:]), F.rms_norm(k, k.shape[-1:])
+        q, k, v = self.split_heads(x)  # (B, H, T, hs), (B, Hkv, T, hs) twice
         if rotary is not None:
             q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
         mask, causal = None, True
@@ -183,9 +230,8 @@ class CausalSelfAttention(nn.Module):
         if self.training and self.dropout_p > 0 and x.device.type == "cpu":
             out = self.attend_with_dropout(q, k, v, mask)
         else:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
-                                                 dropout_p=self.dropout_p if self.training else 0.0)
-        out = out.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side again
+            out = attend(q, k, v, mask, causal, self.dropout_p if self.training else 0.0)
+        out = out.transpose(1, 2).contiguous().view(B, T, -1)  # heads side by side again
         return self.dropout(self.proj(out))
 
     def forward_one(self, x, cached_k, cached_v, ring: RingSlots, rotary=None):
@@ -195,10 +241,8 @@ class CausalSelfAttention(nn.Module):
         only read and attention is written out, which torch.compile fuses into a few loops; eager,
         k and v go into the ring at once and one call of the fused kernel reads it (cheaper than a
         dozen small operations)."""
-        B, _, C = x.shape
-        q, k, v = self.qkv(x).view(B, 1, 3, self.n_head, C // self.n_head).transpose(1, 3).unbind(2)  # each (B, H, 1, hs)
-        if self.qk_norm:
-            q, k = F.rms_norm(q, q.shape[-1:]), F.rms_norm(k, k.shape[-1:])
+        B = x.shape[0]
+        q, k, v = self.split_heads(x)  # (B, H, 1, hs), (B, Hkv, 1, hs) twice
         if rotary is not None:
             q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
         if torch.compiler.is_compiling():
@@ -206,19 +250,20 @@ class CausalSelfAttention(nn.Module):
         elif ring.filled is not None:  # the keys forward() with a KVCache attends over: the same bits
             s = ring.first_slot
             cached_k[:, :, s:s + 1], cached_v[:, :, s:s + 1] = k, v
-            out = F.scaled_dot_product_attention(q, cached_k[:, :, :ring.filled], cached_v[:, :, :ring.filled])
+            out = attend(q, cached_k[:, :, :ring.filled], cached_v[:, :, :ring.filled])
         else:  # rows at different positions (continuous batching): each row's slot, then a mask
             slot = ring.slot.expand_as(k)  # (B, H, 1, hs)
             cached_k.scatter_(2, slot, k)
             cached_v.scatter_(2, slot, v)
-            out = F.scaled_dot_product_attention(q, cached_k, cached_v, attn_mask=ring.visible)
-        return self.proj(out.transpose(1, 2).reshape(B, 1, C)), k, v
+            out = attend(q, cached_k, cached_v, ring.visible)
+        return self.proj(out.transpose(1, 2).reshape(B, 1, -1)), k, v
 
     def attend_with_dropout(self, q, k, v, mask=None):
         """What scaled_dot_product_attention(dropout_p) computes in training, written out: on a CPU
         torch falls back to this same arithmetic with a slower dropout mask (tests/test_model.py
         proves the two equal for the same mask)."""
         T = q.size(-2)
+        k, v = (t.repeat_interleave(q.size(1) // t.size(1), dim=1) for t in (k, v))  # grouped heads shared out
         allowed = mask if mask is not None else torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
         weights = (q * q.size(-1) ** -0.5) @ k.transpose(-2, -1)  # (B, H, T, T); scaled on the smaller side
         weights = weights.masked_fill_(~allowed, float("-inf")).softmax(dim=-1)
@@ -237,17 +282,22 @@ class ReLUSquared(nn.Module):
 
 
 class FeedForward(nn.Module):
-    """A per-position MLP: widen 4x, non-linearity, project back."""
+    """A per-position MLP: widen (4x, or ffn_hidden), non-linearity, project back. SwiGLU (Llama)
+    widens twice: silu(gate(x)) decides, element by element, how much of up(x) passes."""
 
     def __init__(self, config: GPTConfig):
         super().__init__()
-        self.up = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        hidden = config.ffn_hidden or 4 * config.n_embd
+        self.up = nn.Linear(config.n_embd, hidden, bias=config.bias)
+        self.gate = nn.Linear(config.n_embd, hidden, bias=config.bias) if config.activation == "swiglu" else None
         self.activation = {"relu": nn.ReLU(), "gelu": nn.GELU(), "gelu_tanh": nn.GELU(approximate="tanh"),
-                           "relu2": ReLUSquared()}[config.activation]
-        self.proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+                           "relu2": ReLUSquared(), "swiglu": nn.SiLU()}[config.activation]
+        self.proj = nn.Linear(hidden, config.n_embd, bias=config.bias)
         self.dropout = FastDropout(config.dropout)  # nn.Dropout's function, cheaper masks on a CPU
 
     def forward(self, x):
+        if self.gate is not None:
+            return self.dropout(self.proj(self.activation(self.gate(x)) * self.up(x)))
         return self.dropout(self.proj(self.activation(self.up(x))))
 
 
@@ -255,13 +305,13 @@ ATTENTION_CLASSES = {"heads": MultiHeadAttention, "fast": CausalSelfAttention}
 
 
 class Block(nn.Module):
-    """Communication (attention) then computation (feed-forward), each on a pre-LayerNorm residual branch."""
+    """Communication (attention) then computation (feed-forward), each on a pre-norm residual branch."""
 
     def __init__(self, config: GPTConfig):
         super().__init__()
-        self.ln1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.ln1 = make_norm(config, config.n_embd)
         self.attn = ATTENTION_CLASSES[config.attention](config)
-        self.ln2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.ln2 = make_norm(config, config.n_embd)
         self.ffwd = FeedForward(config)
 
     def forward(self, x, cache=None, rotary=None):
@@ -372,7 +422,7 @@ class GPT(nn.Module):
             self.position_embedding = nn.Embedding(config.block_size, config.n_embd)
         self.drop = FastDropout(config.dropout)
         self.blocks = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
-        self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_f = make_norm(config, config.n_embd)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=config.lm_head_bias)
         if config.tie_embeddings:  # GPT-2: one (V, C) matrix reads tokens in and scores them out
             self.lm_head.weight = self.token_embedding.weight
@@ -406,7 +456,7 @@ class GPT(nn.Module):
             assert start + T <= self.config.block_size, f"context {start + T} exceeds block_size {self.config.block_size}"
             x = x + self.position_embedding(pos)
         else:  # rotary: positions enter attention as rotations of q and k, not as added vectors
-            rotary = rotary_angles(pos, self.config.n_embd // self.config.n_head)
+            rotary = self.rotary_angles(pos)
         x = self.drop(x)
         for i, block in enumerate(self.blocks):
             x = block(x, None if cache is None else cache.layers[i], rotary)
@@ -415,6 +465,10 @@ class GPT(nn.Module):
             cache.length += T
         loss = None if targets is None else masked_cross_entropy(logits, targets)
         return logits, loss
+
+    def rotary_angles(self, pos):
+        """cos, sin (T, hs/2) of the rotary turns at positions pos (T,)."""
+        return rotary_angles(pos, rotary_frequencies(self.config, pos.device))
 
     # ------------------------------------------------------------------------------------------
     # Generation

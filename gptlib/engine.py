@@ -37,7 +37,7 @@ from collections.abc import Iterator
 
 import torch
 
-from gpt_final_version import KVCache, rotary_angles, sample_next
+from gpt_final_version import KVCache, sample_next
 
 
 class CachedDecoder:
@@ -121,7 +121,8 @@ class DecodeStep(torch.nn.Module):
         super().__init__()
         self.model, c = model, model.config
         weights = next(model.parameters())
-        cos, sin = rotary_angles(torch.arange(self.TABLE, device=weights.device), c.n_embd // c.n_head)
+        rope = getattr(c, "position", "learned") == "rope"
+        cos, sin = model.rotary_angles(torch.arange(self.TABLE, device=weights.device)) if rope else (None, None)
         self.register_buffer("cos", cos, persistent=False)
         self.register_buffer("sin", sin, persistent=False)
 
@@ -138,7 +139,7 @@ class DecodeStep(torch.nn.Module):
         if rows == 1 and not torch.compiler.is_compiling():  # one reply, eager: a slice costs less than a gather
             p = int(positions[0])
             if p >= self.TABLE:  # beyond the table (the compiled step stops there), computed as forward() does
-                cos, sin = rotary_angles(positions, self.model.config.n_embd // self.model.config.n_head)
+                cos, sin = self.model.rotary_angles(positions)
             else:
                 cos, sin = self.cos[p:p + 1], self.sin[p:p + 1]
         else:
@@ -193,10 +194,15 @@ def eager_step(model) -> DecodeStep:
 _EAGER_STEPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> its DecodeStep
 
 
+def cache_shape(config, rows: int) -> tuple[int, ...]:
+    """(L, rows, Hkv, W, hs): a ring of keys (or values) for `rows` rows, W = block_size slots each."""
+    return (config.n_layer, rows, config.kv_heads, config.block_size, config.head_size)
+
+
 def ring_from_cache(cache: KVCache, config, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
     """A KVCache's keys and values as the ring a DecodeStep reads: (L, rows, H, W, hs) each."""
     first = cache.layers[0].k
-    shape = (config.n_layer, rows, config.n_head, config.block_size, config.n_embd // config.n_head)
+    shape = cache_shape(config, rows)
     keys, values = first.new_zeros(shape), first.new_zeros(shape)
     for i, layer in enumerate(cache.layers):
         filled = min(layer.length, config.block_size)
@@ -218,7 +224,7 @@ def compiled_step(model, rows: int = 1, capacity: int | None = None):
     if (rows, capacity) not in steps:
         step = torch.compile(DecodeStep(model).eval(), fullgraph=True, dynamic=False, options={"max_autotune": AUTOTUNE})
         c, weights = model.config, next(model.parameters())
-        cache = weights.new_zeros(c.n_layer, capacity, c.n_head, c.block_size, c.n_embd // c.n_head)
+        cache = weights.new_zeros(cache_shape(c, capacity))
         tokens, positions = (torch.zeros(rows, dtype=torch.long, device=weights.device) for _ in range(2))
         with torch.no_grad(), torch._inductor.config.patch(freezing=True):  # separate tensors: aliases would be guarded on
             step(tokens, positions, cache[:, :rows], cache.clone()[:, :rows])
@@ -351,7 +357,7 @@ class BatchedRows:
     def __init__(self, model, capacity: int, compiled: bool = False):
         c, weights = model.config, next(model.parameters())
         self.model, self.config, self.capacity, self.window = model, c, capacity, c.block_size
-        shape = (c.n_layer, capacity, c.n_head, c.block_size, c.n_embd // c.n_head)
+        shape = cache_shape(c, capacity)
         self.keys, self.values = weights.new_zeros(shape), weights.new_zeros(shape)
         self.sizes = sorted({4 ** i for i in range(8) if 4 ** i < capacity} | {capacity}) if compiled else []
         self.steps = {size: compiled_step(model, size, capacity) for size in self.sizes}  # compiled now, not mid-reply
