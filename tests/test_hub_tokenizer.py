@@ -67,3 +67,15 @@ def test_errors_name_the_file(tmp_path):
     (tmp_path / "tokenizer.json").write_text("{not json")
     with pytest.raises(UserError, match="tokenizer.json"):
         HubTokenizer.from_directory(tmp_path)
+
+
+def test_system_folded_when_the_template_refuses_it(pair):
+    ours, _ = pair
+    gemma_like = ("{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('no system role') }}"
+                  "{% endif %}<{{ m['role'] }}>{{ m['content'] }}<|im_end|>{% endfor %}")
+    strict = HubTokenizer(ours.tokenizer_json, {**ours.config, "chat_template": gemma_like}, ours.eos_ids)
+    text = ct.render(strict, [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "hi"}])
+    assert text == "<user>Be kind.\n\nhi<|im_end|>"
+    with pytest.raises(UserError, match="chat_template refused"):
+        ct.render(strict, [{"role": "user", "content": "a"}, {"role": "system", "content": "b"}])
+    assert ct.strip_markup(ours, "Hello!<|im_end|>") == "Hello!"
