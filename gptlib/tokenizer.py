@@ -417,6 +417,9 @@ def from_state(state: dict):
         flat = state["merges"]
         merges = [tuple(flat[i:i + 3]) for i in range(0, len(flat), 3)]
         return (ByteBPE if kind == "bpe" else GPT2Tokenizer)(merges, state["specials"], state.get("byte_ids"))
+    if kind == "hub":  # a pretrained model's own tokenizer (the `tokenizers` library)
+        from gptlib.hf_tokenizer import HubTokenizer
+        return HubTokenizer.from_state(state)
     raise UserError(f"unknown tokenizer kind {kind!r} in the checkpoint; known: {', '.join(KINDS)}.")
 
 
