@@ -2,11 +2,13 @@
 or the checkpoint's), GPT-2's; plain text, a memory-mapped corpus, or chat pairs."""
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
 from config import TrainConfig
 from gptlib import pretrained, tokenizer
+from gptlib.chat_format import INPUT_MARK, OUTPUT_MARK, conversation_prompt, exchanges_of, without_markers
 from gptlib.corpus import (
     TRAIN_FRACTION,
     CharVocab,
@@ -48,7 +50,7 @@ def load_dataset(cfg: TrainConfig, start, vocab_size: int | None = None) -> Text
         return subword_dataset(cfg, source, vocab_size)
     if _use_memmap(cfg):
         return _memmap_dataset(cfg, state, init_state)
-    pairs = read_pairs(cfg.data) if is_pairs_file(cfg.data) else None
+    pairs = conversation_pairs(cfg.data, cfg.context_turns) if is_pairs_file(cfg.data) else None
     text = None if pairs else read_text(cfg.data)
     if state:
         vocab = tokenizer.from_checkpoint(state)
@@ -65,6 +67,41 @@ def load_dataset(cfg: TrainConfig, start, vocab_size: int | None = None) -> Text
             vocab = CharVocab.from_text(text) if base is None else \
                 CharVocab(base.chars + sorted(set(text) - set(base.chars)))
     return pairs_dataset(pairs, vocab, cfg.seed) if pairs else TextDataset.from_text(text, vocab)
+
+
+def conversation_pairs(path: str, context_turns: int) -> list[tuple[str, str]]:
+    """A character model's chat examples: each reply with up to `context_turns` earlier turns of its
+    session (chat_data.py writes them as "context"), laid out by chat_format.conversation_prompt, the
+    layout --chat and the server use. The pair's first side is that layout without its outer markers,
+    so layout_pair(side, reply) is exactly conversation_prompt(...) + reply + END."""
+    pairs = read_pairs(path)
+    if context_turns == 1:
+        return pairs  # the single-exchange layout: their last turn, my reply
+    contexts = [record.get("context") or [] for record in _records(path)]
+    if len(contexts) != len(pairs):  # skipped lines: the context of each pair is unknown
+        return pairs
+    laid_out = []
+    for (their, mine), context in zip(pairs, contexts):
+        if not context:
+            laid_out.append((their, mine))
+            continue
+        message, history = exchanges_of((turn.get("speaker"), without_markers(str(turn.get("text", ""))),
+                                         bool(turn.get("mine"))) for turn in context)
+        prompt = conversation_prompt(message, history, context_turns)
+        laid_out.append((prompt[len(INPUT_MARK):-len(OUTPUT_MARK)], mine))
+    return laid_out
+
+
+def _records(path: str) -> list[dict]:
+    records = []
+    for line in read_text(path).splitlines():
+        try:
+            record = json.loads(line) if line.strip() else None
+        except ValueError:
+            record = None
+        if isinstance(record, dict) and isinstance(record.get("output"), str) and record["output"]:
+            records.append(record)
+    return records
 
 
 def pretrained_dataset(cfg: TrainConfig, init_state: dict) -> TextDataset:
