@@ -64,9 +64,8 @@ def build_pairs(paths: list[Path], config: ChatDataConfig) -> tuple[list[tuple[s
         cleaned = [dataclasses.replace(m, text=cleaner.clean(m.text)) for m in conversation.messages]
         records += session_records([m for m in cleaned if m.text], is_me, window, report.counts, gap, silence,
                                    conversation.is_group())
-    pairs = [(r["input"], r["output"]) for r in records]
-    report.contexts = {(r["input"], r["output"]): r for r in records}
-    pairs = _clean_pairs(pairs + given_pairs, cleaner, report.counts)
+    report.contexts = _clean_records(records, cleaner, report.counts)
+    pairs = [(r["input"], r["output"]) for r in report.contexts] + _clean_pairs(given_pairs, cleaner, report.counts)
     report.pairs = len(pairs)
     if config.facts:
         facts = _clean_pairs(fact_pairs(config.facts), cleaner, report.counts) * config.facts_repeat
@@ -89,6 +88,17 @@ def _clean_pairs(pairs, cleaner: Cleaner, counts: Counter) -> list[tuple[str, st
     return kept
 
 
+def _clean_records(records: list[dict], cleaner: Cleaner, counts: Counter) -> list[dict]:
+    """The chat's replies as _clean_pairs cleans pairs, each keeping its own context (never looked up
+    by its words: two chats may hold the same question and answer)."""
+    kept = []
+    for record in records:
+        cleaned = _clean_pairs([(record["input"], record["output"])], cleaner, counts)
+        if cleaned:
+            kept.append(record | {"input": cleaned[0][0], "output": cleaned[0][1]})
+    return kept
+
+
 def _top(speakers: Counter) -> str:
     return ", ".join(f"{name!r} ({count})" for name, count in speakers.most_common(8)) or "nobody"
 
@@ -107,13 +117,13 @@ def _why_no_pairs(config: ChatDataConfig, report: Report, speakers: Counter) -> 
     return f"{reason}. Speakers seen: {_top(speakers)}"
 
 
-def write_pairs(pairs: list[tuple[str, str]], out: Path, contexts: dict | None = None) -> None:
+def write_pairs(pairs: list[tuple[str, str]], out: Path, contexts: list | None = None) -> None:
     """One JSON object a line, written atomically so a crash never leaves half a file. A reply read
     from a chat carries the turns of its session before it ("context") and its session and time."""
-    contexts = contexts or {}
+    contexts = contexts or []
     with atomic_write(out, text="utf-8") as file:
-        for given, reply in pairs:
-            record = contexts.get((given, reply)) or {"input": given, "output": reply}
+        for index, (given, reply) in enumerate(pairs):
+            record = contexts[index] if index < len(contexts) else {"input": given, "output": reply}
             file.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 

@@ -36,7 +36,7 @@ class Report:
     pairs: int = 0  # from conversations and JSONL
     fact_pairs: int = 0
     vocabulary: int = 0  # distinct characters in the inputs and outputs written
-    contexts: dict = field(default_factory=dict)  # (input, output) -> its record with the session's earlier turns
+    contexts: list = field(default_factory=list)  # the chats' pairs as records, with their session's earlier turns (the first pairs written)
 
     def text(self) -> str:
         lines = [f"chat_data: {len(self.files)} file(s) -> {self.out}"]

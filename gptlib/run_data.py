@@ -3,12 +3,15 @@ or the checkpoint's), GPT-2's; plain text, a memory-mapped corpus, or chat pairs
 from __future__ import annotations
 
 import json
+import random
 import time
 from pathlib import Path
 
+import torch
+
 from config import TrainConfig
 from gptlib import pretrained, tokenizer
-from gptlib.chat_format import INPUT_MARK, OUTPUT_MARK, conversation_prompt, exchanges_of, without_markers
+from gptlib.chat_format import INPUT_MARK, OUTPUT_MARK, conversation_prompt, exchanges_of, layout_pair, without_markers
 from gptlib.corpus import (
     TRAIN_FRACTION,
     CharVocab,
@@ -24,6 +27,7 @@ from gptlib.corpus import (
     read_text,
 )
 from gptlib.errors import UserError
+from gptlib.tokenizer import compact_dtype
 
 MEMMAP_ABOVE_BYTES = 256 << 20  # a text this large is read through a memory map even without --memmap
 DEFAULT_BPE_VOCAB = 512  # --tokenizer=bpe without --vocab_size: 253 merges, small enough to train in a second
@@ -66,7 +70,44 @@ def load_dataset(cfg: TrainConfig, start, vocab_size: int | None = None) -> Text
         else:
             vocab = CharVocab.from_text(text) if base is None else \
                 CharVocab(base.chars + sorted(set(text) - set(base.chars)))
+    if pairs and (sessions := session_order(cfg.data, len(pairs))):
+        return time_split_dataset(pairs, sessions, vocab, cfg.seed)
     return pairs_dataset(pairs, vocab, cfg.seed) if pairs else TextDataset.from_text(text, vocab)
+
+
+def session_order(path: str, count: int) -> list[list[int]] | None:
+    """The pairs' indices grouped by session (chat_data.py's "session", records of one session
+    consecutive), oldest session first; None when any record lacks its session or time."""
+    records = _records(path)
+    if len(records) != count or not all(r.get("time") and "session" in r for r in records):
+        return None
+    sessions: list[list[int]] = []
+    for index, record in enumerate(records):
+        if index and record["session"] == records[index - 1]["session"] and record["time"] >= records[index - 1]["time"]:
+            sessions[-1].append(index)
+        else:
+            sessions.append([index])
+    return sorted(sessions, key=lambda s: records[s[0]]["time"])
+
+
+def time_split_dataset(pairs: list[tuple[str, str]], sessions: list[list[int]], vocab, seed: int = 0) -> TextDataset:
+    """Held out by time: the newest tenth of the sessions (at least one) is val, and no session is
+    on both sides, so the val loss is how well the model answers later chats it has not seen."""
+    if len(sessions) < 2:
+        raise UserError(f"chat pairs: {len(sessions)} conversation(s) is too few for a held-out split by time: "
+                        "it needs at least 2 (the newest tenth of conversations, at least one, is held out).")
+    n_val = max(1, round((1 - TRAIN_FRACTION) * len(sessions)))
+    order = {split: [pairs[i] for s in part for i in s]
+             for split, part in (("train", sessions[:-n_val]), ("val", sessions[-n_val:]))}
+    for split in order:  # shuffled within each side: a character window must not read the pair before it as context
+        random.Random(seed).shuffle(order[split])
+    texts, masks = zip(*(layout_pair(a, b) for a, b in order["train"] + order["val"]))
+    split_at = sum(len(t) for t in texts[:len(order["train"])])
+    ids = torch.tensor(vocab.encode("".join(texts)), dtype=compact_dtype(len(vocab)))
+    mask = torch.tensor([m for pair_mask in masks for m in pair_mask], dtype=torch.bool)
+    dataset = TextDataset(ids, vocab, loss_mask=mask, split_at=split_at)
+    dataset.pairs = order
+    return dataset
 
 
 def conversation_pairs(path: str, context_turns: int) -> list[tuple[str, str]]:

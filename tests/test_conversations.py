@@ -95,3 +95,25 @@ def test_bad_session_gap_is_a_clear_error(tmp_path, option):
 def test_bad_context_turns_is_a_clear_error():
     with pytest.raises(UserError, match="context_turns must not be negative"):
         TrainConfig(context_turns=-1).validate()
+
+
+def test_the_newest_sessions_are_held_out_and_none_is_split(tmp_path):
+    from gptlib.corpus import pairs_vocab
+    from gptlib.run_data import session_order, time_split_dataset
+    text = "".join(f"{d:02d}/03/2024, 18:00 - Rui Costa: q{d}\n{d:02d}/03/2024, 18:01 - Ana Silva: a{d}\n"
+                   f"{d:02d}/03/2024, 18:02 - Rui Costa: r{d}\n{d:02d}/03/2024, 18:03 - Ana Silva: b{d}\n" for d in range(1, 21))
+    path, _ = export(tmp_path, text)
+    pairs = conversation_pairs(str(path), 6)
+    sessions = session_order(str(path), len(pairs))
+    assert len(sessions) == 20 and all(len(s) == 2 for s in sessions)
+    dataset = time_split_dataset(pairs, sessions, pairs_vocab(pairs))
+    assert sorted(mine for _, mine in dataset.pairs["val"]) == ["a19", "a20", "b19", "b20"]
+    with pytest.raises(UserError, match="needs at least 2"):
+        time_split_dataset(pairs[:2], sessions[:1], pairs_vocab(pairs))
+
+
+def test_the_same_exchange_in_two_sessions_keeps_each_its_own_context(tmp_path):
+    twice = CHAT + "04/03/2024, 18:00 - Rui Costa: and?\n04/03/2024, 18:01 - Ana Silva: yes, 8 is fine\n"
+    _, records = export(tmp_path, twice)
+    same = [r for r in records if r["output"] == "yes, 8 is fine"]
+    assert [r["session"] for r in same] == [0, 2] and [len(r["context"]) for r in same] == [3, 1]
