@@ -35,8 +35,9 @@ from gptlib.chat_format import (
     INPUT_MARK,
     OUTPUT_MARK,
     FittedText,
+    conversation_prompt,
     fit_to_vocabulary,
-    prompt_text,
+    openai_exchanges,
 )
 from gptlib.checkpoint import load_checkpoint, save_checkpoint
 from gptlib.cli import apply, help_text, parse_args
@@ -169,8 +170,20 @@ class ModelHandler:
         if not self.is_chat_model:
             raise UserError(f"{self.path} was not trained on chat pairs (its vocabulary has no pair markers). "
                             "Fine-tune it with --data=pairs.jsonl, or sample it with --prompt.")
-        context = prompt_text(message, history)
+        context = conversation_prompt(message, history, self.context_turns)
         return self._stream(context, max_new_tokens, temperature, top_k, seed, deadline, END_MARK)
+
+    @staticmethod
+    def exchanges(messages: list) -> tuple[str, list[tuple[str, str]]]:
+        """OpenAI chat messages as (their message, earlier exchanges) in the training layout
+        (chat_format.openai_exchanges): the server calls this, so `name` names a group chat's speaker."""
+        return openai_exchanges(messages)
+
+    @property
+    def context_turns(self) -> int:
+        """The earlier turns a reply was trained to see (TrainConfig.context_turns); a checkpoint from
+        before the option saw the whole conversation it was given (0)."""
+        return int((self.state or {}).get("train_config", {}).get("context_turns", 0) or 0)
 
     def complete_stream(self, prompt: str, max_new_tokens: int = 200, temperature: float = 0.8,
                         top_k: int | None = None, seed: int | None = None, deadline: float | None = None) -> TextStream:

@@ -21,6 +21,8 @@ class ChatDataConfig:
     out: str = "data/chat/pairs.jsonl"  # where the pairs go, one JSON object a line (written atomically)
     reply_window: float = 30.0  # minutes from their last message to my first that still make a reply
     silence_hours: float = 3.0  # this long without a word ends a turn: a message weeks later is not part of the last reply
+    session_gap_hours: float = 6.0  # this long without a word ends a conversation: a reply's context (its "context" in the output) is the earlier turns of its session only
+    exclude_contacts: str = ""  # leave these people out entirely, comma-separated names or ids as the export spells them: every chat they speak in is dropped (the report counts the messages)
     group_chats: bool = False  # also learn from group chats (more than two people speaking)
     since: str = ""  # keep only messages on or after this date, YYYY-MM-DD; empty keeps all
     top_contacts: int = 0  # keep only the N conversations with the most messages; 0 keeps all
@@ -47,6 +49,8 @@ class ChatDataConfig:
             raise UserError(f"reply_window must not be negative, got {self.reply_window}.")
         if self.silence_hours <= 0:
             raise UserError(f"silence_hours must be positive, got {self.silence_hours}.")
+        if self.session_gap_hours <= 0:
+            raise UserError(f"session_gap_hours must be positive (6 splits chats after six silent hours), got {self.session_gap_hours}.")
         if self.top_contacts < 0:
             raise UserError(f"top_contacts must not be negative, got {self.top_contacts}.")
         if self.facts_repeat < 1:

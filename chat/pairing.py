@@ -18,6 +18,7 @@ class Turn:
     texts: list[str]
     first: datetime | None
     last: datetime | None
+    speaker: str = ""  # as the export spells it (named in a group chat's layout)
 
 
 def turns_of(messages: list[Message], is_me, silence: timedelta | None = None,
@@ -31,12 +32,12 @@ def turns_of(messages: list[Message], is_me, silence: timedelta | None = None,
         if turns and speaker == previous_speaker and _silent_for(turns[-1], message, silence):
             if counts is not None:
                 counts["turns ended by --silence_hours"] += 1
-            turns.append(Turn(mine, [message.text], message.time, message.time))
+            turns.append(Turn(mine, [message.text], message.time, message.time, message.sender))
         elif turns and speaker == previous_speaker:
             turns[-1].texts.append(message.text)
             turns[-1].last = message.time or turns[-1].last
         else:
-            turns.append(Turn(mine, [message.text], message.time, message.time))
+            turns.append(Turn(mine, [message.text], message.time, message.time, message.sender))
         previous_speaker = speaker
     return turns
 
@@ -57,6 +58,58 @@ def reply_pairs(messages: list[Message], is_me, window: timedelta, counts: Count
             continue
         pairs.append((" | ".join(theirs.texts), " | ".join(mine.texts)))
     return pairs
+
+
+def sessions_of(messages: list[Message], gap: timedelta) -> list[list[Message]]:
+    """A chat cut where `gap` or more passed without a word: each part is one conversation, and
+    nothing said before the silence is context for a reply after it."""
+    sessions: list[list[Message]] = []
+    for message in messages:
+        last = sessions[-1][-1] if sessions else None
+        if last is None or (last.time and message.time and message.time - last.time >= gap):
+            sessions.append([])
+        sessions[-1].append(message)
+    return sessions
+
+
+def session_records(messages: list[Message], is_me, window: timedelta, counts: Counter, gap: timedelta,
+                    silence: timedelta | None = None, group: bool = False) -> list[dict]:
+    """Each reply of mine with the turns before it in its session as "context": [{"speaker", "text",
+    "mine"}, ...]; the layout is made from them by training (gptlib/chat_format.py), the one layout.
+    A group chat's speakers are named; a two-person chat needs no names."""
+    records = []
+    for number, session in enumerate(sessions_of(messages, gap)):
+        turns = turns_of(session, is_me, silence, counts)
+        for index, (theirs, mine) in enumerate(zip(turns, turns[1:])):
+            if not mine.mine or theirs.mine:
+                continue
+            if theirs.last and mine.first and mine.first - theirs.last > window:
+                counts["replies outside --reply_window"] += 1
+                continue
+            context = [{"speaker": turn.speaker if group and not turn.mine else None,
+                        "text": " | ".join(turn.texts), "mine": turn.mine} for turn in turns[:index + 1]]
+            records.append({"input": " | ".join(theirs.texts), "output": " | ".join(mine.texts), "context": context,
+                            "session": number, "time": mine.first.isoformat() if mine.first else None})
+    return records
+
+
+def exclude_contacts(conversations: list[Conversation], names: str, report: Report, is_me) -> list[Conversation]:
+    """Chats in which an excluded person speaks are dropped whole; a name nobody has is warned about."""
+    wanted = {name.strip().casefold() for name in names.split(",") if name.strip()}
+    if not wanted:
+        return conversations
+    seen, kept = set(), []
+    for conversation in conversations:
+        spellings = {n.casefold() for m in conversation.messages if not is_me(m) for n in (m.sender, *m.aliases) if n}
+        hit = wanted & (spellings | {conversation.title.casefold()})
+        seen |= hit
+        if hit:
+            report.counts["messages left out by --exclude_contacts"] += len(conversation.messages)
+        else:
+            kept.append(conversation)
+    for name in sorted(wanted - seen):
+        print(f"warning: --exclude_contacts: nobody called {name!r} speaks in these exports; nothing was left out for that name")
+    return kept
 
 
 def select_conversations(conversations: list[Conversation], config: ChatDataConfig, report: Report) -> list[Conversation]:

@@ -15,7 +15,7 @@ from chat.cleaning import Cleaner
 from chat.facts import fact_pairs
 from chat.model import me_matcher
 from chat.options import ChatDataConfig
-from chat.pairing import merge_conversations, reply_pairs, select_conversations
+from chat.pairing import exclude_contacts, merge_conversations, select_conversations, session_records
 from chat.report import FileReport, Report, file_report
 from chat.sources import find_sources, read_source
 from gptlib.atomic_write import atomic_write
@@ -56,12 +56,16 @@ def build_pairs(paths: list[Path], config: ChatDataConfig) -> tuple[list[tuple[s
     cleaner = Cleaner(config, report.counts)
     window = timedelta(minutes=config.reply_window)
     silence = timedelta(hours=config.silence_hours)
-    pairs = []
-    for conversation in select_conversations(merge_conversations(conversations, report.counts), config, report):
+    records = []
+    merged = exclude_contacts(merge_conversations(conversations, report.counts), config.exclude_contacts, report, is_me)
+    gap = timedelta(hours=config.session_gap_hours)
+    for conversation in select_conversations(merged, config, report):
         report.conversations_used += 1
         cleaned = [dataclasses.replace(m, text=cleaner.clean(m.text)) for m in conversation.messages]
-        pairs += reply_pairs([m for m in cleaned if m.text], is_me, window, report.counts, silence)
-    pairs = _clean_pairs(pairs + given_pairs, cleaner, report.counts)
+        records += session_records([m for m in cleaned if m.text], is_me, window, report.counts, gap, silence,
+                                   conversation.is_group())
+    report.contexts = _clean_records(records, cleaner, report.counts)
+    pairs = [(r["input"], r["output"]) for r in report.contexts] + _clean_pairs(given_pairs, cleaner, report.counts)
     report.pairs = len(pairs)
     if config.facts:
         facts = _clean_pairs(fact_pairs(config.facts), cleaner, report.counts) * config.facts_repeat
@@ -84,6 +88,17 @@ def _clean_pairs(pairs, cleaner: Cleaner, counts: Counter) -> list[tuple[str, st
     return kept
 
 
+def _clean_records(records: list[dict], cleaner: Cleaner, counts: Counter) -> list[dict]:
+    """The chat's replies as _clean_pairs cleans pairs, each keeping its own context (never looked up
+    by its words: two chats may hold the same question and answer)."""
+    kept = []
+    for record in records:
+        cleaned = _clean_pairs([(record["input"], record["output"])], cleaner, counts)
+        if cleaned:
+            kept.append(record | {"input": cleaned[0][0], "output": cleaned[0][1]})
+    return kept
+
+
 def _top(speakers: Counter) -> str:
     return ", ".join(f"{name!r} ({count})" for name, count in speakers.most_common(8)) or "nobody"
 
@@ -102,11 +117,14 @@ def _why_no_pairs(config: ChatDataConfig, report: Report, speakers: Counter) -> 
     return f"{reason}. Speakers seen: {_top(speakers)}"
 
 
-def write_pairs(pairs: list[tuple[str, str]], out: Path) -> None:
-    """One JSON object a line, written atomically so a crash never leaves half a file."""
+def write_pairs(pairs: list[tuple[str, str]], out: Path, contexts: list | None = None) -> None:
+    """One JSON object a line, written atomically so a crash never leaves half a file. A reply read
+    from a chat carries the turns of its session before it ("context") and its session and time."""
+    contexts = contexts or []
     with atomic_write(out, text="utf-8") as file:
-        for given, reply in pairs:
-            file.write(json.dumps({"input": given, "output": reply}, ensure_ascii=False) + "\n")
+        for index, (given, reply) in enumerate(pairs):
+            record = contexts[index] if index < len(contexts) else {"input": given, "output": reply}
+            file.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
 def main(argv: list[str]) -> Report | None:
@@ -121,6 +139,6 @@ def main(argv: list[str]) -> Report | None:
     if not args.positional:
         raise UserError(f"name at least one exported chat. {USAGE}")
     pairs, report = build_pairs([Path(p) for p in args.positional], config)
-    write_pairs(pairs, Path(config.out))
+    write_pairs(pairs, Path(config.out), report.contexts)
     print(report.text())
     return report

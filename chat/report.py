@@ -36,6 +36,7 @@ class Report:
     pairs: int = 0  # from conversations and JSONL
     fact_pairs: int = 0
     vocabulary: int = 0  # distinct characters in the inputs and outputs written
+    contexts: list = field(default_factory=list)  # the chats' pairs as records, with their session's earlier turns (the first pairs written)
 
     def text(self) -> str:
         lines = [f"chat_data: {len(self.files)} file(s) -> {self.out}"]
@@ -58,6 +59,8 @@ class Report:
         lines += [f"  {'<' + kind + '>':38s} {self.counts['scrubbed ' + kind]}" for kind in KINDS]
         lines.append(f"conversations: {self.conversations_used} used, {self.group_chats_skipped} skipped as group chats"
                      + (" (--group_chats=true keeps them)" if self.group_chats_skipped else ""))
+        if self.counts["messages left out by --exclude_contacts"]:
+            lines.append(f"--exclude_contacts left out {self.counts['messages left out by --exclude_contacts']} message(s)")
         lines.append(f"pairs written: {self.pairs + self.fact_pairs} ({self.pairs} from chats, {self.fact_pairs} from facts)")
         lines.append(f"vocabulary: {self.vocabulary} distinct characters")
         return "\n".join(lines)

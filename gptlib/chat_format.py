@@ -26,6 +26,74 @@ def prompt_text(message: str, history=()) -> str:
     return "".join(exchange_text(their, mine) for their, mine in history) + INPUT_MARK + message + OUTPUT_MARK
 
 
+def named(speaker: str | None, text: str) -> str:
+    """One person's turn inside their side of an exchange: in a group chat the speaker is named
+    ("Ana: see you at 8"), so the model learns who said what; in a two-person chat no name is needed."""
+    return f"{speaker}: {text}" if speaker else text
+
+
+def their_side(turns) -> str:
+    """The turns of the others between two replies of mine, as one side of an exchange: each
+    (speaker, text) on its own line, consecutive messages of one speaker joined by " | " as
+    chat_data.py joins them."""
+    lines: list[tuple[str | None, list[str]]] = []
+    for speaker, text in turns:
+        if lines and lines[-1][0] == speaker:
+            lines[-1][1].append(text)
+        else:
+            lines.append((speaker, [text]))
+    return "\n".join(named(speaker, " | ".join(texts)) for speaker, texts in lines)
+
+
+def recent_history(history, context_turns: int = 0) -> list:
+    """The exchanges a reply is conditioned on: at most `context_turns` turns before it (their
+    message counts as one, each earlier exchange as two), the oldest dropped first; 0 keeps all.
+    Training and every way of replying cut the same way, so a served prompt is a trained one."""
+    history = list(history)
+    if context_turns <= 0:
+        return history
+    keep = (context_turns - 1) // 2
+    return history[len(history) - keep:] if keep else []
+
+
+def conversation_prompt(message: str, history=(), context_turns: int = 0) -> str:
+    """THE layout of a conversation before my reply, for training, --chat, the server and the page."""
+    return prompt_text(message, recent_history(history, context_turns))
+
+
+def exchanges_of(turns) -> tuple[str, list[tuple[str, str]]]:
+    """Turns (speaker or None, text, mine), oldest first and ending with theirs, as (their message,
+    earlier (their side, my reply) exchanges): the others' turns between two of mine make one side."""
+    history, pending = [], []
+    for speaker, text, mine in turns:
+        if not mine:
+            pending.append((speaker, text))
+        elif pending:
+            history.append((their_side(pending), text))
+            pending = []
+    return their_side(pending), history
+
+
+def openai_exchanges(messages: list) -> tuple[str, list[tuple[str, str]]]:
+    """OpenAI chat messages (already checked by the server) as exchanges_of gives them: role user is
+    the others, assistant is me, and a user message's optional `name` names its speaker as a group
+    chat's turns are named in training. System messages are dropped: chats have none."""
+    turns = []
+    for message in messages:
+        role, content, name = message.get("role"), message.get("content"), message.get("name")
+        if isinstance(content, list):
+            content = "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+        if role in ("user", "assistant"):
+            turns.append((name if role == "user" and isinstance(name, str) and name.strip() else None, content,
+                          role == "assistant"))
+    return exchanges_of(turns)
+
+
+def persona_prompt(persona: str) -> str:
+    """The system prompt for a model with a chat template: I am the assistant, the others the user."""
+    return f"You are {persona}. Reply to the chat as {persona} would, in {persona}'s own words and style."
+
+
 def prompt_ids(vocab, message: str, history=()) -> list[int]:
     """prompt_text in a byte-level vocabulary's ids: the markers as their special ids, the words as
     text, so a marker typed inside a message stays text and can never forge a turn."""

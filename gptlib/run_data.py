@@ -2,11 +2,16 @@
 or the checkpoint's), GPT-2's; plain text, a memory-mapped corpus, or chat pairs."""
 from __future__ import annotations
 
+import json
+import random
 import time
 from pathlib import Path
 
+import torch
+
 from config import TrainConfig
 from gptlib import pretrained, tokenizer
+from gptlib.chat_format import INPUT_MARK, OUTPUT_MARK, conversation_prompt, exchanges_of, layout_pair, without_markers
 from gptlib.corpus import (
     TRAIN_FRACTION,
     CharVocab,
@@ -22,6 +27,7 @@ from gptlib.corpus import (
     read_text,
 )
 from gptlib.errors import UserError
+from gptlib.tokenizer import compact_dtype
 
 MEMMAP_ABOVE_BYTES = 256 << 20  # a text this large is read through a memory map even without --memmap
 DEFAULT_BPE_VOCAB = 512  # --tokenizer=bpe without --vocab_size: 253 merges, small enough to train in a second
@@ -48,7 +54,7 @@ def load_dataset(cfg: TrainConfig, start, vocab_size: int | None = None) -> Text
         return subword_dataset(cfg, source, vocab_size)
     if _use_memmap(cfg):
         return _memmap_dataset(cfg, state, init_state)
-    pairs = read_pairs(cfg.data) if is_pairs_file(cfg.data) else None
+    pairs = conversation_pairs(cfg.data, cfg.context_turns) if is_pairs_file(cfg.data) else None
     text = None if pairs else read_text(cfg.data)
     if state:
         vocab = tokenizer.from_checkpoint(state)
@@ -64,7 +70,79 @@ def load_dataset(cfg: TrainConfig, start, vocab_size: int | None = None) -> Text
         else:
             vocab = CharVocab.from_text(text) if base is None else \
                 CharVocab(base.chars + sorted(set(text) - set(base.chars)))
+    if pairs and (sessions := session_order(cfg.data, len(pairs))):
+        return time_split_dataset(pairs, sessions, vocab, cfg.seed)
     return pairs_dataset(pairs, vocab, cfg.seed) if pairs else TextDataset.from_text(text, vocab)
+
+
+def session_order(path: str, count: int) -> list[list[int]] | None:
+    """The pairs' indices grouped by session (chat_data.py's "session", records of one session
+    consecutive), oldest session first; None when any record lacks its session or time."""
+    records = _records(path)
+    if len(records) != count or not all(r.get("time") and "session" in r for r in records):
+        return None
+    sessions: list[list[int]] = []
+    for index, record in enumerate(records):
+        if index and record["session"] == records[index - 1]["session"] and record["time"] >= records[index - 1]["time"]:
+            sessions[-1].append(index)
+        else:
+            sessions.append([index])
+    return sorted(sessions, key=lambda s: records[s[0]]["time"])
+
+
+def time_split_dataset(pairs: list[tuple[str, str]], sessions: list[list[int]], vocab, seed: int = 0) -> TextDataset:
+    """Held out by time: the newest tenth of the sessions (at least one) is val, and no session is
+    on both sides, so the val loss is how well the model answers later chats it has not seen."""
+    if len(sessions) < 2:
+        raise UserError(f"chat pairs: {len(sessions)} conversation(s) is too few for a held-out split by time: "
+                        "it needs at least 2 (the newest tenth of conversations, at least one, is held out).")
+    n_val = max(1, round((1 - TRAIN_FRACTION) * len(sessions)))
+    order = {split: [pairs[i] for s in part for i in s]
+             for split, part in (("train", sessions[:-n_val]), ("val", sessions[-n_val:]))}
+    for split in order:  # shuffled within each side: a character window must not read the pair before it as context
+        random.Random(seed).shuffle(order[split])
+    texts, masks = zip(*(layout_pair(a, b) for a, b in order["train"] + order["val"]))
+    split_at = sum(len(t) for t in texts[:len(order["train"])])
+    ids = torch.tensor(vocab.encode("".join(texts)), dtype=compact_dtype(len(vocab)))
+    mask = torch.tensor([m for pair_mask in masks for m in pair_mask], dtype=torch.bool)
+    dataset = TextDataset(ids, vocab, loss_mask=mask, split_at=split_at)
+    dataset.pairs = order
+    return dataset
+
+
+def conversation_pairs(path: str, context_turns: int) -> list[tuple[str, str]]:
+    """A character model's chat examples: each reply with up to `context_turns` earlier turns of its
+    session (chat_data.py writes them as "context"), laid out by chat_format.conversation_prompt, the
+    layout --chat and the server use. The pair's first side is that layout without its outer markers,
+    so layout_pair(side, reply) is exactly conversation_prompt(...) + reply + END."""
+    pairs = read_pairs(path)
+    if context_turns == 1:
+        return pairs  # the single-exchange layout: their last turn, my reply
+    contexts = [record.get("context") or [] for record in _records(path)]
+    if len(contexts) != len(pairs):  # skipped lines: the context of each pair is unknown
+        return pairs
+    laid_out = []
+    for (their, mine), context in zip(pairs, contexts):
+        if not context:
+            laid_out.append((their, mine))
+            continue
+        message, history = exchanges_of((turn.get("speaker"), without_markers(str(turn.get("text", ""))),
+                                         bool(turn.get("mine"))) for turn in context)
+        prompt = conversation_prompt(message, history, context_turns)
+        laid_out.append((prompt[len(INPUT_MARK):-len(OUTPUT_MARK)], mine))
+    return laid_out
+
+
+def _records(path: str) -> list[dict]:
+    records = []
+    for line in read_text(path).splitlines():
+        try:
+            record = json.loads(line) if line.strip() else None
+        except ValueError:
+            record = None
+        if isinstance(record, dict) and isinstance(record.get("output"), str) and record["output"]:
+            records.append(record)
+    return records
 
 
 def pretrained_dataset(cfg: TrainConfig, init_state: dict) -> TextDataset:

@@ -127,6 +127,7 @@ class Service:
         """OpenAI's chat completion; with a stream, each piece of the reply is sent as it is made."""
         messages = field(body, "messages", (list,), required=True)
         message, history = conversation(messages)
+        message, history = self.handler.exchanges(messages)  # issue 26: the one chat layout, `name` names the speaker
         sampling = Sampling(body, self.config, "max_tokens")
         prompt = self._prompt(message, history)
         answer = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
