@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import torch
 
 from config import GPTConfig
+from gptlib import hub_llama
 from gptlib.errors import UserError
 
 HUB_NAMES = {  # what --init_from=NAME downloads, and the repository it comes from
@@ -32,10 +34,18 @@ HUB_NAMES = {  # what --init_from=NAME downloads, and the repository it comes fr
     "gpt2-medium": "openai-community/gpt2-medium",  # 350M
     "gpt2-large": "openai-community/gpt2-large",  # 774M
     "gpt2-xl": "openai-community/gpt2-xl",  # 1558M
+    # The Llama family (hub_llama.py); any other "owner/name" of these architectures downloads too
+    "smollm2-135m-instruct": "HuggingFaceTB/SmolLM2-135M-Instruct",
+    "smollm2-360m-instruct": "HuggingFaceTB/SmolLM2-360M-Instruct",
+    "qwen2.5-0.5b-instruct": "Qwen/Qwen2.5-0.5B-Instruct",
+    "qwen3-0.6b": "Qwen/Qwen3-0.6B",
+    "llama-3.2-1b-instruct": "meta-llama/Llama-3.2-1B-Instruct",  # gated: accept the licence on the hub, then `hf auth login`
 }
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # in the order they are tried
+SHARD_INDEX = "model.safetensors.index.json"  # larger models: the weights in shards, this file maps tensors to them
 TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "merges.txt", "encoder.json", "vocab.bpe", "tokenizer_config.json")
-DOWNLOAD_PATTERNS = ["config.json", "model.safetensors", *TOKENIZER_FILES]  # not the TF, Flax or ONNX copies
+DOWNLOAD_PATTERNS = ["config.json", "generation_config.json", "model.safetensors", "model-*.safetensors", SHARD_INDEX,
+                     *TOKENIZER_FILES]  # not the TF, Flax or ONNX copies
 INSTALL_HINT = "pip install -r requirements-pretrained.txt"
 # Tensors the hub's files keep beside the weights that are not parameters: the causal mask
 # (attn.bias, attn.masked_bias in older files). Ours is built in the model, so they are skipped.
@@ -47,14 +57,19 @@ HUB_BUFFERS = ("attn.bias", "attn.masked_bias")
 
 def is_pretrained_source(source: str) -> bool:
     """--init_from names a hub model or a directory (a project checkpoint is a .pt file)."""
-    return source in HUB_NAMES or Path(source).is_dir()
+    return source in HUB_NAMES or Path(source).is_dir() or _is_repo_id(source)
+
+
+def _is_repo_id(source: str) -> bool:
+    """owner/name, as the hub names models (and not a file of ours that is missing)."""
+    return re.fullmatch(r"[\w.-]+/[\w.-]+", source) is not None and not source.endswith(".pt")
 
 
 def resolve(source: str) -> Path:
     """The local directory of `source`: itself (a directory of that name wins), or the hub's cached
     snapshot of a named model."""
     path = Path(source)
-    if source in HUB_NAMES and not path.is_dir():
+    if (source in HUB_NAMES or _is_repo_id(source)) and not path.is_dir():
         return _download(source)
     if not path.is_dir():
         known = ", ".join(HUB_NAMES)
@@ -72,7 +87,7 @@ def _download(name: str) -> Path:
         raise UserError(f"--init_from={name} downloads from the Hugging Face hub, which needs huggingface_hub: "
                         f"{INSTALL_HINT}") from None
     try:  # the hub's own cache (~/.cache/huggingface, or $HF_HOME): a second run reads it offline
-        return Path(snapshot_download(HUB_NAMES[name], allow_patterns=DOWNLOAD_PATTERNS))
+        return Path(snapshot_download(HUB_NAMES.get(name, name), allow_patterns=DOWNLOAD_PATTERNS))
     except Exception as err:  # no network, a proxy, the hub down: one line, not a traceback
         first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise UserError(f"could not download {name} from the Hugging Face hub ({first_line}). Check the network, "
@@ -103,8 +118,11 @@ def read_config(directory: Path, block_size: int = 0, dropout: float = 0.0) -> G
     the context to save memory; it cannot grow past the positions GPT-2 learned."""
     hub = _read_json(directory / "config.json")
     source = directory / "config.json"
+    if hub_llama.is_llama_family(hub):
+        return hub_llama.read_llama_config(hub, source, block_size, dropout)
     if hub.get("model_type", "gpt2") != "gpt2":
-        raise UserError(f"{source}: model_type {hub['model_type']!r}; only GPT-2 checkpoints load into this GPT.")
+        raise UserError(f"{source}: model_type {hub['model_type']!r}; this GPT loads gpt2 and "
+                        f"{', '.join(hub_llama.FAMILIES)} models.")
     try:
         n_embd, positions = int(hub["n_embd"]), int(hub.get("n_positions", hub.get("n_ctx")))
         shape = dict(n_layer=int(hub["n_layer"]), n_head=int(hub["n_head"]), n_embd=n_embd,
@@ -122,8 +140,10 @@ def read_config(directory: Path, block_size: int = 0, dropout: float = 0.0) -> G
 
 
 def positions_of(directory: Path) -> int:
-    """How many positions the hub model learned (its wpe rows)."""
+    """How many positions the hub model learned (its wpe rows; a rotary model's trained context)."""
     hub = _read_json(directory / "config.json")
+    if hub_llama.is_llama_family(hub):
+        return int(hub["max_position_embeddings"])
     return int(hub.get("n_positions", hub.get("n_ctx")))
 
 
@@ -159,21 +179,33 @@ def read_hub_weights(directory: Path) -> dict[str, torch.Tensor]:
     """The tensors of model.safetensors (preferred: it cannot run code) or pytorch_model.bin
     (read with weights_only=True, so it cannot either)."""
     safetensors_file, bin_file = (directory / name for name in WEIGHT_FILES)
-    if safetensors_file.is_file():
+    index = directory / SHARD_INDEX
+    if safetensors_file.is_file() or index.is_file():
         try:
             from safetensors.torch import load_file
         except ImportError:
             raise UserError(f"{safetensors_file} needs the safetensors package: {INSTALL_HINT}") from None
-        try:
-            return load_file(str(safetensors_file))
-        except Exception as err:  # truncated, not safetensors at all...
-            raise UserError(f"{safetensors_file} is damaged or not a safetensors file ({_first_line(err)}).") from None
+        weights = {}
+        for shard in [safetensors_file] if safetensors_file.is_file() else _shards(index):
+            try:
+                weights.update(load_file(str(shard)))
+            except Exception as err:  # missing, truncated, not safetensors at all...
+                raise UserError(f"{shard} is damaged or not a safetensors file ({_first_line(err)}).") from None
+        return weights
     if bin_file.is_file():
         try:
             return torch.load(bin_file, map_location="cpu", weights_only=True)
         except Exception as err:
             raise UserError(f"{bin_file} is damaged or holds more than tensors ({_first_line(err)}).") from None
     raise UserError(f"{directory} has no weights: expected {' or '.join(WEIGHT_FILES)}.")
+
+
+def _shards(index: Path) -> list[Path]:
+    """The files a sharded checkpoint's index names (its weight_map: tensor -> file), each once."""
+    weight_map = _read_json(index).get("weight_map")
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise UserError(f"{index} has no weight_map naming the shards; download the model again.")
+    return [index.parent / name for name in sorted(set(weight_map.values()))]
 
 
 def hub_to_ours(hub_weights: dict[str, torch.Tensor], config: GPTConfig, positions: int,
@@ -258,7 +290,10 @@ def load_pretrained(source: str, block_size: int = 0, dropout: float = 0.0) -> d
     and ModelHandler treat it like a trained checkpoint of this project."""
     directory = resolve(source)
     config = read_config(directory, block_size, dropout)
-    weights = hub_to_ours(read_hub_weights(directory), config, positions_of(directory), str(directory))
+    if config.norm == "rmsnorm":  # the Llama family
+        weights = hub_llama.llama_to_ours(read_hub_weights(directory), config, str(directory))
+    else:
+        weights = hub_to_ours(read_hub_weights(directory), config, positions_of(directory), str(directory))
     return {
         "model_kind": "gpt",
         "model_config": dataclasses.asdict(config),

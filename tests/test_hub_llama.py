@@ -1,0 +1,89 @@
+"""Llama-family hub models in our GPT, proven equal to `transformers` on small random models of each
+architecture (no hub is reachable here): logits to 1e-5, greedy tokens identical to its generate(),
+from one safetensors file and from shards; our KV-cache engine gives the same tokens."""
+import json
+
+import pytest
+import torch
+
+from gpt_final_version import GPT
+from gptlib import engine, pretrained
+from gptlib.errors import UserError
+
+transformers = pytest.importorskip("transformers")
+pytest.importorskip("safetensors")
+
+SHAPE = dict(vocab_size=96, hidden_size=32, intermediate_size=56, num_hidden_layers=2, num_attention_heads=4,
+             num_key_value_heads=2, max_position_embeddings=64)
+FAMILIES = {
+    "llama": lambda: transformers.LlamaConfig(**SHAPE, rope_theta=100000.0, tie_word_embeddings=True),
+    "llama3-scaled": lambda: transformers.LlamaConfig(**SHAPE, rope_scaling={
+        "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 16}, tie_word_embeddings=False),
+    "qwen2": lambda: transformers.Qwen2Config(**SHAPE, rope_theta=1e6, tie_word_embeddings=True),
+    "qwen3": lambda: transformers.Qwen3Config(**SHAPE, head_dim=16, rope_theta=1e6, tie_word_embeddings=False),
+}
+CLASSES = {"llama": "LlamaForCausalLM", "llama3-scaled": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM",
+           "qwen3": "Qwen3ForCausalLM"}
+
+
+def reference_model(family, directory, shard=None):
+    torch.manual_seed(0)
+    model = getattr(transformers, CLASSES[family])(FAMILIES[family]()).eval()
+    with torch.no_grad():  # random biases and norm gains, so a mapping that drops them shows
+        for name, param in model.named_parameters():
+            if name.endswith(("bias", "norm.weight", "layernorm.weight")):
+                param.add_(torch.randn_like(param) * 0.1)
+    model.save_pretrained(directory, max_shard_size=shard) if shard else model.save_pretrained(directory)
+    return model
+
+
+def ours(directory):
+    state = pretrained.load_pretrained(str(directory))
+    from config import GPTConfig
+    model = GPT(GPTConfig(**state["model_config"])).eval()
+    model.load_state_dict(state["model"])
+    return model
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_logits_and_greedy_tokens_equal_transformers(family, tmp_path):
+    reference = reference_model(family, tmp_path)
+    model = ours(tmp_path)
+    idx = torch.randint(0, SHAPE["vocab_size"], (2, 24), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = reference(idx).logits
+        got, _ = model(idx)
+    assert (got - expected).abs().max() < 1e-5
+    prompt = idx[:1, :5]
+    with torch.no_grad():
+        theirs = reference.generate(prompt, max_new_tokens=20, do_sample=False, use_cache=True, pad_token_id=0)
+    assert torch.equal(model.generate(prompt, 20, temperature=0), theirs)
+    expected_reply = theirs[0, 5:].tolist()
+    assert list(engine.TokenStream(engine.decoder_for(model), prompt[0].tolist(), 20, temperature=0)) == expected_reply
+    two_rows = engine.sample_rows(engine.decoder_for(model), prompt[0].tolist(), 2, 20, temperature=0)
+    assert two_rows == [expected_reply, expected_reply]
+
+
+def test_sharded_safetensors_load_the_same_weights(tmp_path):
+    reference_model("qwen3", tmp_path / "one")
+    reference_model("qwen3", tmp_path / "shards", shard="20KB")
+    assert (tmp_path / "shards" / pretrained.SHARD_INDEX).is_file()
+    one, shards = ours(tmp_path / "one").state_dict(), ours(tmp_path / "shards").state_dict()
+    assert one.keys() == shards.keys() and all(torch.equal(one[k], shards[k]) for k in one)
+
+
+def test_unknown_tensor_and_unsupported_config_are_refused_by_name(tmp_path):
+    reference_model("llama", tmp_path)
+    from safetensors.torch import load_file, save_file
+    weights = load_file(str(tmp_path / "model.safetensors"))
+    save_file({**weights, "model.layers.0.self_attn.extra.weight": torch.zeros(2)}, str(tmp_path / "model.safetensors"))
+    with pytest.raises(UserError, match=r"layers\.0\.self_attn\.extra\.weight is unexpected"):
+        pretrained.load_pretrained(str(tmp_path))
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "hidden_act": "gelu"}))
+    with pytest.raises(UserError, match="hidden_act 'gelu'"):
+        pretrained.load_pretrained(str(tmp_path))
+    (tmp_path / "config.json").write_text(json.dumps({**config, "model_type": "mamba"}))
+    with pytest.raises(UserError, match="model_type 'mamba'"):
+        pretrained.load_pretrained(str(tmp_path))
