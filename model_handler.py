@@ -146,7 +146,13 @@ class ModelHandler:
     def is_chat_model(self) -> bool:
         """Trained on chat pairs: its vocabulary has the markers of the two sides and of the end."""
         self._require_loaded()
-        return self.vocab is not None and all(mark in self.vocab.specials for mark in CHAT_MARKERS)
+        return self.vocab is not None and (self.uses_chat_template or all(m in self.vocab.specials for m in CHAT_MARKERS))
+
+    @property
+    def uses_chat_template(self) -> bool:
+        """A hub model (SmolLM2, Qwen...) whose tokenizer_config.json has a chat template: conversations
+        are laid out in the model's own template (gptlib/chat_template.py), not our markers."""
+        return getattr(self.vocab, "kind", "") == "hub" and bool(self.vocab.config.get("chat_template"))
 
     def fit_to_vocabulary(self, text: str) -> FittedText:
         """`text` in characters this model knows, never refused (chat_format.fit_to_vocabulary)."""
@@ -154,9 +160,10 @@ class ModelHandler:
         return fit_to_vocabulary(text, self.vocab)
 
     def reply(self, message: str, history=(), max_new_tokens: int = 200, temperature: float = 0.8,
-              top_k: int | None = None, seed: int | None = None, deadline: float | None = None) -> Completion:
+              top_k: int | None = None, seed: int | None = None, deadline: float | None = None,
+              system: str = "") -> Completion:
         """My answer to `message`, whole (reply_stream gives it as it is made)."""
-        return self.reply_stream(message, history, max_new_tokens, temperature, top_k, seed, deadline).completion()
+        return self.reply_stream(message, history, max_new_tokens, temperature, top_k, seed, deadline, system).completion()
 
     def complete(self, prompt: str, max_new_tokens: int = 200, temperature: float = 0.8,
                  top_k: int | None = None, seed: int | None = None, deadline: float | None = None) -> Completion:
@@ -164,9 +171,14 @@ class ModelHandler:
         return self.complete_stream(prompt, max_new_tokens, temperature, top_k, seed, deadline).completion()
 
     def reply_stream(self, message: str, history=(), max_new_tokens: int = 200, temperature: float = 0.8,
-                     top_k: int | None = None, seed: int | None = None, deadline: float | None = None) -> TextStream:
+                     top_k: int | None = None, seed: int | None = None, deadline: float | None = None,
+                     system: str = "") -> TextStream:
         """My answer to `message`, laid out as in training; earlier (their, mine) turns of the
-        conversation come first as context. Generation ends at the end marker."""
+        conversation come first as context. Generation ends at the end marker (a hub model's: its
+        end-of-turn token; `system` is honoured where its template has a system role, else folded in)."""
+        if self.uses_chat_template:
+            ids = template_prompt(self.vocab, message, history, system, self.model.config.block_size)
+            return self._stream_ids(ids, max_new_tokens, temperature, top_k, seed, deadline, tuple(self.vocab.eos_ids))
         if not self.is_chat_model:
             raise UserError(f"{self.path} was not trained on chat pairs (its vocabulary has no pair markers). "
                             "Fine-tune it with --data=pairs.jsonl, or sample it with --prompt.")
@@ -238,6 +250,10 @@ class ModelHandler:
         stop_token = None if stop is None else self.vocab.specials[stop]
         # a reply may end with the end marker, never write the markers that open a message or a reply
         banned = tuple(self.vocab.specials[mark] for mark in (INPUT_MARK, OUTPUT_MARK)) if stop is not None else ()
+        return self._stream_ids(ids, max_new_tokens, temperature, top_k, seed, deadline, stop_token, banned)
+
+    def _stream_ids(self, ids, max_new_tokens, temperature, top_k, seed, deadline, stop_token, banned=()) -> TextStream:
+        """The engine's tokens after prompt ids, as text, ending at stop_token (one id or several)."""
         sampling = (max_new_tokens, temperature, top_k, seeded_generator(seed), stop_token, deadline, banned)
         if self.batcher is not None:
             tokens = self.batcher.submit(ids, *sampling)
@@ -370,3 +386,19 @@ def _typed_lines():
 
 if __name__ == "__main__":
     run_cli(main)
+
+
+def template_prompt(tokens, message: str, history, system: str, block_size: int) -> list[int]:
+    """The prompt ids of a conversation in a hub model's own chat template, with its generation
+    prompt; the oldest exchanges go first until it fits the context (the newest message stays)."""
+    from gptlib.chat_template import generation_prompt_ids
+
+    history = list(history)
+    while True:
+        messages = [{"role": "system", "content": system}] if system else []
+        for theirs, mine in history:
+            messages += [{"role": "user", "content": theirs}, {"role": "assistant", "content": mine}]
+        ids = generation_prompt_ids(tokens, messages + [{"role": "user", "content": message}])
+        if len(ids) <= block_size or not history:
+            return ids[-block_size:]
+        history = history[1:]

@@ -281,8 +281,11 @@ class StopRules:
     once the deadline has passed (checked after each id, so at least one comes)."""
 
     max_new_tokens: int
-    stop_token: int | None = None
+    stop_token: int | tuple[int, ...] | None = None  # a hub model may have several (end of turn, end of text)
     deadline: float | None = None
+
+    def __post_init__(self):
+        self.stop_ids = set(self.stop_token if isinstance(self.stop_token, tuple) else (self.stop_token,)) - {None}
 
     def before_any(self) -> str | None:
         """"length" when the reply may hold no id at all."""
@@ -291,7 +294,7 @@ class StopRules:
     def after(self, token: int, made: int) -> str | None:
         """Why the reply ends with `token`, its id number `made` (1, 2, ...), or None: "stop" (the
         token is dropped) or "length" (the token is kept, and is the last)."""
-        if token == self.stop_token:
+        if token in self.stop_ids:
             return "stop"
         if made >= self.max_new_tokens or (self.deadline is not None and time.monotonic() > self.deadline):
             return "length"

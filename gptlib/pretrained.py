@@ -106,6 +106,9 @@ def hub_tokenizer(state: dict):
 
     if not state["pretrained"]["tokenizer_files"]:
         return None
+    if state["model_config"].get("norm") == "rmsnorm":  # the Llama family: the `tokenizers` library, the model's template
+        from gptlib.hf_tokenizer import HubTokenizer
+        return HubTokenizer.from_directory(state["pretrained"]["directory"])
     return tokenizer.GPT2Tokenizer.from_directory(state["pretrained"]["directory"])
 
 

@@ -130,6 +130,8 @@ class Service:
         message, history = self.handler.exchanges(messages)  # issue 26: the one chat layout, `name` names the speaker
         sampling = Sampling(body, self.config, "max_tokens")
         prompt = self._prompt(message, history)
+        prompt.system = "\n".join(m.get("content") or "" for m in messages if isinstance(m, dict) and m.get("role") == "system"
+                                  and isinstance(m.get("content"), str))  # honoured by models whose template has one
         answer = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
                   "model": self.handler.name}
         if stream is not None:
@@ -159,7 +161,7 @@ class Service:
             deadline = time.monotonic() + self.config.timeout
             args = (sampling.max_new_tokens, sampling.temperature, sampling.top_k, sampling.seed, deadline)
             if self.handler.is_chat_model:
-                stream = self.handler.reply_stream(prompt.message, prompt.history, *args)
+                stream = self.handler.reply_stream(prompt.message, prompt.history, *args, system=getattr(prompt, "system", ""))
             else:
                 stream = self.handler.complete_stream("".join(a + b for a, b in prompt.history) + prompt.message, *args)
             for piece in stream:

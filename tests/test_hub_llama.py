@@ -87,3 +87,40 @@ def test_unknown_tensor_and_unsupported_config_are_refused_by_name(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({**config, "model_type": "mamba"}))
     with pytest.raises(UserError, match="model_type 'mamba'"):
         pretrained.load_pretrained(str(tmp_path))
+
+
+SMOLLM2 = next((p / "shared" / "data" / "smollm2-135m-instruct" for p in
+                [__import__("pathlib").Path(__file__).resolve().parents[n] for n in (1, 2, 3)]
+                if (p / "shared" / "data" / "smollm2-135m-instruct" / "tokenizer.json").is_file()), None)
+
+
+@pytest.mark.skipif(SMOLLM2 is None, reason="no ../shared/data/smollm2-135m-instruct")
+def test_a_hub_chat_model_answers_in_its_template_and_stops_at_end_of_turn(tmp_path):
+    """SmolLM2's real tokenizer and template on a tiny random body: the reply's prompt is what
+    transformers' apply_chat_template gives, and the reply is transformers' greedy tokens up to
+    <|im_end|>, without markup."""
+    import shutil
+
+    from model_handler import ModelHandler, template_prompt
+
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(**{**SHAPE, "vocab_size": 49152, "max_position_embeddings": 128}, tie_word_embeddings=True, eos_token_id=2)
+    reference = transformers.LlamaForCausalLM(config).eval()
+    reference.save_pretrained(tmp_path)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"):
+        shutil.copy(SMOLLM2 / name, tmp_path / name)
+    handler = ModelHandler(str(tmp_path), "cpu").load()
+    assert handler.is_chat_model and handler.uses_chat_template
+    theirs = transformers.AutoTokenizer.from_pretrained(str(tmp_path))
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi 😀"},
+                {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "Привет?"}]
+    expected = theirs.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False)
+    ids = template_prompt(handler.vocab, "Привет?", [("Hi 😀", "Hello!")], "Be brief.", 128)
+    assert ids == list(expected)
+    with torch.no_grad():
+        generated = reference.generate(torch.tensor([ids]), max_new_tokens=30, do_sample=False, eos_token_id=2,
+                                       pad_token_id=2)[0, len(ids):].tolist()
+    reply = handler.reply("Привет?", [("Hi 😀", "Hello!")], max_new_tokens=30, temperature=0, system="Be brief.")
+    until_end = generated[:generated.index(2)] if 2 in generated else generated
+    assert reply.text == theirs.decode(until_end)
+    assert "<|im_" not in reply.text
