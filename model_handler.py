@@ -177,7 +177,8 @@ class ModelHandler:
         conversation come first as context. Generation ends at the end marker (a hub model's: its
         end-of-turn token; `system` is honoured where its template has a system role, else folded in)."""
         if self.uses_chat_template:
-            ids = template_prompt(self.vocab, message, history, system, self.model.config.block_size)
+            from gptlib.chat_template import reply_prompt_ids  # hub models only: Jinja2 is the pretrained extra
+            ids = reply_prompt_ids(self.vocab, message, history, system, self.model.config.block_size)
             return self._stream_ids(ids, max_new_tokens, temperature, top_k, seed, deadline, tuple(self.vocab.eos_ids))
         if not self.is_chat_model:
             raise UserError(f"{self.path} was not trained on chat pairs (its vocabulary has no pair markers). "
@@ -386,19 +387,3 @@ def _typed_lines():
 
 if __name__ == "__main__":
     run_cli(main)
-
-
-def template_prompt(tokens, message: str, history, system: str, block_size: int) -> list[int]:
-    """The prompt ids of a conversation in a hub model's own chat template, with its generation
-    prompt; the oldest exchanges go first until it fits the context (the newest message stays)."""
-    from gptlib.chat_template import generation_prompt_ids
-
-    history = list(history)
-    while True:
-        messages = [{"role": "system", "content": system}] if system else []
-        for theirs, mine in history:
-            messages += [{"role": "user", "content": theirs}, {"role": "assistant", "content": mine}]
-        ids = generation_prompt_ids(tokens, messages + [{"role": "user", "content": message}])
-        if len(ids) <= block_size or not history:
-            return ids[-block_size:]
-        history = history[1:]

@@ -96,3 +96,17 @@ def strip_markup(tokenizer, reply: str) -> str:
     for token in sorted(tokenizer.specials, key=len, reverse=True):
         reply = reply.replace(token, "")
     return reply.strip()
+
+
+def reply_prompt_ids(tokens, message: str, history, system: str, block_size: int) -> list[int]:
+    """The prompt ids of a conversation in a hub model's own chat template, with its generation
+    prompt; the oldest exchanges go first until it fits the context (the newest message stays)."""
+    history = list(history)
+    while True:
+        messages = [{"role": "system", "content": system}] if system else []
+        for theirs, mine in history:
+            messages += [{"role": "user", "content": theirs}, {"role": "assistant", "content": mine}]
+        ids = generation_prompt_ids(tokens, messages + [{"role": "user", "content": message}])
+        if len(ids) <= block_size or not history:
+            return ids[-block_size:]
+        history = history[1:]

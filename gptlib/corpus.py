@@ -410,7 +410,11 @@ class PairBatches:
         # splits: all ids of a split in one tensor, for the start-up line's token counts
         self.splits = {split: torch.cat([ids for ids, _ in rows]) if rows else torch.zeros(0, dtype=torch.long)
                        for split, rows in self.rows.items()}
-        self.pad_id = vocab.specials[END_MARK]  # any id: padding is never a target and sits after the END
+        self.pad_id = self.padding_id()
+
+    def padding_id(self) -> int:
+        """Any id: padding is never a target and sits after the END."""
+        return self.vocab.specials[END_MARK]
 
     def encode_pair(self, their: str, mine: str) -> tuple[torch.Tensor, int]:
         """The pair's ids and the index of the first learned token (the reply's first)."""

@@ -149,14 +149,28 @@ def pretrained_dataset(cfg: TrainConfig, init_state: dict) -> TextDataset:
     """Text for a model started from GPT-2's weights, in GPT-2's tokens (the tokenizer files of its
     directory), which the checkpoint then keeps as its tokenizer."""
     source = init_state["pretrained"]["source"]
+    tokens = pretrained.hub_tokenizer(init_state)
+    if getattr(tokens, "kind", "") == "hub":  # the Llama family: its own tokenizer and chat template
+        return _hub_model_dataset(cfg, tokens, source)
     if cfg.tokenizer != "gpt2":
         raise UserError(f"{source} reads GPT-2's tokens; drop --tokenizer={cfg.tokenizer}.")
-    tokens = pretrained.hub_tokenizer(init_state)
     if tokens is None:
         raise UserError(f"{source} has no tokenizer files (vocab.json + merges.txt, encoder.json + vocab.bpe, or "
                         "tokenizer.json): copy GPT-2's into that directory.")
     if is_pairs_file(cfg.data):
         return PairBatches(read_pairs(cfg.data), tokenizer.with_chat_markers(tokens), cfg.seed)
+    return TextDataset.from_text(_text_for_subwords(cfg), tokens)
+
+
+def _hub_model_dataset(cfg: TrainConfig, tokens, source: str):
+    """Text in a hub model's tokens, or chat pairs rendered in its chat template."""
+    if cfg.tokenizer not in ("char", "gpt2"):
+        raise UserError(f"{source} reads its own tokens (tokenizer.json); drop --tokenizer={cfg.tokenizer}.")
+    if is_pairs_file(cfg.data):
+        if not tokens.config.get("chat_template"):
+            raise UserError(f"{source} has no chat_template in tokenizer_config.json: chat pairs need an instruct model.")
+        from gptlib.template_pairs import TemplatePairBatches
+        return TemplatePairBatches(read_pairs(cfg.data), tokens, cfg.seed)
     return TextDataset.from_text(_text_for_subwords(cfg), tokens)
 
 

@@ -58,9 +58,12 @@ def write_sample(model, dataset, cfg, checkpoint_path) -> None:
     model.eval()
     if dataset.pairs:  # a chat model answers a held-out message, stopping at the end marker
         their = (dataset.pairs["val"] or dataset.pairs["train"])[0][0]
-        start = dataset.vocab.encode_with_specials(prompt_text(their))
+        if hasattr(dataset, "reply_prompt"):  # a hub model's own chat template
+            start, stop = dataset.reply_prompt(their)
+        else:
+            start, stop = dataset.vocab.encode_with_specials(prompt_text(their)), dataset.vocab.specials[END_MARK]
         ids = TokenStream(decoder_for(model), start, cfg.sample_chars, temperature=0.8, generator=generator,
-                          stop_token=dataset.vocab.specials[END_MARK])
+                          stop_token=stop)
         reply = dataset.vocab.decode(list(ids))
         text = f"> {their}\n< {reply}"
         if not cfg.log_text:  # your messages, and a reply that may repeat them: never printed unless asked

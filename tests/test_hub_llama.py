@@ -101,7 +101,8 @@ def test_a_hub_chat_model_answers_in_its_template_and_stops_at_end_of_turn(tmp_p
     <|im_end|>, without markup."""
     import shutil
 
-    from model_handler import ModelHandler, template_prompt
+    from gptlib.chat_template import reply_prompt_ids
+    from model_handler import ModelHandler
 
     torch.manual_seed(0)
     config = transformers.LlamaConfig(**{**SHAPE, "vocab_size": 49152, "max_position_embeddings": 128}, tie_word_embeddings=True, eos_token_id=2)
@@ -115,7 +116,7 @@ def test_a_hub_chat_model_answers_in_its_template_and_stops_at_end_of_turn(tmp_p
     messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi 😀"},
                 {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "Привет?"}]
     expected = theirs.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False)
-    ids = template_prompt(handler.vocab, "Привет?", [("Hi 😀", "Hello!")], "Be brief.", 128)
+    ids = reply_prompt_ids(handler.vocab, "Привет?", [("Hi 😀", "Hello!")], "Be brief.", 128)
     assert ids == list(expected)
     with torch.no_grad():
         generated = reference.generate(torch.tensor([ids]), max_new_tokens=30, do_sample=False, eos_token_id=2,
@@ -124,3 +125,19 @@ def test_a_hub_chat_model_answers_in_its_template_and_stops_at_end_of_turn(tmp_p
     until_end = generated[:generated.index(2)] if 2 in generated else generated
     assert reply.text == theirs.decode(until_end)
     assert "<|im_" not in reply.text
+
+
+@pytest.mark.skipif(SMOLLM2 is None, reason="no ../shared/data/smollm2-135m-instruct")
+def test_chat_pairs_in_a_hub_template_learn_the_reply_and_its_end_of_turn_only():
+    from gptlib.corpus import PAD_TARGET
+    from gptlib.hf_tokenizer import HubTokenizer
+    from gptlib.template_pairs import TemplatePairBatches
+
+    tokens = HubTokenizer.from_directory(SMOLLM2)
+    pairs = [(f"question {i} 😀?", f"answer {i}, Привет") for i in range(10)]
+    batches = TemplatePairBatches(pairs, tokens, seed=0)
+    x, y = batches.batch_from(batches.rows["train"][:2], block_size=256)
+    for row, (their, mine) in zip(y, batches.pairs["train"][:2]):
+        learned = [int(t) for t in row if t != PAD_TARGET]
+        assert tokens.decode(learned) == mine + "<|im_end|>"
+    assert torch.equal(x[0, 1:][y[0, :-1] != PAD_TARGET], y[0, :-1][y[0, :-1] != PAD_TARGET])  # y is x shifted
