@@ -22,6 +22,7 @@ COMMANDS = {  # the command, and two options its help must name
     "benchmarks.tokenizers": (["-m", "benchmarks.tokenizers"], ("--vocab_size", "--data")),
     "benchmarks.privacy": (["-m", "benchmarks.privacy"], ("--region", "--write_chat")),
     "benchmarks.soak": (["-m", "benchmarks.soak"], ("--minutes", "--clients")),
+    "benchmarks.bench_hub": (["-m", "benchmarks.bench_hub"], ("--quick", "peft")),
 }
 
 

@@ -137,7 +137,7 @@ def test_chat_pairs_in_a_hub_template_learn_the_reply_and_its_end_of_turn_only()
     pairs = [(f"question {i} 😀?", f"answer {i}, Привет") for i in range(10)]
     batches = TemplatePairBatches(pairs, tokens, seed=0)
     x, y = batches.batch_from(batches.rows["train"][:2], block_size=256)
-    for row, (their, mine) in zip(y, batches.pairs["train"][:2]):
+    for row, (_, mine) in zip(y, batches.pairs["train"][:2]):
         learned = [int(t) for t in row if t != PAD_TARGET]
         assert tokens.decode(learned) == mine + "<|im_end|>"
     assert torch.equal(x[0, 1:][y[0, :-1] != PAD_TARGET], y[0, :-1][y[0, :-1] != PAD_TARGET])  # y is x shifted

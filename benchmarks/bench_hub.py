@@ -1,0 +1,159 @@
+"""Our GPT against transformers on the shapes of today's small open models (random weights: speed
+does not depend on their values): decode tokens/s at batch 1 (ours: the KV-cache engine, eager;
+theirs: generate() with its cache), and a LoRA training step (ours: lora.py on qkv and proj;
+theirs: peft on q, k, v and o), with the peak memory each process held. Prints a table and writes
+the same numbers as JSON.
+
+    python -m benchmarks.bench_hub                 # SmolLM2-135M and Qwen2.5-0.5B shapes, ~5 minutes on 2 cores
+    python -m benchmarks.bench_hub --quick         # SmolLM2-135M only, fewer tokens
+    python -m benchmarks.bench_hub --help          # these lines, nothing run
+
+Each pair is measured in one process, alternating ours and theirs round by round (the median of
+three rounds), so a busy machine slows both alike and the ratio holds. Needs
+requirements-dev.txt (transformers, peft).
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from gptlib.errors import run_cli
+
+RESULTS = Path("benchmarks/results")
+SHAPES = {  # the real models' config.json shapes (../shared/data/*/config.json), fewer layers where noted
+    "SmolLM2-135M": dict(family="LlamaConfig", vocab_size=49152, hidden_size=576, intermediate_size=1536,
+                         num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3,
+                         max_position_embeddings=2048, rope_theta=100000.0, tie_word_embeddings=True),
+    "Qwen2.5-0.5B": dict(family="Qwen2Config", vocab_size=151936, hidden_size=896, intermediate_size=4864,
+                         num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
+                         max_position_embeddings=2048, rope_theta=1e6, tie_word_embeddings=True),
+}
+PROMPT, NEW_TOKENS, LORA_BATCH, LORA_CONTEXT, ROUNDS = 32, 64, 4, 128, 3
+
+
+def reference_and_ours(shape: dict, directory: Path):
+    import transformers
+
+    from config import GPTConfig
+    from gpt_final_version import GPT
+    from gptlib import pretrained
+
+    settings = {k: v for k, v in shape.items() if k != "family"}
+    torch.manual_seed(0)
+    theirs = transformers.AutoModelForCausalLM.from_config(getattr(transformers, shape["family"])(**settings)).eval()
+    theirs.save_pretrained(directory)
+    state = pretrained.load_pretrained(str(directory))
+    ours = GPT(GPTConfig(**state["model_config"])).eval()
+    ours.load_state_dict(state["model"])
+    return theirs, ours
+
+
+def decode_seconds_ours(model, prompt: list[int], new: int) -> float:
+    from gptlib.engine import TokenStream, decoder_for
+
+    started = time.perf_counter()
+    made = list(TokenStream(decoder_for(model), prompt, new, temperature=0))
+    assert len(made) == new
+    return time.perf_counter() - started
+
+
+def decode_seconds_theirs(model, prompt: list[int], new: int) -> float:
+    started = time.perf_counter()
+    with torch.no_grad():
+        model.generate(torch.tensor([prompt]), max_new_tokens=new, min_new_tokens=new, do_sample=False,
+                       use_cache=True, pad_token_id=0)
+    return time.perf_counter() - started
+
+
+def lora_step_ours(model, x, y):
+    from gptlib import lora
+
+    lora.add_adapters(model, 8, 16.0)
+    lora.freeze_all_but_adapters(model)
+    model.train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+
+    def step():
+        _, loss = model(x, y)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return step
+
+
+def lora_step_theirs(model, x, y):
+    import peft
+
+    model = peft.get_peft_model(model, peft.LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0,
+                                                       target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]))
+    model.train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+
+    def step():
+        loss = model(input_ids=x, labels=x).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return step
+
+
+def alternate(ours, theirs, rounds: int = ROUNDS) -> tuple[float, float]:
+    """Median seconds of each, measured in turns after one warm-up call each."""
+    ours(), theirs()
+    times = {"ours": [], "theirs": []}
+    for _ in range(rounds):
+        for name, run in (("ours", ours), ("theirs", theirs)):
+            started = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - started)
+    return statistics.median(times["ours"]), statistics.median(times["theirs"])
+
+
+def peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def measure(name: str, shape: dict, new_tokens: int) -> dict:
+    with tempfile.TemporaryDirectory() as directory:
+        theirs, ours = reference_and_ours(shape, Path(directory))
+    prompt = torch.randint(0, shape["vocab_size"], (PROMPT,), generator=torch.Generator().manual_seed(0)).tolist()
+    decode_ours, decode_theirs = alternate(lambda: decode_seconds_ours(ours, prompt, new_tokens),
+                                           lambda: decode_seconds_theirs(theirs, prompt, new_tokens))
+    x = torch.randint(0, shape["vocab_size"], (LORA_BATCH, LORA_CONTEXT), generator=torch.Generator().manual_seed(1))
+    y = torch.cat([x[:, 1:], torch.full((LORA_BATCH, 1), -1)], dim=1)  # HF shifts labels itself; ours are shifted here
+    step_ours, step_theirs = alternate(lora_step_ours(ours, x, y), lora_step_theirs(theirs, x, y))
+    return {"shape": name, "decode_tokens_per_s_ours": new_tokens / decode_ours,
+            "decode_tokens_per_s_transformers": new_tokens / decode_theirs, "decode_ratio": decode_theirs / decode_ours,
+            "lora_step_s_ours": step_ours, "lora_step_s_peft": step_theirs, "lora_ratio": step_theirs / step_ours,
+            "peak_rss_mb_process": peak_rss_mb(), "threads": torch.get_num_threads()}
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if "--help" in argv:
+        print(__doc__)
+        return []
+    quick = "--quick" in argv
+    rows = [measure(name, shape, NEW_TOKENS // 2 if quick else NEW_TOKENS)
+            for name, shape in SHAPES.items() if not quick or name == "SmolLM2-135M"]
+    print("| shape | decode tok/s ours | transformers | ratio | LoRA step s ours | peft | ratio | process peak RSS MB |\n"
+          "| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        print(f"| {r['shape']} | {r['decode_tokens_per_s_ours']:.1f} | {r['decode_tokens_per_s_transformers']:.1f} | "
+              f"{r['decode_ratio']:.2f}x | {r['lora_step_s_ours']:.2f} | {r['lora_step_s_peft']:.2f} | "
+              f"{r['lora_ratio']:.2f}x | {r['peak_rss_mb_process']:.0f} |")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "bench_hub.json").write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+    return rows
+
+
+if __name__ == "__main__":
+    run_cli(main)
