@@ -1,17 +1,20 @@
-"""Serve a trained model over HTTP: a plain JSON endpoint and an OpenAI-compatible one.
+"""Serve a trained model over HTTP: a plain JSON endpoint and an OpenAI-compatible API.
 
     python serve.py models/me.pt                       # http://127.0.0.1:8000
     python serve.py models/me.pt --port=8080 --api_key=SECRET
     curl -s localhost:8000/generate -d '{"text": "are you coming tonight?"}'
     curl -s localhost:8000/v1/chat/completions -H 'Content-Type: application/json' \\
          -d '{"model": "me", "messages": [{"role": "user", "content": "hi!"}]}'
+    curl -s localhost:8000/v1/completions -d '{"prompt": "ROMEO:", "max_tokens": 50, "stop": ["\\n\\n"]}'
 
-Endpoints: GET / (a chat page for the browser, chat_page.html); POST /generate {"text", "max_new_tokens"?, "temperature"?, "top_k"?, "seed"?} ->
-{"response", "finish_reason"}; POST /v1/chat/completions ("stream": true sends the reply as it is made);
+Endpoints: GET / (a chat page for the browser, chat_page.html); POST /generate {"text", "max_new_tokens"?,
+"temperature"?, "top_k"?, "seed"?, "stop"?} -> {"response", "finish_reason"}; POST /v1/chat/completions
+and POST /v1/completions (OpenAI's: stop, n, usage in the model's tokens, "stream": true sends the
+reply as it is made; the shapes are in openai_api.py, the checks of a request in requests.py);
 GET /v1/models; GET /health. A model trained on chat pairs answers the last message as you would;
 a plain text model (Shakespeare) continues the text it is given.
 
-Built on the standard library's ThreadingHTTPServer: four endpoints of JSON need no framework, and
+Built on the standard library's ThreadingHTTPServer: a few endpoints of JSON need no framework, and
 it adds no dependency to install or keep patched. Every limit below is an option (--help).
 
 Sections: options · the endpoints · the HTTP handler · command line.
@@ -26,7 +29,6 @@ import signal
 import sys
 import threading
 import time
-import uuid
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -37,12 +39,14 @@ from gptlib.cli import apply, help_text, parse_args
 from gptlib.devices import serve_concurrency
 from gptlib.errors import UserError
 from model_handler import ModelHandler
-from serving.requests import RequestError, Sampling, conversation, field
+from serving.openai_api import DONE, Answer, ChatShape, Choice, TextShape, interleaved, json_bytes
+from serving.requests import RequestError, Sampling, completion_prompts, conversation, field, refuse_unsupported
 
 USAGE = "usage: python serve.py CHECKPOINT [--host=127.0.0.1] [--port=8000] [--name=value ...]"
 API_KEY_ENV = "GPT_SERVE_API_KEY"
 CHAT_PAGE = Path(__file__).with_name("chat_page.html")
-ENDPOINTS = ("/", "/generate", "/v1/chat/completions", "/chat/completions", "/v1/models", "/models", "/health")
+ENDPOINTS = ("/", "/generate", "/v1/chat/completions", "/chat/completions", "/v1/completions", "/completions",
+             "/v1/models", "/models", "/health")
 
 
 # ==============================================================================================
@@ -58,7 +62,8 @@ class ServeConfig:
     max_body_bytes: int = 65536  # larger request bodies get 413 without being read
     max_prompt_chars: int = 8000  # longer text or conversations get 400 (the model reads only block_size of it anyway)
     max_tokens: int = 1000  # ceiling on max_tokens / max_new_tokens a request may ask for
-    default_tokens: int = 200  # characters generated when a request does not say
+    default_tokens: int = 200  # tokens generated when a request does not say
+    max_choices: int = 8  # ceiling on the choices one request may ask for (n, times the prompts of /v1/completions)
     temperature: float = 0.8  # when a request does not say; 0 is greedy
     top_k: int = 0  # when a request does not say; 0 means all characters
     timeout: float = 30.0  # seconds a generation may run; then it stops and returns what it has ("length")
@@ -72,7 +77,7 @@ class ServeConfig:
     dtype: str = "auto"  # weights for generating: "auto" is bfloat16 with --compile=true on a CPU with bfloat16 hardware (2x faster for a 10M model), else float32; or float32/bfloat16
 
     def validate(self) -> None:
-        for name in ("max_body_bytes", "max_prompt_chars", "max_tokens", "default_tokens", "concurrency"):
+        for name in ("max_body_bytes", "max_prompt_chars", "max_tokens", "default_tokens", "max_choices", "concurrency"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be at least 1, got {getattr(self, name)}.")
         for name in ("timeout", "queue_timeout", "read_timeout"):
@@ -118,56 +123,88 @@ class Service:
     def generate_endpoint(self, body: dict) -> dict:
         text = field(body, "text", (str,), required=True)
         sampling = Sampling(body, self.config, "max_new_tokens")
-        prompt = self._prompt(text, [])
-        completion = self._run(prompt, sampling)
-        return {"response": completion.text, "finish_reason": completion.finish_reason,
-                "model": self.handler.name} | prompt.changes()
+        if sampling.n != 1:
+            raise RequestError(400, "n is for /v1/completions and /v1/chat/completions; /generate makes one reply",
+                               param="n")
+        fitting = Fitting(self.handler)
+        prompt = self._prompts(fitting, [(text, [])])[0]
+        choices = self._choices(ChatShape, [prompt], sampling, None)
+        return {"response": choices[0].text, "finish_reason": choices[0].finish_reason,
+                "model": self.handler.name} | fitting.changes()
 
-    def chat_endpoint(self, body: dict, stream: _Stream | None = None) -> dict:
+    def chat_endpoint(self, body: dict, stream: EventStream | None = None) -> dict:
         """OpenAI's chat completion; with a stream, each piece of the reply is sent as it is made."""
+        refuse_unsupported(body)
         messages = field(body, "messages", (list,), required=True)
         message, history = conversation(messages)
         message, history = self.handler.exchanges(messages)  # issue 26: the one chat layout, `name` names the speaker
         sampling = Sampling(body, self.config, "max_tokens")
-        prompt = self._prompt(message, history)
-        prompt.system = "\n".join(m.get("content") or "" for m in messages if isinstance(m, dict) and m.get("role") == "system"
-                                  and isinstance(m.get("content"), str))  # honoured by models whose template has one
-        answer = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
-                  "model": self.handler.name}
-        if stream is not None:
-            stream.answer, stream.changes = answer, prompt.changes()
-        completion = self._run(prompt, sampling, stream.send_text if stream is not None else None)
-        return answer | {
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": completion.text},
-                         "finish_reason": completion.finish_reason, "logprobs": None}],
-            # the model's own tokens (characters, BPE or GPT-2's), the chat layout's markers included
-            "usage": {"prompt_tokens": completion.prompt_tokens, "completion_tokens": completion.completion_tokens,
-                      "total_tokens": completion.prompt_tokens + completion.completion_tokens},
-        } | prompt.changes()
+        fitting = Fitting(self.handler)
+        prompts = self._prompts(fitting, [(message, history)])
+        prompts[0].system = system_prompt(messages)  # honoured by hub models whose template has a system role
+        return self._answer(ChatShape, prompts, sampling, fitting, stream)
+
+    def completions_endpoint(self, body: dict, stream: EventStream | None = None) -> dict:
+        """OpenAI's legacy text completion: a chat model answers each prompt as a message, a text
+        model continues it; "echo" puts the prompt (as the model read it) before the reply."""
+        refuse_unsupported(body)
+        texts = completion_prompts(body)
+        sampling = Sampling(body, self.config, "max_tokens")
+        if len(texts) * sampling.n > self.config.max_choices:
+            raise RequestError(400, f"{len(texts)} prompts x n={sampling.n} make {len(texts) * sampling.n} choices; "
+                                    f"the limit is {self.config.max_choices}", param="prompt")
+        echo = field(body, "echo", (bool,), False)
+        fitting = Fitting(self.handler)
+        prompts = self._prompts(fitting, [(text, []) for text in texts])
+        return self._answer(TextShape, prompts, sampling, fitting, stream, echo)
 
     def models_endpoint(self) -> dict:
         return {"object": "list", "data": [{"id": self.handler.name, "object": "model", "created": 0,
                                             "owned_by": "local"}]}
 
-    def _prompt(self, message: str, history: list) -> Prompt:
-        size = len(message) + sum(len(a) + len(b) for a, b in history)
-        if size > self.config.max_prompt_chars:
-            raise RequestError(400, f"the prompt has {size} characters; the limit is {self.config.max_prompt_chars}")
-        return Prompt(self.handler, message, history, size)
+    def _answer(self, shape, prompts: list[Prompt], sampling: Sampling, fitting: Fitting,
+                stream: EventStream | None, echo: bool = False) -> dict:
+        answer = Answer(shape, self.handler.name, sampling.include_usage)
+        if stream is not None:
+            stream.answer, stream.changes = answer, fitting.changes()
+        choices = self._choices(shape, prompts, sampling, stream, echo)
+        return answer.whole(choices, sampling.n) | fitting.changes()
 
-    def _run(self, prompt: Prompt, sampling: Sampling, on_text=None):
-        """Generate in a free slot; with `on_text`, each piece of text goes out as it is made."""
+    def _prompts(self, fitting: Fitting, texts: list[tuple[str, list]]) -> list[Prompt]:
+        """Each (message, earlier turns) in characters the model knows, within max_prompt_chars together."""
+        size = sum(len(message) + sum(len(a) + len(b) for a, b in history) for message, history in texts)
+        if size > self.config.max_prompt_chars:
+            raise RequestError(400, f"the prompt has {size} characters; the limit is {self.config.max_prompt_chars}",
+                               param="prompt")
+        return [Prompt(fitting.fit(message), [(fitting.fit(a), fitting.fit(b)) for a, b in history])
+                for message, history in texts]
+
+    def _choices(self, shape, prompts: list[Prompt], sampling: Sampling, stream: EventStream | None,
+                 echo: bool = False) -> list[Choice]:
+        """Generate n choices for each prompt in a free slot (the request's), ended by the same
+        deadline; with a stream, each piece of text goes out as it is made."""
         with self._slot():
             deadline = time.monotonic() + self.config.timeout
-            args = (sampling.max_new_tokens, sampling.temperature, sampling.top_k, sampling.seed, deadline)
-            if self.handler.is_chat_model:
-                stream = self.handler.reply_stream(prompt.message, prompt.history, *args, system=getattr(prompt, "system", ""))
-            else:
-                stream = self.handler.complete_stream("".join(a + b for a, b in prompt.history) + prompt.message, *args)
-            for piece in stream:
-                if on_text is not None:
-                    on_text(piece)
-            return stream.completion()
+            choices = [Choice(p * sampling.n + i, self._text_stream(prompt, sampling, sampling.seed_of(i), deadline),
+                              sampling.stop, prompt.text if echo else "")
+                       for p, prompt in enumerate(prompts) for i in range(sampling.n)]
+            for choice, piece in interleaved(choices):
+                if stream is None:
+                    continue
+                if piece is None:
+                    stream.close_choice(choice)
+                else:
+                    stream.send(choice, piece)
+            if stream is not None:
+                stream.finish(choices, sampling.n)
+            return choices
+
+    def _text_stream(self, prompt: Prompt, sampling: Sampling, seed: int | None, deadline: float):
+        """The model's reply to a prompt as a stream of text (a chat model answers, a text model continues)."""
+        args = (sampling.max_new_tokens, sampling.temperature, sampling.top_k, seed, deadline)
+        if self.handler.is_chat_model:
+            return self.handler.reply_stream(prompt.message, prompt.history, *args, system=prompt.system)
+        return self.handler.complete_stream(prompt.text, *args)
 
     def _slot(self):
         """Wait (up to queue_timeout) for a free generation slot, or refuse with 503."""
@@ -186,30 +223,42 @@ class Service:
         return _Release(self.slots)
 
 
+def system_prompt(messages: list) -> str:
+    """The text of a chat request's system messages, one per line."""
+    return "\n".join(m["content"] for m in messages if isinstance(m, dict) and m.get("role") == "system"
+                     and isinstance(m.get("content"), str))
+
+
+@dataclass
 class Prompt:
-    """A request's text in characters the model knows. Nothing well-formed is refused: a character
+    """A message and the conversation before it, in characters the model knows."""
+    message: str
+    history: list[tuple[str, str]]
+    system: str = ""  # the request's system messages: a hub chat model's template reads them, ours have none
+
+    @property
+    def text(self) -> str:
+        """All of it as one text: what a text model continues."""
+        return "".join(a + b for a, b in self.history) + self.message
+
+
+class Fitting:
+    """A request's texts in characters the model knows. Nothing well-formed is refused: a character
     the model never saw is read as a close one (é as e) or left out, and the answer says which, in
     "dropped_characters" and "replaced_characters" (and in X- headers, for streams and for clients
     that read only the text)."""
 
-    def __init__(self, handler: ModelHandler, message: str, history: list, size: int):
-        self.size, self.dropped, self.replaced = size, set(), {}
-        self.message = self._fit(handler, message)
-        self.history = [(self._fit(handler, theirs), self._fit(handler, mine)) for theirs, mine in history]
+    def __init__(self, handler: ModelHandler):
+        self.handler, self.dropped, self.replaced = handler, set(), {}
 
-    def _fit(self, handler: ModelHandler, text: str) -> str:
-        fitted = handler.fit_to_vocabulary(text)
+    def fit(self, text: str) -> str:
+        fitted = self.handler.fit_to_vocabulary(text)
         self.dropped.update(fitted.dropped)
         self.replaced.update(fitted.replaced)
         return fitted.text
 
     def changes(self) -> dict:
         return {"dropped_characters": sorted(self.dropped), "replaced_characters": dict(sorted(self.replaced.items()))}
-
-
-def json_bytes(payload: dict) -> bytes:
-    """UTF-8 JSON; a lone surrogate a client sent goes back as its escape, not a dropped connection (fuzzing)."""
-    return json.dumps(payload, ensure_ascii=False).encode("utf-8", "backslashreplace")
 
 
 def change_headers(answer: dict) -> list[tuple[str, str]]:
@@ -280,16 +329,18 @@ class Handler(BaseHTTPRequestHandler):
     def _route_post(self):
         self._authorise()
         path = self.path.split("?")[0]
-        if path not in ("/generate", "/v1/chat/completions", "/chat/completions"):
+        endpoints = {"/generate": self.service.generate_endpoint, "/v1/chat/completions": self.service.chat_endpoint,
+                     "/chat/completions": self.service.chat_endpoint,
+                     "/v1/completions": self.service.completions_endpoint,
+                     "/completions": self.service.completions_endpoint}
+        if path not in endpoints:
             raise RequestError(404, f"no such endpoint: POST {self.path}")
         body = self._read_json()
-        if path == "/generate":
-            return self.service.generate_endpoint(body)
-        if field(body, "stream", (bool,), False):
-            stream = _Stream(self)
-            stream.finish(self.service.chat_endpoint(body, stream))
+        if path != "/generate" and field(body, "stream", (bool,), False):
+            stream = EventStream(self)
+            stream.whole = endpoints[path](body, stream)
             return stream
-        return self.service.chat_endpoint(body)
+        return endpoints[path](body)
 
     def _authorise(self):
         key = self.service.config.api_key
@@ -336,17 +387,16 @@ class Handler(BaseHTTPRequestHandler):
             status = 200
             self.service.count("served")
         except RequestError as err:
-            status, answer = err.status, {"error": {"message": err.message, "type": err.kind, "code": err.status}}
+            status, answer = err.status, err.body()
             self.service.count("refused_busy" if err.status == 503 else "rejected")
         except (BrokenPipeError, ConnectionResetError):  # the client left mid-stream: generation stopped with it
             self.close_connection = True
             self._log(499, time.monotonic() - started, None)
             return
         except Exception as err:  # a bug must not kill the thread silently or leave the client hanging
-            status, answer = 500, {"error": {"message": f"internal error: {type(err).__name__}", "type": "server_error",
-                                             "code": 500}}
-        if isinstance(answer, _Stream):
-            answer = answer.answer
+            status, answer = 500, RequestError(500, f"internal error: {type(err).__name__}", "server_error").body()
+        if isinstance(answer, EventStream):
+            answer = answer.whole
         elif isinstance(answer, Page):
             self._send_page(answer.html)
         elif self.streaming:  # an error after the stream began: its status is already sent
@@ -384,7 +434,8 @@ class Handler(BaseHTTPRequestHandler):
     def _log(self, status, seconds, answer):
         text = ""
         if self.service.config.log_text and status == 200 and isinstance(answer, dict):
-            text = " " + json.dumps(answer.get("response") or answer.get("choices", [{}])[0].get("message"),
+            choice = (answer.get("choices") or [{}])[0]
+            text = " " + json.dumps(answer.get("response") or choice.get("text") or choice.get("message"),
                                     ensure_ascii=False)
         path = self.path.split("?")[0]
         if path not in ENDPOINTS and not self.service.config.log_text:
@@ -401,8 +452,7 @@ class Handler(BaseHTTPRequestHandler):
         try:
             status = int(code)
             reason = self.responses.get(status, ("error",))[0].lower()
-            self._send_json(status, {"error": {"message": f"bad request: {reason}", "type": "invalid_request_error",
-                                               "code": status}})
+            self._send_json(status, RequestError(status, f"bad request: {reason}").body())
         except OSError:
             pass
 
@@ -413,27 +463,40 @@ class Page:
     html: bytes
 
 
-class _Stream:
-    """A chat completion sent as server-sent events, for clients that ask for "stream": true: the
-    status line and headers go out with the first piece of text (so a refusal before it is still
-    an ordinary JSON error), then one chunk per piece as it is generated, a final chunk, [DONE].
-    The body has no length, so the connection closes after it."""
+class EventStream:
+    """An answer sent as server-sent events, for clients that ask for "stream": true: the status
+    line and headers go out with the first piece of text (so a refusal before it is still an
+    ordinary JSON error), then for each choice an opening chunk, one chunk per piece of text as it
+    is generated and a closing chunk with its finish_reason; then the usage (when
+    stream_options.include_usage asks for it, as OpenAI sends it) and [DONE]. The body has no
+    length, so the connection closes after it."""
 
     def __init__(self, request: Handler):
-        self.request, self.answer, self.changes = request, {}, {}
+        self.request, self.answer, self.changes = request, None, {}
+        self.whole: dict = {}  # the answer as a whole, for the log
+        self.opened: set[int] = set()
 
-    def send_text(self, text: str) -> None:
-        if not self.request.streaming:
-            self._start()
-        self._event({"choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]})
+    def send(self, choice: Choice, text: str) -> None:
+        if choice.index not in self.opened:
+            self._open(choice)
+        self.request.wfile.write(self.answer.piece_event(choice.index, text))
 
-    def finish(self, answer: dict) -> None:
-        if not self.request.streaming:
+    def close_choice(self, choice: Choice) -> None:
+        if choice.index not in self.opened:
+            self._open(choice)
+        self.request.wfile.write(self.answer.event([self.answer.shape.closing(choice)]))
+
+    def finish(self, choices: list[Choice], choices_per_prompt: int) -> None:
+        if self.answer.include_usage:
+            self.request.wfile.write(self.answer.usage_event(choices, choices_per_prompt))
+        self.request.wfile.write(DONE)
+
+    def _open(self, choice: Choice) -> None:
+        first = not self.request.streaming
+        if first:
             self._start()
-        self.answer = answer
-        self._event({"choices": [{"index": 0, "delta": {}, "finish_reason": answer["choices"][0]["finish_reason"]}]})
-        self.request.wfile.write(b"data: [DONE]\n\n")
-        self.request.wfile.flush()
+        self.opened.add(choice.index)
+        self.request.wfile.write(self.answer.event([self.answer.shape.opening(choice)], self.changes if first else None))
 
     def _start(self) -> None:
         request = self.request
@@ -446,13 +509,6 @@ class _Stream:
         for name, value in change_headers(self.changes):
             request.send_header(name, value)
         request.end_headers()
-        self._event({"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}
-                    | self.changes)
-
-    def _event(self, fields: dict) -> None:
-        chunk = {k: self.answer[k] for k in ("id", "created", "model")} | {"object": "chat.completion.chunk"} | fields
-        self.request.wfile.write(b"data: " + json_bytes(chunk) + b"\n\n")
-        self.request.wfile.flush()
 
 
 # ==============================================================================================
@@ -485,6 +541,11 @@ def for_device(config: ServeConfig, device: str) -> tuple[ServeConfig, str | Non
     return dataclasses.replace(config, concurrency=concurrency), note
 
 
+def decode_threads(batched: bool, concurrency: int, cores: int) -> int:
+    """CPU threads for decoding: a batch gets every core but one, a reply on its own thread its share."""
+    return max(1, cores - 1) if batched else max(1, cores // concurrency)
+
+
 def start_decoding(handler: ModelHandler, config: ServeConfig) -> list[str | None]:
     """Batch the replies (or give each a thread), compile if asked, and set the CPU threads: the
     batch gets every core but one, which is left to the request threads (HTTP, JSON, text); replies
@@ -493,7 +554,7 @@ def start_decoding(handler: ModelHandler, config: ServeConfig) -> list[str | Non
     cores = os.cpu_count() or 1
     notes: list[str | None] = []
     if handler.device == "cpu":  # before the batch's thread starts, which takes the setting then
-        torch.set_num_threads(max(1, cores - 1) if batched else max(1, cores // config.concurrency))
+        torch.set_num_threads(decode_threads(batched, config.concurrency, cores))
         if not batched and config.concurrency > cores:
             notes.append(f"note: {config.concurrency} replies at once, each on its own thread, on {cores} cores: "
                          f"--concurrency={cores} answers each as soon, at the same throughput")
@@ -521,7 +582,7 @@ def main(argv=None):
     kind = "chat model: answers the last message" if handler.is_chat_model else "text model: continues the text"
     print(f"serving {handler.path} ({kind}) on http://{host}:{port}", flush=True)
     print(f"  GET / (the chat page: open http://{host}:{port}/ in a browser)  POST /generate  "
-          "POST /v1/chat/completions  GET /v1/models  GET /health"
+          "POST /v1/chat/completions  POST /v1/completions  GET /v1/models  GET /health"
           f"{'  (API key required)' if config.api_key else ''}", flush=True)
     for note in notes:  # after the "serving" line, which scripts read first for the port
         if note:

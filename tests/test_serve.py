@@ -120,11 +120,91 @@ def test_the_official_openai_client_talks_to_it(server):
     assert [m.id for m in client.models.list()] == ["me"]
 
 
+def openai_client(running: Server):
+    openai = pytest.importorskip("openai")
+    return openai.OpenAI(base_url=running.url + "/v1", api_key="unused", max_retries=0)
+
+
+def test_completions_through_the_official_client(text_server):
+    """The legacy /v1/completions: text in, text out, whole or streamed, with usage in the model's
+    tokens (one a character here), echo, several prompts and n choices each."""
+    client = openai_client(text_server)
+    whole = client.completions.create(model="shakespeare_char", prompt="ROMEO:", max_tokens=30, seed=4)
+    text = whole.choices[0].text
+    assert whole.object == "text_completion" and whole.id.startswith("cmpl-") and whole.model == "shakespeare_char"
+    assert len(text) == 30 and whole.choices[0].finish_reason == "length"
+    assert (whole.usage.prompt_tokens, whole.usage.completion_tokens, whole.usage.total_tokens) == (6, 30, 36)
+    chat = client.chat.completions.create(model="x", messages=[{"role": "user", "content": "ROMEO:"}], max_tokens=30,
+                                          seed=4)
+    assert chat.choices[0].message.content == text  # a text model continues a message as it does a prompt
+    chunks = list(client.completions.create(model="x", prompt="ROMEO:", max_tokens=30, seed=4, stream=True,
+                                            stream_options={"include_usage": True}))
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == text
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 30 and chunks[-1].usage.total_tokens == 36
+    assert all(c.usage is None for c in chunks[:-1])
+    echoed = client.completions.create(model="x", prompt="ROMEO:", max_tokens=30, seed=4, echo=True)
+    assert echoed.choices[0].text == "ROMEO:" + text
+    several = client.completions.create(model="x", prompt=["ROMEO:", "JULIET:"], max_tokens=12, seed=4, n=2)
+    assert [c.index for c in several.choices] == [0, 1, 2, 3]
+    assert several.choices[0].text == text[:12]  # choice 0 has the request's seed, choice i the seed plus i
+    alone = client.completions.create(model="x", prompt="JULIET:", max_tokens=12, seed=5)
+    assert several.choices[3].text == alone.choices[0].text
+    assert several.usage.prompt_tokens == 6 + 7 and several.usage.completion_tokens == 4 * 12
+
+
+def test_a_stop_sequence_ends_the_reply_before_it_even_when_streamed(text_server, server):
+    """A stop sequence of three characters is three tokens of the character model: the stream holds
+    back what could begin it, and neither answer contains it or what follows it."""
+    client = openai_client(text_server)
+    reference = client.completions.create(model="x", prompt="ROMEO:", max_tokens=80, seed=7).choices[0].text
+    stop = reference[20:23]
+    cut = reference.find(stop)
+    whole = client.completions.create(model="x", prompt="ROMEO:", max_tokens=80, seed=7, stop=["never~", stop])
+    assert whole.choices[0].text == reference[:cut] and whole.choices[0].finish_reason == "stop"
+    assert whole.usage.completion_tokens == cut + len(stop)  # the model wrote the stop sequence, then ended
+    chunks = list(client.completions.create(model="x", prompt="ROMEO:", max_tokens=80, seed=7, stop=stop, stream=True))
+    pieces = [c.choices[0].text for c in chunks]
+    assert "".join(pieces) == reference[:cut] and chunks[-1].choices[0].finish_reason == "stop"
+    assert not any(stop in piece for piece in pieces)
+    chat = openai_client(server)
+    question = [{"role": "user", "content": "what time?"}]
+    answer = chat.chat.completions.create(model="me", messages=question, max_tokens=40, seed=3).choices[0].message.content
+    if len(answer) >= 4:  # the tiny chat model's reply for this seed: cut it at its third character
+        stopped = chat.chat.completions.create(model="me", messages=question, max_tokens=40, seed=3, stop=answer[2:4])
+        assert stopped.choices[0].message.content == answer[:answer.find(answer[2:4])]
+        assert stopped.choices[0].finish_reason == "stop"
+        streamed = chat.chat.completions.create(model="me", messages=question, max_tokens=40, seed=3, stop=answer[2:4],
+                                                stream=True)
+        assert "".join(c.choices[0].delta.content or "" for c in streamed) == stopped.choices[0].message.content
+
+
+def test_n_choices_of_a_chat_completion_and_usage_in_its_stream(server):
+    client = openai_client(server)
+    question = [{"role": "user", "content": "lunch tomorrow?"}]
+    three = client.chat.completions.create(model="me", messages=question, max_tokens=30, seed=11, n=3)
+    singles = [client.chat.completions.create(model="me", messages=question, max_tokens=30, seed=11 + i)
+               for i in range(3)]
+    assert [c.index for c in three.choices] == [0, 1, 2]
+    assert [c.message.content for c in three.choices] == [s.choices[0].message.content for s in singles]
+    assert three.usage.prompt_tokens == singles[0].usage.prompt_tokens  # the prompt once, every choice's reply
+    assert three.usage.completion_tokens == sum(s.usage.completion_tokens for s in singles)
+    chunks = list(client.chat.completions.create(model="me", messages=question, max_tokens=30, seed=11, n=3,
+                                                 stream=True, stream_options={"include_usage": True}))
+    for choice in three.choices:
+        deltas = [c.choices[0].delta for c in chunks if c.choices and c.choices[0].index == choice.index]
+        assert deltas[0].role == "assistant" and "".join(d.content or "" for d in deltas) == choice.message.content
+    assert chunks[-1].usage.model_dump() | {"completion_tokens_details": None, "prompt_tokens_details": None} == \
+        three.usage.model_dump() | {"completion_tokens_details": None, "prompt_tokens_details": None}
+
+
 @pytest.mark.parametrize("path, body, status, fragment", [
     ("/generate", {}, 400, "missing field 'text'"),
     ("/generate", {"text": 7}, 400, "'text' must be a string"),
-    ("/generate", {"text": "hi", "max_new_tokens": "9"}, 400, "'max_new_tokens' must be a int"),
-    ("/generate", {"text": "hi", "max_new_tokens": True}, 400, "must be a int, got bool"),
+    ("/generate", {"text": "hi", "max_new_tokens": "9"}, 400, "'max_new_tokens' must be an integer, got a string"),
+    ("/generate", {"text": "hi", "max_new_tokens": True}, 400, "must be an integer, got true or false"),
+    ("/generate", {"text": "hi", "n": 2}, 400, "n is for /v1/completions"),
+    ("/generate", {"text": "hi", "stop": 5}, 400, "'stop' must be a string or a list of strings"),
     ("/generate", {"text": "hi", "max_new_tokens": 101}, 400, "between 1 and 100"),
     ("/generate", {"text": "hi", "temperature": -1}, 400, "temperature must be between"),
     ("/generate", {"text": "hi", "top_k": -2}, 400, "top_k must not be negative"),
@@ -135,10 +215,36 @@ def test_the_official_openai_client_talks_to_it(server):
     ("/v1/chat/completions", {"messages": [{"role": "user"}]}, 400, "content must be a string"),
     ("/v1/chat/completions", {"messages": [{"role": "robot", "content": "x"}]}, 400, "is not user, assistant"),
     ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}], "max_tokens": 0}, 400, "between 1"),
+    ("/v1/completions", {}, 400, "missing field 'prompt'"),
+    ("/v1/completions", {"prompt": [464, 3290]}, 400, "token ids are not taken: send the text"),
+    ("/v1/completions", {"prompt": []}, 400, "'prompt' is an empty list"),
+    ("/v1/completions", {"prompt": "x", "stop": ["a", "b", "c", "d", "e"]}, 400, "at most 4 sequences, got 5"),
+    ("/v1/completions", {"prompt": "x", "stop": [""]}, 400, "each stop sequence must have 1 to"),
+    ("/v1/completions", {"prompt": "x", "n": 0}, 400, "n must be between 1 and 8, got 0"),
+    ("/v1/completions", {"prompt": ["a", "b", "c"], "n": 3}, 400, "3 prompts x n=3 make 9 choices; the limit is 8"),
+    ("/v1/completions", {"prompt": "x", "echo": "yes"}, 400, "'echo' must be true or false, got a string"),
+    ("/v1/completions", {"prompt": "x", "stream_options": {"include_usage": True}}, 400, "only allowed with"),
+    ("/v1/completions", {"prompt": "x", "stream": True, "stream_options": {"include_usage": 1}}, 400,
+     "'stream_options.include_usage' must be true or false, got an integer"),
+    ("/v1/completions", {"prompt": "x", "suffix": "!"}, 400, "suffix (insertion) is not supported"),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}], "top_p": 0.5}, 400, "use top_k"),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}], "n": 9}, 400, "between 1 and 8"),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}], "model": 3}, 400, "'model' must be a string"),
     ("/nowhere", {}, 404, "no such endpoint"),
 ])
 def test_bad_requests_get_a_json_error(server, path, body, status, fragment):
     assert_error(*server.post(path, body), status, fragment)
+
+
+def test_an_error_names_the_field_at_fault_and_the_openai_client_raises_it(server):
+    status, body = server.post("/v1/completions", {"prompt": "x", "n": "two"})
+    assert status == 400 and body["error"]["param"] == "n" and body["error"]["type"] == "invalid_request_error"
+    openai = pytest.importorskip("openai")
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+    with pytest.raises(openai.BadRequestError, match="stop may hold at most 4 sequences"):
+        client.completions.create(model="me", prompt="hi", stop=["a", "b", "c", "d", "e"])
+    status, body = server.post("/generate", None, raw=b'{"text": ')
+    assert status == 400 and body["error"]["param"] is None and "not valid JSON" in body["error"]["message"]
 
 
 def test_the_issue_curl_gets_an_answer(server):
@@ -412,5 +518,5 @@ def test_sigterm_lets_the_requests_being_answered_finish_then_stops(chat_model):
     running.process.terminate()
     asking.join(timeout=60)
     _, log = running.process.communicate(timeout=60)
-    assert results and results[0][0] == 200 and len(results[0][1]["response"]) > 0
+    assert results and results[0][0] == 200 and results[0][1]["finish_reason"] in ("stop", "length")  # (may be empty: no seed)
     assert "POST /generate 200" in log and running.process.returncode == 0
