@@ -12,6 +12,7 @@ Imports nothing of ours but gptlib/errors.py.
 """
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -166,10 +167,18 @@ class HubTokenizer:
             return b""
         if int(token) in self.specials.values():
             return piece.encode("utf-8")
-        table = {c: b for b, c in enumerate(byte_level_alphabet())}
+        table = byte_of_stand_in()
         if all(c in table for c in piece):
             return bytes(table[c] for c in piece)
         return piece.encode("utf-8")
+
+
+@functools.cache
+def byte_of_stand_in() -> dict[str, int]:
+    """Each of ByteLevel's printable stand-ins (GPT-2's alphabet) -> the byte it stands for; built once."""
+    from gptlib.tokenizer import bytes_to_unicode
+
+    return {c: b for b, c in enumerate(bytes_to_unicode())}
 
 
 def token_text(value) -> str | None:
@@ -177,19 +186,6 @@ def token_text(value) -> str | None:
     if isinstance(value, dict):
         return value.get("content")
     return value
-
-
-def byte_level_alphabet() -> list[str]:
-    """GPT-2's printable stand-in for each byte 0..255 (ByteLevel's alphabet)."""
-    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    chars, extra = {}, 0
-    for b in range(256):
-        if b in keep:
-            chars[b] = chr(b)
-        else:
-            chars[b] = chr(256 + extra)
-            extra += 1
-    return [chars[b] for b in range(256)]
 
 
 def bpe_from_vocab_and_merges(folder: Path, config: dict) -> str:
