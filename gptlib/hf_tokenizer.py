@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from gptlib.byte_level import bytes_to_unicode
 from gptlib.errors import UserError
 
 # Qwen2's pre-split pattern (as its tokenizer class defines it): GPT-2's, but digits one by one and
@@ -176,8 +177,6 @@ class HubTokenizer:
 @functools.cache
 def byte_of_stand_in() -> dict[str, int]:
     """Each of ByteLevel's printable stand-ins (GPT-2's alphabet) -> the byte it stands for; built once."""
-    from gptlib.tokenizer import bytes_to_unicode
-
     return {c: b for b, c in enumerate(bytes_to_unicode())}
 
 

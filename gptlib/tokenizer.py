@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gptlib.byte_level import bytes_to_unicode
 from gptlib.chat_format import CHAT_MARKERS, END_MARK, INPUT_MARK, OUTPUT_MARK  # noqa: F401 (the specials)
 from gptlib.errors import UserError
 
@@ -374,21 +375,6 @@ class GPT2Tokenizer(BytePairTokenizer):
             raise UserError(f"GPT-2's tokenizer files do not fit together (the merges name {err}, which the "
                             "vocabulary lacks): use the encoder.json and vocab.bpe of one release.") from None
         return cls(id_merges, specials, byte_ids)
-
-
-def bytes_to_unicode() -> list[str]:
-    """GPT-2's printable stand-in for each byte: printable Latin-1 bytes stand for themselves, the
-    others (control characters, space...) for the characters from U+0100 on, in byte order. Its
-    files are written in these stand-ins so that every token is a visible string."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    table, extra = [""] * 256, 0
-    for b in range(256):
-        if b in printable:
-            table[b] = chr(b)
-        else:
-            table[b] = chr(256 + extra)
-            extra += 1
-    return table
 
 
 # ----------------------------------------------------------------------------------------------
