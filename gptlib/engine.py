@@ -415,19 +415,30 @@ class BatchedRows:
         in_use = len(self.readers)
         size = next((size for size in self.sizes if size >= in_use), in_use)  # eager: exactly the rows in use
         step = self.steps.get(size, self.eager)
-        rows = torch.tensor(list(batched), dtype=torch.long)
-        tokens, positions = torch.zeros(size, dtype=torch.long), torch.zeros(size, dtype=torch.long)
-        tokens[rows] = torch.tensor([token for token, _ in batched.values()])
-        positions[rows] = torch.tensor([position for _, position in batched.values()])
-        out, new_keys, new_values = step(tokens.to(self.device), positions.to(self.device),
+        tokens, positions = [0] * size, [0] * size  # built as lists: one tensor each, not a tensor per row
+        for row, (token, position) in batched.items():
+            tokens[row], positions[row] = token, position
+        out, new_keys, new_values = step(torch.tensor(tokens, device=self.device),
+                                         torch.tensor(positions, device=self.device),
                                          self.keys[:, :size], self.values[:, :size])
         # eager, forward_one has stored them already (and into slot 0 of any row not fed: one whose
         # learned window slid, whose ring is never read again); a compiled step only reads the ring
         if step is not self.eager:
-            slots, rows = (positions[rows] % self.window).to(self.device), rows.to(self.device)
-            self.keys[:, rows, :, slots] = new_keys[:, rows, :, 0].transpose(0, 1)  # each row's into its own slot: (rows, L, H, hs)
-            self.values[:, rows, :, slots] = new_values[:, rows, :, 0].transpose(0, 1)
+            self._store(batched, new_keys, new_values)
         return {row: out[row:row + 1] for row in batched}
+
+    def _store(self, batched: dict[int, tuple[int, int]], new_keys, new_values) -> None:
+        """Each fed row's new keys and values into its own slot of the ring (position % W)."""
+        if len(batched) <= 2:  # a slice a row: fewer operations than indexing with tensors (a lone reply)
+            for row, (_, position) in batched.items():
+                slot = position % self.window
+                self.keys[:, row, :, slot] = new_keys[:, row, :, 0]
+                self.values[:, row, :, slot] = new_values[:, row, :, 0]
+            return
+        rows = torch.tensor(list(batched), device=self.device)
+        slots = torch.tensor([position % self.window for _, position in batched.values()], device=self.device)
+        self.keys[:, rows, :, slots] = new_keys[:, rows, :, 0].transpose(0, 1)  # each row's into its own slot: (rows, L, H, hs)
+        self.values[:, rows, :, slots] = new_values[:, rows, :, 0].transpose(0, 1)
 
 
 class BatchedStream:
@@ -435,8 +446,9 @@ class BatchedStream:
     do (same stop token, max_new_tokens and deadline rules, same finish_reason). Leaving the loop
     early (a client gone) frees its row at the batch's next step."""
 
-    def __init__(self, prompt_ids, max_new_tokens, temperature, top_k, generator, stop_token, deadline, banned=()):
-        self.prompt_ids, self.temperature, self.top_k = prompt_ids, temperature, top_k
+    def __init__(self, batcher, prompt_ids, max_new_tokens, temperature, top_k, generator, stop_token, deadline,
+                 banned=()):
+        self.batcher, self.prompt_ids, self.temperature, self.top_k = batcher, prompt_ids, temperature, top_k
         self.generator, self.banned = generator, banned
         self.rules = StopRules(max_new_tokens, stop_token, deadline)
         self.finish_reason: str | None = None
@@ -447,7 +459,7 @@ class BatchedStream:
     def __iter__(self) -> Iterator[int]:
         try:
             while True:
-                item = self._ids.get()
+                item = self.batcher.next_item(self)
                 if item is _END:
                     return
                 if isinstance(item, BaseException):
@@ -465,51 +477,68 @@ _END = object()  # the end of a BatchedStream's ids
 
 
 class Batcher:
-    """Continuous batching: one thread decodes every reply in progress, one step for all of them. A
-    new reply's prompt is read between two steps and it joins at the next; a finished one leaves and
-    its row takes the next waiting reply. Each reply samples from its own logits with its own
-    generator, so its ids are the ones a lone TokenStream would give for its seed (to float rounding
-    in the batched matmuls: tests/test_engine.py)."""
+    """Continuous batching: every reply in progress advances one step at a time, one step for all of
+    them. A new reply's prompt is read between two steps and it joins at the next; a finished one
+    leaves and its row takes the next waiting reply. Each reply samples from its own logits with its
+    own generator, so its ids are the ones a lone TokenStream would give for its seed (to float
+    rounding in the batched matmuls: tests/test_engine.py).
+
+    No thread of its own takes the steps: a reader that needs its next id and has none takes the
+    next round for every reply (prompts joining, one step, rows freed), or, while another reader is
+    taking one, waits for it. A lone reply is so decoded in its reader's thread, with no hand-off
+    between threads per id (a served reply as fast as the decoder alone), and a reader held up
+    (a slow client) holds up nobody: the others take the rounds, and its ids wait for it."""
 
     def __init__(self, model, rows: int, compiled: bool = False):
         self.batch = BatchedRows(model, rows, compiled)
         self.waiting: collections.deque[BatchedStream] = collections.deque()
-        self.running: dict[int, BatchedStream] = {}  # row -> reply
+        self.running: dict[int, BatchedStream] = {}  # row -> reply (touched only by the reader taking a round)
         self.leaving: set[int] = set()  # rows whose reply ended in this round (freed at its end)
-        self.wake = threading.Condition()
+        self.line = threading.Lock()  # the waiting line: any thread submits
+        self.turn = threading.Lock()  # held by the reader taking a round
+        self.round_done = threading.Condition()
         self.steps = 0  # batched steps taken (tests and bench.py read it)
-        self.closed = False
-        threading.Thread(target=self._loop, name="batcher", daemon=True).start()
 
     def submit(self, prompt_ids: list[int], max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
                generator: torch.Generator | None = None, stop_token: int | None = None,
                deadline: float | None = None, banned: tuple[int, ...] = ()) -> BatchedStream:
-        stream = BatchedStream(prompt_ids, max_new_tokens, temperature, top_k, generator, stop_token, deadline, banned)
-        with self.wake:
+        stream = BatchedStream(self, prompt_ids, max_new_tokens, temperature, top_k, generator, stop_token, deadline,
+                               banned)
+        with self.line:
             self.waiting.append(stream)
-            self.wake.notify()
         return stream
 
     def close(self) -> None:
-        """Stop the thread once the replies in progress are done (they are not cut short)."""
-        with self.wake:
-            self.closed = True
-            self.wake.notify()
+        """Nothing to stop: rounds are taken by readers, and a reply nobody reads is never decoded."""
 
-    def _loop(self) -> None:
+    def next_item(self, stream: BatchedStream):
+        """The reply's next id (or its end, or the error that ended it), taking rounds until it has one."""
         while True:
-            with self.wake:
-                self.wake.wait_for(lambda: self.waiting or self.running or self.closed)
-                if self.closed and not self.running:
-                    return
-                joining = self._take_waiting()
-            for stream in joining:
-                self._guarded(self._join, stream, joining=stream)
-            self._free_rows()
-            tokens = {row: stream.last for row, stream in self.running.items()}  # the joined too: at this step
-            if tokens:
-                self._guarded(self._advance, tokens)
-            self._free_rows()
+            try:
+                return stream._ids.get_nowait()
+            except queue.Empty:
+                pass
+            if self.turn.acquire(blocking=False):
+                try:
+                    self._round()
+                finally:
+                    self.turn.release()
+                    with self.round_done:
+                        self.round_done.notify_all()
+            else:
+                with self.round_done:  # checked under the condition: a round that ends now still wakes us
+                    self.round_done.wait_for(lambda: not stream._ids.empty() or not self.turn.locked())
+
+    def _round(self) -> None:
+        with self.line:
+            joining = self._take_waiting()
+        for stream in joining:
+            self._guarded(self._join, stream, joining=stream)
+        self._free_rows()
+        tokens = {row: stream.last for row, stream in self.running.items()}  # the joined too: at this step
+        if tokens:
+            self._guarded(self._advance, tokens)
+        self._free_rows()
 
     def _take_waiting(self) -> list[BatchedStream]:
         """The waiting replies that get the free rows (not those whose reader already left)."""

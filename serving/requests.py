@@ -1,10 +1,11 @@
 """What a request asks for, checked: the refusal type, typed fields, the sampling settings within the
 server's limits (stop sequences and the number of choices included), OpenAI's messages as a
-conversation, a completion's prompts, and the OpenAI options this server cannot honour. No I/O:
-serving/server.py answers with these."""
+conversation, a completion's prompts, the OpenAI options this server cannot honour, and the
+request's text in characters the model knows. No I/O: serving/server.py answers with these."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 MAX_STOP_SEQUENCES = 4  # as OpenAI's API: more is a 400
 MAX_STOP_CHARS = 200  # a stop sequence is looked for after every piece of text: a short one costs nothing
@@ -167,3 +168,41 @@ def message_text(content, i: int) -> str:
         if all(isinstance(p, str) for p in parts):
             return "".join(parts)
     raise RequestError(400, f"messages[{i}].content must be a string or a list of text parts", param="messages")
+
+
+def system_prompt(messages: list) -> str:
+    """The text of a chat request's system messages, one per line."""
+    return "\n".join(m["content"] for m in messages if isinstance(m, dict) and m.get("role") == "system"
+                     and isinstance(m.get("content"), str))
+
+
+@dataclass
+class Prompt:
+    """A message and the conversation before it, in characters the model knows."""
+    message: str
+    history: list[tuple[str, str]]
+    system: str = ""  # the request's system messages: a hub chat model's template reads them, ours have none
+
+    @property
+    def text(self) -> str:
+        """All of it as one text: what a text model continues."""
+        return "".join(a + b for a, b in self.history) + self.message
+
+
+class Fitting:
+    """A request's texts in characters the model knows. Nothing well-formed is refused: a character
+    the model never saw is read as a close one (é as e) or left out, and the answer says which, in
+    "dropped_characters" and "replaced_characters" (and in X- headers, for streams and for clients
+    that read only the text)."""
+
+    def __init__(self, handler):  # a ModelHandler
+        self.handler, self.dropped, self.replaced = handler, set(), {}
+
+    def fit(self, text: str) -> str:
+        fitted = self.handler.fit_to_vocabulary(text)
+        self.dropped.update(fitted.dropped)
+        self.replaced.update(fitted.replaced)
+        return fitted.text
+
+    def changes(self) -> dict:
+        return {"dropped_characters": sorted(self.dropped), "replaced_characters": dict(sorted(self.replaced.items()))}
