@@ -132,7 +132,8 @@ class TrainConfig:
     min_char_count: int = 1  # with memmap: characters seen fewer times become the unknown character '\ufffd' (bounds a large corpus's vocabulary)
     resume: str = ""  # checkpoint to continue training from
     init_from: str = ""  # start a new run from trained weights: a checkpoint (new characters extend its vocabulary), a hub directory (config.json + weights) or gpt2, gpt2-medium, gpt2-large, gpt2-xl
-    lora_rank: int = 0  # with --init_from: train only rank-r LoRA adapters on the attention's linear layers (lora.py), the rest frozen; 0: train every weight
+    lora_rank: int = 0  # with --init_from: train only rank-r LoRA adapters on the --lora_targets layers (lora.py), the rest frozen; 0: train every weight
+    lora_targets: str = "attn,mlp"  # with --lora_rank: the layers that get adapters: attn (qkv, proj), mlp (up, gate, proj), or single layers such as attn.qkv,ffwd.up
     lora_alpha: float = 16.0  # LoRA's update is scaled by lora_alpha / lora_rank, so a learning rate that works at one rank works at others
     save_interval: int = 0  # save every this many steps, and the best-val model to NAME.best.pt; 0: at the end only
     notes: str = "notes.txt"  # one line per finished run is appended here; empty disables

@@ -218,7 +218,8 @@ def measure_finetune(method: str, iters: int, warmup: int, device: str, threads:
     autocast = devices.autocast_context(devices.choose_dtype(dtype, devices.probe(device)))
     model = GPT(model_cfg).to(device)
     if method == "lora":  # as a chat run: the adapters and the markers' rows (lora.TrainedRows) learn
-        lora.add_adapters(model, cfg.lora_rank, cfg.lora_alpha, rows_from=GPT2_124M["vocab_size"])
+        lora.add_adapters(model, cfg.lora_rank, cfg.lora_alpha, rows_from=GPT2_124M["vocab_size"],
+                          targets=lora.target_layers("attn"))  # as its published figures were measured
         lora.freeze_all_but_adapters(model)
     optimizer = optimizers.configure_optimizer(model, cfg, device)
     scaler = torch.amp.GradScaler(enabled=False)

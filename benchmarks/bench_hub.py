@@ -91,7 +91,8 @@ def lora_step_theirs(model, x, y):
     import peft
 
     model = peft.get_peft_model(model, peft.LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0,
-                                                       target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]))
+                                                       target_modules=["q_proj", "k_proj", "v_proj", "o_proj",
+                                                                       "gate_proj", "up_proj", "down_proj"]))  # our default, attn,mlp
     model.train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
 

@@ -69,6 +69,10 @@ def build_for_run(model_class, model_cfg: GPTConfig, cfg: TrainConfig, start, co
         if (cfg.lora_rank, cfg.lora_alpha) != saved:
             raise UserError(f"{start.path} trained LoRA adapters of rank {saved[0]}, alpha {saved[1]:g}; "
                             "a resumed run keeps them: drop --lora_rank / --lora_alpha.")
+        targets = state["lora"].get("targets", ["attn.qkv", "attn.proj"])  # before --lora_targets: the attention's
+        if "lora_targets" in state["train_config"] and list(lora.target_layers(cfg.lora_targets)) != targets:
+            raise UserError(f"{start.path} trained LoRA adapters on {', '.join(targets)}; a resumed run keeps them: "
+                            "drop --lora_targets.")
         assemble_lora(model, state, start.path)
         return model, state
     if state:
@@ -95,7 +99,7 @@ def _load_initial_weights(model, model_class, model_cfg, cfg, start, convert_wei
     load_weights_extending_vocab(model, weights, start.path)
     if cfg.lora_rank:  # the appended marker rows learn beside the adapters (lora.TrainedRows)
         rows_from = init_state["model_config"]["vocab_size"] if grown and cfg.tokenizer != "char" else None
-        add_lora(model, model_cfg, cfg.lora_rank, cfg.lora_alpha, rows_from)
+        add_lora(model, model_cfg, cfg.lora_rank, cfg.lora_alpha, rows_from, lora.target_layers(cfg.lora_targets))
 
 
 # ==============================================================================================
@@ -168,15 +172,18 @@ def assemble_lora(model, state: dict, path: str) -> None:
     """A LoRA checkpoint's model: its base's weights, the adapters added, then the trained ones loaded."""
     reference = state["lora"]
     load_weights(model, load_lora_base(state, path)["model"], reference["base"])
-    add_lora(model, model.config, reference["rank"], reference["alpha"], reference.get("rows_from"))
+    add_lora(model, model.config, reference["rank"], reference["alpha"], reference.get("rows_from"),
+             tuple(reference.get("targets", ("attn.qkv", "attn.proj"))))
     load_weights(model, {**lora.base_weights(model), **state["model"]}, path)
 
 
-def add_lora(model, model_cfg: GPTConfig, rank: int, alpha: float, rows_from: int | None = None) -> None:
+def add_lora(model, model_cfg: GPTConfig, rank: int, alpha: float, rows_from: int | None,
+             targets: tuple[str, ...]) -> None:
     if model_cfg.attention != "fast":
         raise UserError("LoRA adapts the fused attention's qkv and proj layers: use --attention=fast "
                         "(the per-Head model converts to it with the same function).")
-    lora.add_adapters(model, rank, alpha, rows_from)
+    if not lora.add_adapters(model, rank, alpha, rows_from, targets):
+        raise UserError(f"--lora_targets={','.join(targets)} names no layer of this model (ffwd.gate is SwiGLU's only).")
     lora.freeze_all_but_adapters(model)
 
 
@@ -199,7 +206,7 @@ def load_lora_base(state: dict, path: str) -> dict:
 
 def lora_reference(model, model_cfg: GPTConfig, cfg: TrainConfig) -> dict:
     """What a LoRA checkpoint keeps besides its adapters, to rebuild base + adapters later."""
-    return {"rank": cfg.lora_rank, "alpha": cfg.lora_alpha, "targets": list(lora.TARGETS), "base": cfg.init_from,
+    return {"rank": cfg.lora_rank, "alpha": cfg.lora_alpha, "targets": list(lora.target_layers(cfg.lora_targets)), "base": cfg.init_from,
             "rows_from": lora.trained_rows_from(model),
             "base_fingerprint": lora.fingerprint(lora.base_weights(model)),
             "model_config": dataclasses.asdict(model_cfg)}

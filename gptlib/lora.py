@@ -3,7 +3,7 @@
     python gpt_final_version.py --init_from=models/shakespeare_char.pt --lora_rank=8 --data=mine.txt
     python model_handler.py models/NAME.pt --export=models/merged.pt     # adapters merged: a plain checkpoint
 
-A chosen nn.Linear W (the attention's qkv and proj) becomes W x + (alpha / rank) * B (A x), with A
+A chosen nn.Linear W (by default the attention's qkv and proj and the MLP's layers) becomes W x + (alpha / rank) * B (A x), with A
 (rank, in) and B (out, rank). B starts at zero, so step 0 is exactly the base model; only A and B
 train, everything else is frozen, and a checkpoint keeps only them plus a reference to the base
 (its path or hub name and a fingerprint of its weights). Merging computes W + (alpha / rank) B A
@@ -20,9 +20,28 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-# The linear layers that get adapters, by the end of their names: the attention's, as in the paper.
-TARGETS = ("attn.qkv", "attn.proj")
+from gptlib.errors import UserError
+
+# The linear layers that can get adapters, by the end of their names, in groups --lora_targets names.
+# The paper adapted the attention's only; adapting the MLP's too is what QLoRA found matches full
+# fine-tuning, and what the hub's fine-tuning recipes do by default.
+TARGET_GROUPS = {"attn": ("attn.qkv", "attn.proj"), "mlp": ("ffwd.up", "ffwd.gate", "ffwd.proj")}
+DEFAULT_TARGETS = "attn,mlp"
 ADAPTER_NAMES = ("lora_A", "lora_B", "lora_rows")
+
+
+def target_layers(spec: str) -> tuple[str, ...]:
+    """The layer-name endings a --lora_targets value means: groups (attn, mlp) or single layers
+    (attn.qkv, ffwd.up, ...), comma-separated. (ffwd.gate exists in SwiGLU models only.)"""
+    known = {layer for layers in TARGET_GROUPS.values() for layer in layers}
+    layers: list[str] = []
+    for item in (part.strip() for part in spec.split(",")):
+        chosen = TARGET_GROUPS.get(item, (item,) if item in known else None)
+        if chosen is None:
+            raise UserError(f"--lora_targets: {item!r} is not a layer LoRA can adapt; give groups "
+                            f"({', '.join(TARGET_GROUPS)}) or layers ({', '.join(sorted(known))}), comma-separated.")
+        layers.extend(layer for layer in chosen if layer not in layers)
+    return tuple(layers)
 
 
 class LoRALinear(nn.Module):
@@ -102,20 +121,28 @@ def trained_rows_from(model: nn.Module) -> int | None:
     return model.token_embedding.first if isinstance(getattr(model, "token_embedding", None), TrainedRows) else None
 
 
-def add_adapters(model: nn.Module, rank: int, alpha: float, rows_from: int | None = None) -> list[str]:
-    """Wrap every target linear layer of `model` in a LoRALinear; returns the wrapped layers' names.
-    `rows_from`: ids appended to the base's vocabulary (chat markers) learn their rows too."""
+def add_adapters(model: nn.Module, rank: int, alpha: float, rows_from: int | None = None,
+                 targets: tuple[str, ...] = target_layers(DEFAULT_TARGETS)) -> list[str]:
+    """Wrap every linear layer of `model` whose name ends in one of `targets` in a LoRALinear;
+    returns the wrapped layers' names. `rows_from`: ids appended to the base's vocabulary (chat
+    markers) learn their rows too."""
     if rank < 1:
         raise ValueError(f"LoRA rank must be at least 1, got {rank}")
     if rows_from is not None:
         add_trained_rows(model, rows_from)
     wrapped = []
     for name, module in list(model.named_modules()):
-        if isinstance(module, nn.Linear) and name.endswith(TARGETS):
+        if isinstance(module, nn.Linear) and name.endswith(tuple(targets)):
             parent_name, _, child = name.rpartition(".")
             setattr(model.get_submodule(parent_name), child, LoRALinear(module, rank, alpha))
             wrapped.append(name)
     return wrapped
+
+
+def adapted_layer_kinds(model: nn.Module) -> str:
+    """The kinds of layer that carry adapters, as "attn.qkv, ffwd.up, ...": what the start-up line shows."""
+    kinds = {name.split(".", 2)[-1] for name, module in model.named_modules() if isinstance(module, LoRALinear)}
+    return ", ".join(sorted(kinds))
 
 
 def freeze_all_but_adapters(model: nn.Module) -> None:

@@ -134,7 +134,7 @@ def print_startup(r: Run) -> None:
           + (f" ({shape})" if r.kind == "gpt" else ""))
     if cfg.lora_rank:
         trainable = count_parameters(r.model, trainable_only=True)
-        print(f"LoRA: rank {cfg.lora_rank}, alpha {cfg.lora_alpha:g} on {', '.join(lora.TARGETS)}: {trainable:,} "
+        print(f"LoRA: rank {cfg.lora_rank}, alpha {cfg.lora_alpha:g} on {lora.adapted_layer_kinds(r.model)}: {trainable:,} "
               f"trainable parameters, the other {count_parameters(r.model) - trainable:,} frozen; base: {cfg.init_from}")
     per_process = f" x {processes.world_size} processes" if processes.distributed else ""
     print(f"tokens per iteration: {r.tokens_per_iter:,} (batch {cfg.batch_size} x context {m.block_size}"

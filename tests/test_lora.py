@@ -30,7 +30,7 @@ def test_step_0_is_exactly_the_base_model():
     idx = torch.randint(0, 20, (2, 16))
     before, _ = model(idx)
     wrapped = lora.add_adapters(model, rank=4, alpha=16)
-    assert wrapped == [f"blocks.{i}.attn.{part}" for i in range(2) for part in ("qkv", "proj")]
+    assert wrapped == [f"blocks.{i}.{part}" for i in range(2) for part in ("attn.qkv", "attn.proj", "ffwd.up", "ffwd.proj")]
     after, _ = model(idx)
     assert torch.equal(before, after)  # B starts at zero: not close, equal
 
@@ -53,10 +53,17 @@ def test_merged_equals_unmerged_and_leaves_a_plain_model():
 
 def test_freezing_leaves_only_the_adapters_trainable():
     model = tiny_gpt()
-    lora.add_adapters(model, rank=2, alpha=16)
+    lora.add_adapters(model, rank=2, alpha=16, targets=lora.target_layers("attn"))
     lora.freeze_all_but_adapters(model)
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
     assert trainable == {f"blocks.{i}.attn.{part}.lora_{ab}" for i in range(2) for part in ("qkv", "proj") for ab in "AB"}
+
+
+def test_lora_targets_name_groups_or_single_layers():
+    assert lora.target_layers("attn,mlp") == ("attn.qkv", "attn.proj", "ffwd.up", "ffwd.gate", "ffwd.proj")
+    assert lora.target_layers(" ffwd.up , attn ,ffwd.up") == ("ffwd.up", "attn.qkv", "attn.proj")
+    with pytest.raises(UserError, match="'q_proj' is not a layer LoRA can adapt.*attn, mlp"):
+        lora.target_layers("attn,q_proj")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -89,7 +96,17 @@ def test_only_the_adapters_train_and_only_they_are_saved(base, capsys):
     base_weights = load_checkpoint(str(folder / "base.pt"))["model"]
     merged = ModelHandler(str(out), "cpu").load().model.state_dict()
     changed = {name for name in base_weights if not torch.equal(merged[name], base_weights[name])}
-    assert changed == {"blocks.0.attn.qkv.weight", "blocks.0.attn.proj.weight"}  # W + (alpha/r) B A; all else frozen
+    assert changed == {f"blocks.0.{layer}.weight" for layer in ("attn.qkv", "attn.proj", "ffwd.up", "ffwd.proj")}
+    # W + (alpha/r) B A on the attention's and the MLP's layers (--lora_targets=attn,mlp); all else frozen
+
+
+def test_lora_targets_choose_the_adapted_layers_and_a_resume_keeps_them(base):
+    _, out = lora_run(base, "mlp_only.pt", "--lora_targets=mlp", max_iters=4)
+    saved = load_checkpoint(str(out))
+    assert saved["lora"]["targets"] == ["ffwd.up", "ffwd.gate", "ffwd.proj"]
+    assert {name.rsplit(".", 1)[0] for name in saved["model"]} == {"blocks.0.ffwd.up", "blocks.0.ffwd.proj"}
+    with pytest.raises(UserError, match="adapters on ffwd.up, ffwd.gate, ffwd.proj; a resumed run keeps them"):
+        gpt_final_version.main([f"--resume={out}", "--lora_targets=attn", "--max_iters=6"])
 
 
 def test_export_merges_and_the_merged_model_gives_the_adapted_logits(base, tmp_path):

@@ -206,7 +206,8 @@ def test_lora_from_a_hub_directory_saves_adapters_that_load_onto_it(hub_dirs, tm
     idx = torch.randint(0, 100, (2, 32), generator=torch.Generator().manual_seed(4))
     with torch.no_grad():
         torch.testing.assert_close(merged(idx)[0], model.eval()(idx)[0], atol=1e-5, rtol=1e-5)
-    frozen = {n: t for n, t in merged.state_dict().items() if ".attn.qkv.weight" not in n and ".attn.proj.weight" not in n}
+    adapted = (".attn.qkv.weight", ".attn.proj.weight", ".ffwd.up.weight", ".ffwd.proj.weight")  # --lora_targets=attn,mlp
+    frozen = {n: t for n, t in merged.state_dict().items() if not n.endswith(adapted)}
     assert all(torch.equal(t, init_state["model"][n]) for n, t in frozen.items())
 
 
