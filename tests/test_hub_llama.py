@@ -141,3 +141,22 @@ def test_chat_pairs_in_a_hub_template_learn_the_reply_and_its_end_of_turn_only()
         learned = [int(t) for t in row if t != PAD_TARGET]
         assert tokens.decode(learned) == mine + "<|im_end|>"
     assert torch.equal(x[0, 1:][y[0, :-1] != PAD_TARGET], y[0, :-1][y[0, :-1] != PAD_TARGET])  # y is x shifted
+
+
+@pytest.mark.slow  # compiling takes ~10-30 s a graph
+def test_the_compiled_batched_engine_gives_transformers_greedy_tokens(tmp_path):
+    """Qwen3's options together (grouped-query attention, QK-norm, a head size apart from the width,
+    untied output) through the server's compiled Batcher, two replies side by side, rows 1 and 2."""
+    reference = reference_model("qwen3", tmp_path)
+    model = ours(tmp_path)
+    prompts = [[5, 17, 3, 60, 2], [9, 1, 44]]
+    with torch.no_grad():
+        expected = [reference.generate(torch.tensor([p]), max_new_tokens=24, do_sample=False, use_cache=True,
+                                       pad_token_id=0)[0, len(p):].tolist() for p in prompts]
+    batcher = engine.Batcher(model, rows=2, compiled=True)
+    try:
+        streams = [batcher.submit(prompt, 24, temperature=0) for prompt in prompts]
+        replies = [list(stream) for stream in streams]
+    finally:
+        batcher.close()
+    assert replies == expected
