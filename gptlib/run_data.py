@@ -43,6 +43,8 @@ def load_dataset(cfg: TrainConfig, start, vocab_size: int | None = None) -> Text
         return pretrained_dataset(cfg, init_state)
     source = state or init_state
     saved_kind = tokenizer.from_checkpoint(source).kind if source else cfg.tokenizer
+    if saved_kind == "hub":  # a hub model's fine-tune, resumed or trained further: its own tokens and template
+        return _hub_model_dataset(cfg, tokenizer.from_checkpoint(source), source.get("init_from") or "the checkpoint")
     if saved_kind != cfg.tokenizer:
         raise UserError(f"the checkpoint's tokenizer is {saved_kind!r}; --tokenizer={cfg.tokenizer} cannot change "
                         "what its token ids mean. Drop the option, or train a new model.")

@@ -160,3 +160,56 @@ def test_the_compiled_batched_engine_gives_transformers_greedy_tokens(tmp_path):
     finally:
         batcher.close()
     assert replies == expected
+
+
+def smollm2_chat_body(directory):
+    """A tiny random Llama body with SmolLM2's real tokenizer and chat template: a hub directory."""
+    import shutil
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(**{**SHAPE, "vocab_size": 49152, "max_position_embeddings": 128},
+                                      tie_word_embeddings=True, eos_token_id=2)
+    transformers.LlamaForCausalLM(config).save_pretrained(directory)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"):
+        shutil.copy(SMOLLM2 / name, directory / name)
+
+
+@pytest.mark.slow  # six short runs and two exports on a 49,152-token vocabulary
+@pytest.mark.skipif(SMOLLM2 is None, reason="no ../shared/data/smollm2-135m-instruct")
+@pytest.mark.parametrize("lora_rank", [0, 2])
+def test_fine_tuning_a_hub_model_on_chat_pairs_resumes_exactly_and_exports_merged(lora_rank, tmp_path):
+    import gpt_final_version
+    import model_handler
+    from gptlib.checkpoint import load_checkpoint
+    from model_handler import ModelHandler
+
+    smollm2_chat_body(tmp_path / "hub")
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"input": f"lunch at {i}?", "output": f"yes, {i} is fine 😀"}) + "\n"
+                             for i in range(24)), encoding="utf-8")
+
+    def train(out, iters, *extra):
+        gpt_final_version.main([f"--out={out}", f"--max_iters={iters}", "--notes=", "--sample_chars=0", "--progress=false",
+                                "--device=cpu", "--eval_iters=1", *extra])
+
+    common = [f"--init_from={tmp_path / 'hub'}", f"--data={pairs}", f"--lora_rank={lora_rank}", "--block_size=64",
+              "--batch_size=2", "--eval_interval=3", "--learning_rate=3e-3", "--warmup_iters=1", "--lr_decay_iters=6"]
+    train(tmp_path / "half.pt", 3, *common)
+    train(tmp_path / "resumed.pt", 6, f"--resume={tmp_path / 'half.pt'}")
+    train(tmp_path / "whole.pt", 6, *common)
+    resumed, whole = load_checkpoint(str(tmp_path / "resumed.pt")), load_checkpoint(str(tmp_path / "whole.pt"))
+    assert resumed["model"].keys() == whole["model"].keys() and resumed["iter_num"] == whole["iter_num"] == 6
+    for name in whole["model"]:
+        assert torch.equal(resumed["model"][name], whole["model"][name]), name
+    assert ("lora" in whole) == bool(lora_rank)
+
+    exported = tmp_path / "merged.pt"
+    model_handler.main([str(tmp_path / "whole.pt"), f"--export={exported}", "--export_half=false", "--device=cpu"])
+    plain = load_checkpoint(str(exported))
+    assert "lora" not in plain and not any("lora_" in name for name in plain["model"])
+    adapted, merged = ModelHandler(str(tmp_path / "whole.pt"), "cpu").load(), ModelHandler(str(exported), "cpu").load()
+    assert merged.uses_chat_template  # the tokenizer and its template travel with the merged weights
+    idx = torch.randint(0, 49152, (1, 16), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        torch.testing.assert_close(merged.model(idx)[0], adapted.model(idx)[0], atol=1e-5, rtol=1e-5)
+    reply = merged.reply("lunch at 3?", [], max_new_tokens=8, temperature=0)
+    assert reply.text == adapted.reply("lunch at 3?", [], max_new_tokens=8, temperature=0).text
