@@ -133,6 +133,7 @@ class TrainConfig:
     resume: str = ""  # checkpoint to continue training from
     init_from: str = ""  # start a new run from trained weights: a checkpoint (new characters extend its vocabulary), a hub directory (config.json + weights) or gpt2, gpt2-medium, gpt2-large, gpt2-xl
     lora_rank: int = 0  # with --init_from: train only rank-r LoRA adapters on the --lora_targets layers (lora.py), the rest frozen; 0: train every weight
+    fsdp: bool = False  # under torchrun: shard weights, gradients and optimizer state across the processes (PyTorch's fully_shard, sharding.py) for models that do not fit one device; off: DistributedDataParallel (each process holds everything)
     lora_targets: str = "attn,mlp"  # with --lora_rank: the layers that get adapters: attn (qkv, proj), mlp (up, gate, proj), or single layers such as attn.qkv,ffwd.up
     lora_alpha: float = 16.0  # LoRA's update is scaled by lora_alpha / lora_rank, so a learning rate that works at one rank works at others
     save_interval: int = 0  # save every this many steps, and the best-val model to NAME.best.pt; 0: at the end only
@@ -160,6 +161,12 @@ class TrainConfig:
         _check_choice("dtype", self.dtype, ("auto", "float32", "bfloat16", "float16"))
         if self.lora_rank and not self.init_from:
             raise UserError("--lora_rank adapts a trained model: give it with --init_from=CHECKPOINT, DIR or gpt2.")
+        if self.fsdp and self.optimizer == "muon":
+            raise UserError("--fsdp splits each matrix across the processes, and Muon orthogonalises whole matrices: "
+                            "add --optimizer=adamw.")
+        if self.fsdp and self.lora_rank:
+            raise UserError("--fsdp is for training every weight; LoRA's adapters are small and its frozen base needs "
+                            "no optimizer state: drop --fsdp (DistributedDataParallel) or --lora_rank.")
         if self.lora_alpha <= 0:
             raise UserError(f"lora_alpha must be positive, got {self.lora_alpha}.")
         _check_choice("tokenizer", self.tokenizer, ("char", "bpe", "gpt2"))

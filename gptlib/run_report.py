@@ -7,7 +7,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gptlib import lora, loss_curves, muon
+from gptlib import lora, loss_curves, muon, sharding
 from gptlib.atomic_write import write_text_atomically
 from gptlib.build import count_parameters
 from gptlib.chat_format import END_MARK, prompt_text
@@ -129,8 +129,12 @@ def print_startup(r: Run) -> None:
              + (", QK-norm" if getattr(m, "qk_norm", False) else ""))
     print(f"device: {r.device}, dtype: {r.dtype} ({r.precision.reason}), preset: {r.preset}")
     if processes.distributed:
-        print(f"processes: {processes.world_size} (torchrun, {processes.backend}); this is rank 0 of them")
-    print(f"model: {type(r.model).__name__} with {count_parameters(r.model):,} parameters"
+        print(f"processes: {processes.world_size} (torchrun, {processes.backend}); this is rank 0 of them"
+              + (f"; weights, gradients and optimizer state sharded (FSDP): each process holds 1/{processes.world_size}"
+                 if cfg.fsdp else ""))
+    elif cfg.fsdp:
+        print("note: --fsdp shares the model out among torchrun's processes; one process holds all of it")
+    print(f"model: {sharding.plain_class(r.model).__name__} with {count_parameters(r.model):,} parameters"
           + (f" ({shape})" if r.kind == "gpt" else ""))
     if cfg.lora_rank:
         trainable = count_parameters(r.model, trainable_only=True)

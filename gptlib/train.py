@@ -27,7 +27,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from config import GPTConfig, TrainConfig
-from gptlib import devices, lora, loss_curves, optimizers
+from gptlib import devices, lora, loss_curves, optimizers, sharding
 from gptlib.build import build_for_run, count_parameters, lora_reference
 from gptlib.checkpoint import best_path, default_checkpoint_path, save_checkpoint
 from gptlib.cli import help_text, parse_args
@@ -165,6 +165,8 @@ def train_step(model, optimizer, scaler, dataset, cfg, model_cfg, device, autoca
         # under DDP, gradients are averaged across processes on the last micro-step only
         last = micro_step == steps - 1
         sync = model.no_sync() if isinstance(model, DistributedDataParallel) and not last else contextlib.nullcontext()
+        if sharding.is_sharded(model):  # FSDP: reduce-scatter the gradients once, on the last micro-step
+            model.set_requires_gradient_sync(last)
         with sync:
             with autocast:
                 _, loss = model(x, y)
@@ -260,16 +262,19 @@ class Run:
         if device == "cpu":
             keep_freed_memory_in_process()
         model.to(device)
+        sharded = cfg.fsdp and processes.distributed
+        if sharded:  # before the optimizer sees the parameters: it holds (and updates) slices
+            sharding.shard(model)
         optimizer = optimizers.configure_optimizer(model, cfg, device)
         batches = seeded_generator(cfg.seed)
         out = agree_on(cfg.out or default_checkpoint_path(preset if kind == "gpt" else kind), processes)
-        use_compile, compile_note = devices.compile_decision(cfg.compile, facts)
+        use_compile, compile_note = devices.compile_decision(cfg.compile and not sharded, facts)
         if compile_note and processes.is_main:
             print(compile_note)  # once, e.g. a GPU too old for Triton: training without torch.compile
         step_model = torch.compile(model) if use_compile else model  # checkpoints save `model`, never this
         # evaluation on the compiled module where that pays (cuda): one extra compile for eval mode
         eval_model = step_model if use_compile and devices.compile_evaluation(True, facts) else model
-        if processes.distributed:  # gradients are averaged across processes during backward
+        if processes.distributed and not sharded:  # gradients are averaged across processes during backward
             step_model = DistributedDataParallel(step_model, device_ids=[processes.local_rank] if device.startswith("cuda") else None)
         r = cls(model, step_model, eval_model, model_cfg, cfg, job.dataset, device, precision,
                 devices.autocast_context(precision), optimizer, devices.grad_scaler(precision), batches,
@@ -293,7 +298,10 @@ class Run:
             print(f"note: the checkpoint was trained with --optimizer={saved_kind}; its state does not fit "
                   f"{self.cfg.optimizer}, so a fresh optimizer starts (the weights continue)")
             return
-        self.optimizer.load_state_dict(state["optimizer"])
+        if sharding.is_sharded(self.model) or any(isinstance(key, str) for key in state["optimizer"]["state"]):
+            sharding.load_optimizer_state(self.model, self.optimizer, state["optimizer"])  # by parameter names
+        else:
+            self.optimizer.load_state_dict(state["optimizer"])
         rng = state["rng"]
         torch.set_rng_state(rng["torch"])
         self.batches.set_state(rng["batches"])
@@ -434,17 +442,36 @@ class Run:
             "seconds": self.earlier_seconds + time.time() - self.started}
 
     def save(self, path: str | None = None, best_val: float | None = None) -> None:
-        if self.processes.is_main:  # one writer; the others hold the same weights
-            t0 = time.time()
-            save_checkpoint(self.checkpoint_state(best_val), path or self.out)
+        t0 = time.time()
+        gathered = self.gather_shards()  # every process takes part; rank 0 receives
+        if self.processes.is_main:  # one writer; the others hold the same weights (or their slices)
+            save_checkpoint(self.checkpoint_state(best_val, gathered), path or self.out)
             self.last_save_seconds = time.time() - t0
 
-    def checkpoint_state(self, best_val: float | None = None) -> dict:
+    def gather_shards(self) -> tuple[dict, dict] | None:
+        """A sharded model's whole weights and optimizer state, on rank 0: (weights, optimizer)."""
+        if not sharding.is_sharded(self.model):
+            return None
+        return sharding.full_weights(self.model), sharding.full_optimizer_state(self.model, self.optimizer)
+
+    def unsharded(self) -> torch.nn.Module:
+        """The model as one plain module on rank 0, for the end-of-run sample (a sharded one runs only
+        with every process); the sharded model elsewhere. Every process must call it."""
+        if not sharding.is_sharded(self.model):
+            return self.model
+        weights = sharding.full_weights(self.model)
+        if not self.processes.is_main:
+            return self.model
+        plain = sharding.plain_class(self.model)(self.model_cfg)
+        plain.load_state_dict(weights)
+        return plain.to(self.device).eval()
+
+    def checkpoint_state(self, best_val: float | None = None, gathered: tuple[dict, dict] | None = None) -> dict:
         rng = {"torch": torch.get_rng_state(), "batches": self.batches.get_state()}
         if self.device.startswith("cuda"):
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
         extra = {}
-        weights = self.model.state_dict()  # the plain module's weights, never a compiled wrapper's
+        weights = gathered[0] if gathered else self.model.state_dict()  # the plain module's, never a wrapper's
         if self.cfg.lora_rank:  # the adapters alone, and where their base is
             weights = lora.adapter_weights(self.model)
             extra["lora"] = lora_reference(self.model, self.model_cfg, self.cfg)
@@ -456,7 +483,7 @@ class Run:
             "train_config": dataclasses.asdict(self.cfg),
             "preset": self.preset,
             **tokenizer_entries(self.dataset.vocab),
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": gathered[1] if gathered else self.optimizer.state_dict(),
             "iter_num": self.iter_num,
             "best_val_loss": self.best_val if best_val is None else best_val,
             "rng": rng,
@@ -517,6 +544,7 @@ def run(job: Job) -> TrainResult:
             r.best_val = min(r.best_val, r.losses["val"])
             r.add_curve_row(r.losses["val"])
         r.save()
+    r.model = r.unsharded()
     result = r.result(stop.requested)
     if processes.is_main:
         report(r, result)

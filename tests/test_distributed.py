@@ -44,16 +44,21 @@ def runs(tmp_path_factory, shakespeare_path):
     data = folder / "text.txt"
     data.write_text(shakespeare_path.read_text(encoding="utf-8")[:100_000], encoding="utf-8")
     common = dict(max_iters=24, eval_interval=12, gradient_accumulation_steps=2)
-    ddp_dir, one_dir = folder / "ddp", folder / "one"
-    ddp_dir.mkdir(), one_dir.mkdir()
+    ddp_dir, one_dir, fsdp_dir = folder / "ddp", folder / "one", folder / "fsdp"
+    ddp_dir.mkdir(), one_dir.mkdir(), fsdp_dir.mkdir()
     results = {
         "ddp": torchrun(2, *tiny_run_args(data, ddp_dir / "model.pt", batch_size=4, **common)),
+        "fsdp": torchrun(2, *tiny_run_args(data, fsdp_dir / "model.pt", batch_size=4, fsdp="true", **common)),
         "one": single(*tiny_run_args(data, one_dir / "model.pt", batch_size=8, **common)),
     }
     results["ddp_resumed_alone"] = single(f"--resume={ddp_dir / 'model.pt'}", "--max_iters=30",
                                           f"--out={folder / 'ddp_then_one.pt'}", "--notes=", "--sample_chars=0")
     results["one_resumed_by_ddp"] = torchrun(2, f"--resume={one_dir / 'model.pt'}", "--max_iters=30",
                                              f"--out={folder / 'one_then_ddp.pt'}", "--notes=", "--sample_chars=0")
+    results["fsdp_resumed_alone"] = single(f"--resume={fsdp_dir / 'model.pt'}", "--max_iters=30",
+                                           f"--out={folder / 'fsdp_then_one.pt'}", "--notes=", "--sample_chars=0")
+    results["one_resumed_by_fsdp"] = torchrun(2, f"--resume={one_dir / 'model.pt'}", "--max_iters=30", "--fsdp=true",
+                                              f"--out={folder / 'one_then_fsdp.pt'}", "--notes=", "--sample_chars=0")
     return folder, results
 
 
@@ -88,6 +93,33 @@ def test_a_ddp_checkpoint_is_a_plain_one_and_resumes_either_way(runs):
     # batch 4 each (8 in all): both continue, and neither loses what was learned
     for _train_loss, val_loss in (alone, by_ddp):
         assert val_loss < final_losses(results["one"])[1] + 0.05
+
+
+def test_fsdp_shards_the_same_training_and_its_checkpoints_are_plain_ones_that_resume_either_way(runs):
+    """fully_shard over two processes: the numbers of DDP (and of one process on the same global
+    batch), a checkpoint with whole tensors and a positional optimizer state renamed both ways."""
+    folder, results = runs
+    assert "weights, gradients and optimizer state sharded (FSDP): each process holds 1/2" in results["fsdp"].stdout
+    assert "model: GPT with" in results["fsdp"].stdout
+    assert final_losses(results["fsdp"]) == pytest.approx(final_losses(results["one"]), abs=2e-4)
+    sharded, plain = load_checkpoint(str(folder / "fsdp/model.pt")), load_checkpoint(str(folder / "ddp/model.pt"))
+    assert {name: tuple(t.shape) for name, t in sharded["model"].items()} == \
+        {name: tuple(t.shape) for name, t in plain["model"].items()}
+    assert ModelHandler(str(folder / "fsdp/model.pt"), "cpu").load().generate("T", 10, seed=1)[0].startswith("T")
+    assert (folder / "fsdp/samples/model.txt").is_file()  # the end-of-run sample, from the gathered weights
+    # resumed: one process from the sharded checkpoint (its state keyed by names) as from DDP's, and
+    # two sharded processes from one process's checkpoint (keyed by position) as DDP resumes it
+    assert final_losses(results["fsdp_resumed_alone"]) == pytest.approx(final_losses(results["ddp_resumed_alone"]), abs=2e-4)
+    assert final_losses(results["one_resumed_by_fsdp"]) == pytest.approx(final_losses(results["one_resumed_by_ddp"]), abs=2e-4)
+
+
+def test_fsdp_refuses_what_it_cannot_shard(tmp_path):
+    from config import TrainConfig
+    from gptlib.errors import UserError
+    with pytest.raises(UserError, match="Muon orthogonalises whole matrices: add --optimizer=adamw"):
+        TrainConfig(fsdp=True, optimizer="muon").validate()
+    with pytest.raises(UserError, match="drop --fsdp"):
+        TrainConfig(fsdp=True, lora_rank=4, init_from="gpt2").validate()
 
 
 def test_two_machines_are_two_torchrun_launches_that_meet_at_a_master_address(tmp_path, shakespeare_path):
