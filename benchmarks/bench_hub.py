@@ -1,7 +1,7 @@
 """Our GPT against transformers on the shapes of today's small open models (random weights: speed
 does not depend on their values): decode tokens/s at batch 1 (ours: the KV-cache engine, eager;
-theirs: generate() with its cache), and a LoRA training step (ours: lora.py on qkv and proj;
-theirs: peft on q, k, v and o), with the peak memory each process held. Prints a table and writes
+theirs: generate() with its cache), and a LoRA training step (ours: lora.py on the attention and MLP;
+theirs: peft on q, k, v, o, gate, up and down), with the peak memory each process held. Prints a table and writes
 the same numbers as JSON.
 
     python -m benchmarks.bench_hub                 # SmolLM2-135M and Qwen2.5-0.5B shapes, ~5 minutes on 2 cores

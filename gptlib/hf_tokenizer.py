@@ -55,6 +55,9 @@ class HubTokenizer:
         except Exception as error:  # the library raises its own Exception subclass
             raise UserError(f"{source}: not a tokenizer the `tokenizers` library can read ({error}); "
                             "download the model's files again.") from error
+        # a second copy that reads special-token strings as text (transformers' split_special_tokens)
+        self.text_backend = lib.Tokenizer.from_str(tokenizer_json)
+        self.text_backend.encode_special_tokens = True
         self.tokenizer_json = tokenizer_json
         self.config = config  # tokenizer_config.json (chat_template included)
         self.specials = {t.content: i for i, t in self.backend.get_added_tokens_decoder().items() if t.special}
@@ -114,31 +117,9 @@ class HubTokenizer:
         return self.encode_ordinary(text)
 
     def encode_ordinary(self, text: str) -> list[int]:
-        if not text:
-            return []
-        out = []
-        for start, end, special in self._pieces(text):
-            if special:
-                # a special string inside user text: split it so no piece matches the added token
-                out += self.backend.encode(text[start:start + 1], add_special_tokens=False).ids
-                out += self.encode_ordinary(text[start + 1:end])
-            else:
-                out += self.backend.encode(text[start:end], add_special_tokens=False).ids
-        return out
-
-    def _pieces(self, text):
-        spans, i = [], 0
-        while i < len(text):
-            hit = min(((text.find(s, i), s) for s in self.specials if text.find(s, i) >= 0), default=None)
-            if hit is None:
-                spans.append((i, len(text), False))
-                break
-            at, s = hit
-            if at > i:
-                spans.append((i, at, False))
-            spans.append((at, at + len(s), True))
-            i = at + len(s)
-        return spans
+        """The text's ids, a special token's string read as the characters it is made of (the ids
+        transformers gives with split_special_tokens=True)."""
+        return self.text_backend.encode(text, add_special_tokens=False).ids if text else []
 
     def encode_with_specials(self, text: str) -> list[int]:
         """Rendered templates: special-token strings become their ids, as transformers does."""
