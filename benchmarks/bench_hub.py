@@ -9,7 +9,10 @@ the same numbers as JSON.
     python -m benchmarks.bench_hub --help          # these lines, nothing run
 
 Each pair is measured in one process, alternating ours and theirs round by round (the median of
-three rounds), so a busy machine slows both alike and the ratio holds. Needs
+three rounds), so a busy machine slows both alike and the ratio holds. Our LoRA step runs in the
+dtype a training run here would choose (bfloat16 autocast on a CPU with bfloat16 units, for these
+shapes), peft's in transformers' default float32 and, like with like, under the same autocast.
+Peak memory comes from a child process per side (--memory_of=ours|theirs --shape=NAME). Needs
 requirements-dev.txt (transformers, peft).
 """
 from __future__ import annotations
@@ -71,7 +74,16 @@ def decode_seconds_theirs(model, prompt: list[int], new: int) -> float:
     return time.perf_counter() - started
 
 
-def lora_step_ours(model, x, y):
+def training_autocast(n_embd: int, tokens: int):
+    """The autocast a training run of ours would choose for this step here (--dtype=auto):
+    bfloat16 on a CPU that multiplies it in hardware when the step is matmul-bound, else none."""
+    from gptlib import devices
+
+    choice = devices.choose_dtype("auto", devices.probe("cpu"), devices.StepShape(n_embd, tokens))
+    return choice.dtype, devices.autocast_context(choice)
+
+
+def lora_step_ours(model, x, y, autocast):
     from gptlib import lora
 
     lora.add_adapters(model, 8, 16.0)
@@ -80,7 +92,8 @@ def lora_step_ours(model, x, y):
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
 
     def step():
-        _, loss = model(x, y)
+        with autocast:
+            _, loss = model(x, y)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -88,6 +101,9 @@ def lora_step_ours(model, x, y):
 
 
 def lora_step_theirs(model, x, y):
+    """peft's step; called with an autocast context, it runs under it (float32 otherwise)."""
+    import contextlib
+
     import peft
 
     model = peft.get_peft_model(model, peft.LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0,
@@ -96,8 +112,9 @@ def lora_step_theirs(model, x, y):
     model.train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
 
-    def step():
-        loss = model(input_ids=x, labels=x).loss
+    def step(autocast=None):
+        with autocast or contextlib.nullcontext():
+            loss = model(input_ids=x, labels=x).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -117,8 +134,11 @@ def alternate(ours, theirs, rounds: int = ROUNDS) -> tuple[float, float]:
 
 
 def peak_rss_mb() -> float:
+    """Peak resident memory in MB since the process began (or since forget_peak_memory, on Linux)."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        return next(int(line.split()[1]) for line in status.read_text().splitlines() if line.startswith("VmHWM")) / 1024
     import resource
-
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -130,11 +150,59 @@ def measure(name: str, shape: dict, new_tokens: int) -> dict:
                                            lambda: decode_seconds_theirs(theirs, prompt, new_tokens))
     x = torch.randint(0, shape["vocab_size"], (LORA_BATCH, LORA_CONTEXT), generator=torch.Generator().manual_seed(1))
     y = torch.cat([x[:, 1:], torch.full((LORA_BATCH, 1), -1)], dim=1)  # HF shifts labels itself; ours are shifted here
-    step_ours, step_theirs = alternate(lora_step_ours(ours, x, y), lora_step_theirs(theirs, x, y))
-    return {"shape": name, "decode_tokens_per_s_ours": new_tokens / decode_ours,
-            "decode_tokens_per_s_transformers": new_tokens / decode_theirs, "decode_ratio": decode_theirs / decode_ours,
-            "lora_step_s_ours": step_ours, "lora_step_s_peft": step_theirs, "lora_ratio": step_theirs / step_ours,
-            "peak_rss_mb_process": peak_rss_mb(), "threads": torch.get_num_threads()}
+    dtype, autocast = training_autocast(shape["hidden_size"], LORA_BATCH * LORA_CONTEXT)
+    theirs_step = lora_step_theirs(theirs, x, y)
+    step_ours, step_theirs = alternate(lora_step_ours(ours, x, y, autocast), theirs_step)
+    row = {"shape": name, "decode_tokens_per_s_ours": new_tokens / decode_ours,
+           "decode_tokens_per_s_transformers": new_tokens / decode_theirs, "decode_ratio": decode_theirs / decode_ours,
+           "lora_dtype_ours": dtype, "lora_step_s_ours": step_ours, "lora_step_s_peft": step_theirs,
+           "lora_ratio": step_theirs / step_ours, "threads": torch.get_num_threads()}
+    if dtype != "float32":  # like with like too: peft under the same autocast
+        _, autocast = training_autocast(shape["hidden_size"], LORA_BATCH * LORA_CONTEXT)
+        row["lora_step_s_peft_same_dtype"] = alternate(lambda: None, lambda: theirs_step(autocast))[1]
+        row["lora_ratio_same_dtype"] = row["lora_step_s_peft_same_dtype"] / step_ours
+    return row
+
+
+def peak_memory_mb(name: str, side: str) -> float:
+    """Peak RSS of a process that builds one side's model and takes its decode and LoRA steps."""
+    import subprocess
+    result = subprocess.run([sys.executable, "-m", "benchmarks.bench_hub", f"--memory_of={side}", f"--shape={name}"],
+                            capture_output=True, text=True, check=True)
+    return float(result.stdout.strip().splitlines()[-1])
+
+
+def memory_child(name: str, side: str) -> None:
+    """One side alone (--memory_of): its model, 8 decoded tokens and two LoRA steps; prints peak RSS in MB."""
+    shape = SHAPES[name]
+    with tempfile.TemporaryDirectory() as directory:
+        theirs, ours = reference_and_ours(shape, Path(directory))
+    model = ours if side == "ours" else theirs
+    del theirs, ours
+    forget_peak_memory()  # the other side was built too (ours loads from its files): count only this one's use
+    prompt = list(range(1, PROMPT + 1))
+    x = torch.randint(0, shape["vocab_size"], (LORA_BATCH, LORA_CONTEXT), generator=torch.Generator().manual_seed(1))
+    y = torch.cat([x[:, 1:], torch.full((LORA_BATCH, 1), -1)], dim=1)
+    if side == "ours":
+        decode_seconds_ours(model, prompt, 8)
+        step = lora_step_ours(model, x, y, training_autocast(shape["hidden_size"], LORA_BATCH * LORA_CONTEXT)[1])
+    else:
+        decode_seconds_theirs(model, prompt, 8)
+        step = lora_step_theirs(model, x, y)
+    step(), step()
+    print(peak_rss_mb())
+
+
+def forget_peak_memory() -> None:
+    """Free what was dropped and restart the kernel's count of this process's peak RSS (Linux: VmHWM)."""
+    import ctypes
+    import gc
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:  # elsewhere the peak includes building both models
+        pass
 
 
 def main(argv=None):
@@ -142,15 +210,22 @@ def main(argv=None):
     if "--help" in argv:
         print(__doc__)
         return []
+    options = dict(arg[2:].split("=", 1) for arg in argv if arg.startswith("--") and "=" in arg)
+    if "memory_of" in options:
+        return memory_child(options["shape"], options["memory_of"])
     quick = "--quick" in argv
     rows = [measure(name, shape, NEW_TOKENS // 2 if quick else NEW_TOKENS)
             for name, shape in SHAPES.items() if not quick or name == "SmolLM2-135M"]
-    print("| shape | decode tok/s ours | transformers | ratio | LoRA step s ours | peft | ratio | process peak RSS MB |\n"
-          "| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for row in rows:
+        row["peak_rss_mb_ours"], row["peak_rss_mb_theirs"] = (peak_memory_mb(row["shape"], side) for side in ("ours", "theirs"))
+    print("| shape | decode tok/s ours | transformers | ratio | LoRA step s ours (dtype) | peft float32 | ratio "
+          "| peft, our dtype | ratio | peak RSS MB ours | theirs |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
+        same = (f"{r['lora_step_s_peft_same_dtype']:.2f} | {r['lora_ratio_same_dtype']:.2f}x"
+                if "lora_ratio_same_dtype" in r else "- | -")
         print(f"| {r['shape']} | {r['decode_tokens_per_s_ours']:.1f} | {r['decode_tokens_per_s_transformers']:.1f} | "
-              f"{r['decode_ratio']:.2f}x | {r['lora_step_s_ours']:.2f} | {r['lora_step_s_peft']:.2f} | "
-              f"{r['lora_ratio']:.2f}x | {r['peak_rss_mb_process']:.0f} |")
+              f"{r['decode_ratio']:.2f}x | {r['lora_step_s_ours']:.2f} ({r['lora_dtype_ours']}) | {r['lora_step_s_peft']:.2f} | "
+              f"{r['lora_ratio']:.2f}x | {same} | {r['peak_rss_mb_ours']:.0f} | {r['peak_rss_mb_theirs']:.0f} |")
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "bench_hub.json").write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
     return rows
