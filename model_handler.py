@@ -4,6 +4,7 @@
         --temperature=0.8 --top_k=50 --num_samples=2 --seed=1337 --out=samples/romeo.txt
     python model_handler.py models/NAME.pt --export=models/small.pt   # weights only, half size
     python model_handler.py models/me.pt --chat                         # talk to a model trained on chat pairs
+    python model_handler.py models/me.pt --report                       # how much it sounds like you: me.report.md, me.blind.html
     python model_handler.py models/lecture.pt --attention=fast          # the lecture's model on the fast path
     python model_handler.py models/bigram.pt models/lecture.pt models/cpu.pt --compare=runs.png
     python model_handler.py path/to/gpt2_dir --prompt_ids=464,3290 --temperature=0   # GPT-2's weights (pretrained.py), token ids
@@ -294,6 +295,18 @@ class ModelHandler:
             history.append((message, answer.text))
         return history
 
+    def report(self, options=None) -> dict:
+        """The report of a chat model on its held-out conversations (gptlib/persona_report.py), written
+        beside the checkpoint, a summary printed; `options` a persona_report.ReportOptions. Its numbers."""
+        from gptlib.persona_report import ReportOptions, write_report
+
+        self._require_loaded()
+        if "pretrained" in self.state:
+            raise UserError(f"{self.path} holds published weights, not a model trained on chat pairs: the report "
+                            "needs a chat model (fine-tune it with --data=pairs.jsonl).")
+        return write_report(self.model, self.vocab, self.state["train_config"], self.state["model_config"], self.path,
+                            options or ReportOptions())
+
     @property
     def name(self) -> str:
         return Path(self.path).stem
@@ -314,6 +327,11 @@ class HandlerOptions:
     attention: str = ""  # "fast" or "heads": run (and --export) a GPT with that attention class, weights converted
     compare: str = ""  # draw the loss curves of the checkpoints given (A.pt B.pt ...) into this PNG
     prompt_ids: str = ""  # start from these token ids (464,3290) and print ids: any model, e.g. GPT-2's before its tokenizer is wired
+    report: bool = False  # a chat model's report on its held-out conversations, beside it: NAME.report.md/.json (bits per byte against its start, style card, failures, copies; numbers only) and NAME.blind.html (a blind test, with text)
+    report_contexts: int = 100  # with --report: held-out conversations the model answers (the style card, failures, copies, blind test)
+    copy_words: int = 8  # with --report: a reply repeating this many words of a training reply in a row counts as a copy
+    show_text: bool = False  # with --report: also put message text in the report (frequent words, the worst copies); off: numbers only
+    report_data: str = ""  # with --report: the chat pairs (.jsonl) if not where the checkpoint was trained on them
 
 
 USAGE = ("usage: python model_handler.py CHECKPOINT [--name=value ...]\n"
@@ -342,6 +360,11 @@ def main(argv=None):
             handler.reply("")  # raises the error that says how to make a chat model
         print(f"chatting with {handler.path}: type a message and press Enter; an empty line or Ctrl-D ends.")
         return handler.chat(options)
+    if handler_options.report:
+        from gptlib.persona_report import ReportOptions
+
+        return handler.report(ReportOptions(handler_options.report_contexts, handler_options.copy_words,
+                                            handler_options.show_text, seed=options.seed, data=handler_options.report_data))
     if handler_options.prompt_ids:
         return _print_ids(handler, handler_options.prompt_ids, options)
     if handler_options.export:

@@ -78,7 +78,7 @@ def load_dataset(cfg: TrainConfig, start, vocab_size: int | None = None) -> Text
 def session_order(path: str, count: int) -> list[list[int]] | None:
     """The pairs' indices grouped by session (chat_data.py's "session", records of one session
     consecutive), oldest session first; None when any record lacks its session or time."""
-    records = _records(path)
+    records = pair_records(path)
     if len(records) != count or not all(r.get("time") and "session" in r for r in records):
         return None
     sessions: list[list[int]] = []
@@ -90,15 +90,20 @@ def session_order(path: str, count: int) -> list[list[int]] | None:
     return sorted(sessions, key=lambda s: records[s[0]]["time"])
 
 
-def time_split_dataset(pairs: list[tuple[str, str]], sessions: list[list[int]], vocab, seed: int = 0) -> TextDataset:
-    """Held out by time: the newest tenth of the sessions (at least one) is val, and no session is
-    on both sides, so the val loss is how well the model answers later chats it has not seen."""
+def split_sessions(sessions: list[list[int]]) -> dict[str, list[list[int]]]:
+    """{"train": older sessions, "val": the newest tenth (at least one)}: the split by time that
+    training and the report (gptlib/persona_report.py) both use."""
     if len(sessions) < 2:
         raise UserError(f"chat pairs: {len(sessions)} conversation(s) is too few for a held-out split by time: "
                         "it needs at least 2 (the newest tenth of conversations, at least one, is held out).")
     n_val = max(1, round((1 - TRAIN_FRACTION) * len(sessions)))
-    order = {split: [pairs[i] for s in part for i in s]
-             for split, part in (("train", sessions[:-n_val]), ("val", sessions[-n_val:]))}
+    return {"train": sessions[:-n_val], "val": sessions[-n_val:]}
+
+
+def time_split_dataset(pairs: list[tuple[str, str]], sessions: list[list[int]], vocab, seed: int = 0) -> TextDataset:
+    """Held out by time: the newest tenth of the sessions (at least one) is val, and no session is
+    on both sides, so the val loss is how well the model answers later chats it has not seen."""
+    order = {split: [pairs[i] for s in part for i in s] for split, part in split_sessions(sessions).items()}
     for split in order:  # shuffled within each side: a character window must not read the pair before it as context
         random.Random(seed).shuffle(order[split])
     texts, masks = zip(*(layout_pair(a, b) for a, b in order["train"] + order["val"]))
@@ -118,7 +123,7 @@ def conversation_pairs(path: str, context_turns: int) -> list[tuple[str, str]]:
     pairs = read_pairs(path)
     if context_turns == 1:
         return pairs  # the single-exchange layout: their last turn, my reply
-    contexts = [record.get("context") or [] for record in _records(path)]
+    contexts = [record.get("context") or [] for record in pair_records(path)]
     if len(contexts) != len(pairs):  # skipped lines: the context of each pair is unknown
         return pairs
     laid_out = []
@@ -133,7 +138,7 @@ def conversation_pairs(path: str, context_turns: int) -> list[tuple[str, str]]:
     return laid_out
 
 
-def _records(path: str) -> list[dict]:
+def pair_records(path: str) -> list[dict]:
     records = []
     for line in read_text(path).splitlines():
         try:
