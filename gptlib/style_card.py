@@ -94,7 +94,7 @@ CARD_ROWS = (  # (key, label, format) of the style card's table
     ("turns_joined", "messages per reply (turns joined)", "{:.2f}"),
     ("lower_case_share", "all lower case (share)", "{:.0%}"),
     ("emoji_per_reply", "emoji per reply", "{:.2f}"),
-    ("punctuation_per_100_chars", "punctuation per 100 characters", "{:.1f}"),
+    ("punctuation_per_100_chars", "punctuation (per 100 characters)", "{:.1f}"),
     ("question_share", "questions (share)", "{:.0%}"),
 )
 
