@@ -57,7 +57,8 @@ def markdown(numbers: dict, pictured: bool) -> str:
     overlap = style["overlap"]
     lines += ["", f"Vocabulary: {overlap['jaccard']:.0%} of the words used on either side are used on both; "
               f"{overlap['generated_words_in_real_vocabulary']:.0%} of the model's words are words you used here; "
-              f"{overlap['shared_top_words']} of your {overlap['top']} most frequent words are among its {overlap['top']}."]
+              f"{overlap['shared_top_words']} of your {overlap['top']} most frequent words are among its {overlap['top']}; "
+              f"{style['identical_share']:.0%} of its replies are exactly yours."]
     if "frequent" in style:
         for side, name in (("real", "yours"), ("generated", "the model's")):
             for kind in ("words", "emoji"):
