@@ -361,10 +361,7 @@ def main(argv=None):
         print(f"chatting with {handler.path}: type a message and press Enter; an empty line or Ctrl-D ends.")
         return handler.chat(options)
     if handler_options.report:
-        from gptlib.persona_report import ReportOptions
-
-        return handler.report(ReportOptions(handler_options.report_contexts, handler_options.copy_words,
-                                            handler_options.show_text, seed=options.seed, data=handler_options.report_data))
+        return _report(handler, handler_options, options)
     if handler_options.prompt_ids:
         return _print_ids(handler, handler_options.prompt_ids, options)
     if handler_options.export:
@@ -380,6 +377,17 @@ def main(argv=None):
         write_text_atomically(options.out, text + "\n")
         print(f"(written to {options.out})")
     return samples
+
+
+def _report(handler: ModelHandler, handler_options: HandlerOptions, options: SampleConfig) -> dict:
+    from gptlib.persona_report import ReportOptions
+
+    for name in ("report_contexts", "copy_words"):
+        if getattr(handler_options, name) < 1:
+            raise UserError(f"--{name} must be at least 1, got {getattr(handler_options, name)}.")
+    return handler.report(ReportOptions(handler_options.report_contexts, handler_options.copy_words,
+                                        handler_options.show_text, temperature=options.temperature, seed=options.seed,
+                                        data=handler_options.report_data))
 
 
 def _print_ids(handler: ModelHandler, text: str, options: SampleConfig) -> list[list[int]]:

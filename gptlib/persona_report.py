@@ -40,7 +40,7 @@ from gptlib.engine import TokenStream, decoder_for
 from gptlib.errors import UserError
 from gptlib.run_data import pair_records, session_order, split_sessions
 
-SCORED_REPLIES = 512  # bits per byte are measured on at most this many held-out replies (evenly spread)
+MAX_REPLY_TOKENS = 256  # the automatic cap on a generated reply never passes this: a chat reply, not an essay
 
 
 @dataclass
@@ -48,7 +48,8 @@ class ReportOptions:
     contexts: int = 32  # held-out conversations the model answers for the style card, failures, copies and the blind test
     copy_words: int = style_card.COPY_WORDS  # a generated reply repeating this many words of a training reply in a row is a copy
     show_text: bool = False  # put message text in the report files (frequent words, the worst copies); off: numbers only
-    max_new_tokens: int = 0  # the cap on a generated reply; 0: twice the longest training reply, plus 16
+    scored: int = 512  # held-out replies (evenly spread) whose bits per byte are measured
+    max_new_tokens: int = 0  # the cap on a generated reply; 0: twice the longest training reply plus 16, at most MAX_REPLY_TOKENS
     temperature: float = 0.8
     seed: int = 1337
     data: str = ""  # the chat pairs; empty: the file the checkpoint was trained on
@@ -264,10 +265,10 @@ def build_report(model, vocab, train_config: dict, model_config: dict, checkpoin
     data = options.data or train_config.get("data", "")
     layout = Layout.of(vocab, model.config.block_size, train_config)
     held = held_out(data, train_config)
-    scored = spread(held.examples, SCORED_REPLIES)
+    scored = spread(held.examples, options.scored)
     chosen = spread(held.examples, options.contexts)
     longest = max((len(r) for r in held.training_replies), default=0)
-    cap = options.max_new_tokens or 2 * longest + 16
+    cap = options.max_new_tokens or min(2 * longest + 16, MAX_REPLY_TOKENS)
     device = next(model.parameters()).device
     bits = reply_bits(model, layout, scored)
     start, why = start_model(train_config, model_config, device)

@@ -53,7 +53,8 @@ def write_chat_report(r: Run) -> None:
         return
     from gptlib.persona_report import ReportOptions, write_report  # chat runs only
 
-    options = ReportOptions(contexts=r.cfg.report_contexts, show_text=r.cfg.log_text, seed=r.cfg.seed)
+    options = ReportOptions(contexts=r.cfg.report_contexts, show_text=r.cfg.log_text, seed=r.cfg.seed,
+                            scored=4 * r.cfg.report_contexts)
     try:
         write_report(r.model, r.dataset.vocab, dataclasses.asdict(r.cfg), dataclasses.asdict(r.model_cfg), r.out, options)
     except UserError as err:

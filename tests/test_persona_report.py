@@ -69,8 +69,8 @@ def runs(tmp_path_factory):
     pairs = folder / "pairs.jsonl"
     chat_data([str(FIXTURE), "--me=Ana Silva", f"--out={pairs}"])
     first, second = folder / "first.pt", folder / "second.pt"
-    gpt_final_version.main(tiny_run_args(pairs, first, max_iters=20, eval_interval=20, report_contexts=6))
-    gpt_final_version.main(tiny_run_args(pairs, second, max_iters=60, eval_interval=60, report_contexts=6,
+    gpt_final_version.main(tiny_run_args(pairs, first, max_iters=20, eval_interval=20, report_contexts=15))  # 4 x 15: every held-out reply scored
+    gpt_final_version.main(tiny_run_args(pairs, second, max_iters=60, eval_interval=60, report_contexts=15,
                                          init_from=first, warmup_iters=5))
     return folder, pairs
 
@@ -79,11 +79,11 @@ def test_a_chat_run_writes_its_report_in_numbers_only(runs, capsys):
     folder, _ = runs
     paths = report_paths(folder / "first.pt")
     numbers = json.loads(paths["json"].read_text(encoding="utf-8"))
-    assert numbers["held_out"] == {"split": "time", "sessions": 30, "replies": 60, "scored": 60, "answered": 6,
+    assert numbers["held_out"] == {"split": "time", "sessions": 30, "replies": 60, "scored": 60, "answered": 15,
                                    "training_replies": 540}  # 300 sessions: the newest tenth, 2 replies each
     assert "unigram" in numbers["bits_per_byte"]["start_is"]  # a run from random weights: the baseline says so
     assert numbers["bits_per_byte"]["gain"] > 0
-    assert numbers["style"]["real"]["replies"] == numbers["failures"]["replies"] == 6
+    assert numbers["style"]["real"]["replies"] == numbers["failures"]["replies"] == 15
     for kind in ("md", "json"):  # the invented replies' words never reach the report files
         text = paths[kind].read_text(encoding="utf-8")
         assert not any(word in text for word in ("please", "hmm", "pasta", "tacos")), kind
@@ -98,6 +98,8 @@ def test_the_report_gains_over_the_checkpoint_it_started_from(runs, capsys):
     assert str(folder / "first.pt") in bpb["start_is"] and bpb["gain"] > 0, bpb
     assert bpb["start"] == pytest.approx(json.loads(report_paths(folder / "first.pt")["json"].read_text())["bits_per_byte"]["model"])
     assert numbers["held_out"]["answered"] == 4 and "frequent" in numbers["style"]
+    with pytest.raises(UserError, match="--report_contexts must be at least 1"):
+        model_handler.main([str(folder / "second.pt"), "--report", "--report_contexts=0", "--device=cpu"])
     printed = capsys.readouterr().out
     assert "gain +" in printed and not any(word in printed for word in ("please", "pasta", "tacos"))
 
