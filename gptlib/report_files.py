@@ -98,22 +98,29 @@ def markdown(numbers: dict, pictured: bool) -> str:
 
 
 def draw_style_card(numbers: dict, path) -> bool:
-    """The style card as small bar charts (yours, the model's); False, writing nothing, without matplotlib."""
+    """The style card in one chart: for each measure a bar for yours and one for the model's, the
+    longer of the two full length, the values written at their ends (one axes: a tenth of the cost of
+    a chart per measure). False, writing nothing, without matplotlib."""
     if not matplotlib_available():
         return False
     from matplotlib.figure import Figure
 
     real, made = numbers["style"]["real"], numbers["style"]["generated"]
-    figure = Figure(figsize=(12, 3.2), dpi=110)
-    axes = figure.subplots(1, len(CARD_ROWS))
-    for ax, (key, label, _) in zip(axes, CARD_ROWS):
-        ax.bar([0, 1], [real[key], made[key]], color=["C0", "C1"])
-        ax.set_xticks([0, 1], ["yours", "model"], fontsize=8)
-        ax.set_title(label.replace(" (", "\n("), fontsize=8)
-        ax.set_ylim(0, max(real[key], made[key]) * 1.15 or 1)  # bars from zero, an empty measure too
-        ax.tick_params(axis="y", labelsize=7)
+    figure = Figure(figsize=(8, 4.2), dpi=100)
+    axes = figure.add_subplot()
+    for row, (key, _, fmt) in enumerate(CARD_ROWS):
+        top = max(real[key], made[key]) or 1.0
+        for offset, value, color in ((-0.2, real[key], "C0"), (0.2, made[key], "C1")):
+            axes.barh(row + offset, value / top, height=0.38, color=color)
+            axes.text(value / top + 0.01, row + offset, fmt.format(value), va="center", fontsize=7)
+    axes.set_yticks(range(len(CARD_ROWS)), [label for _, label, _ in CARD_ROWS], fontsize=8)
+    axes.invert_yaxis()
+    axes.set_xlim(0, 1.25)
+    axes.set_xticks([])
+    figure.legend(handles=axes.patches[:2], labels=["yours", "the model's"], fontsize=8, loc="upper left",
+                  bbox_to_anchor=(0.34, 0.95), ncols=2, frameon=False)
     figure.suptitle(f"{Path(numbers['checkpoint']).name}: style of {numbers['held_out']['answered']} held-out replies",
                     fontsize=10)
-    figure.subplots_adjust(left=0.04, right=0.99, bottom=0.12, top=0.74, wspace=0.6)  # tight_layout costs a second
+    figure.subplots_adjust(left=0.34, right=0.98, top=0.88, bottom=0.04)
     figure.savefig(path)
     return True
