@@ -117,3 +117,11 @@ def test_the_same_exchange_in_two_sessions_keeps_each_its_own_context(tmp_path):
     _, records = export(tmp_path, twice)
     same = [r for r in records if r["output"] == "yes, 8 is fine"]
     assert [r["session"] for r in same] == [0, 2] and [len(r["context"]) for r in same] == [3, 1]
+
+
+def test_the_importers_report_lists_pairs_per_contact(tmp_path, capsys):
+    (tmp_path / "group.txt").write_text(GROUP, encoding="utf-8")
+    (tmp_path / "chat.txt").write_text(CHAT, encoding="utf-8")
+    chat_data([str(tmp_path / "chat.txt"), str(tmp_path / "group.txt"), "--me=Ana Silva", "--group_chats=true",
+               f"--out={tmp_path / 'pairs.jsonl'}"])
+    assert "pairs per contact: Rui Costa 3, group 1\n" in capsys.readouterr().out  # a group chat: by its title
