@@ -175,8 +175,8 @@ class ModelHandler:
                      top_k: int | None = None, seed: int | None = None, deadline: float | None = None,
                      system: str = "") -> TextStream:
         """My answer to `message`, laid out as in training; earlier (their, mine) turns of the
-        conversation come first as context. Generation ends at the end marker (a hub model's: its
-        end-of-turn token; `system` is honoured where its template has a system role, else folded in)."""
+        conversation come first as context. Generation ends at the end marker, or where the model
+        starts another speaker's turn (a hub model's: its end-of-turn token; `system` is honoured where its template has a system role, else folded in)."""
         if self.uses_chat_template:
             from gptlib.chat_template import reply_prompt_ids  # hub models only: Jinja2 is the pretrained extra
             ids = reply_prompt_ids(self.vocab, message, history, system, self.model.config.block_size)
@@ -249,9 +249,10 @@ class ModelHandler:
         (of the last block_size characters) of context, which also bounds the cost of a long conversation."""
         block = self.model.config.block_size
         ids = self.vocab.encode_with_specials(context[-block:])[-block:]
-        stop_token = None if stop is None else self.vocab.specials[stop]
-        # a reply may end with the end marker, never write the markers that open a message or a reply
-        banned = tuple(self.vocab.specials[mark] for mark in (INPUT_MARK, OUTPUT_MARK)) if stop is not None else ()
+        # a reply ends at the end marker, or where the model starts someone else's turn (the marker
+        # that opens their message); it never writes the marker that opens a reply of mine
+        stop_token = None if stop is None else (self.vocab.specials[stop], self.vocab.specials[INPUT_MARK])
+        banned = (self.vocab.specials[OUTPUT_MARK],) if stop is not None else ()
         return self._stream_ids(ids, max_new_tokens, temperature, top_k, seed, deadline, stop_token, banned)
 
     def _stream_ids(self, ids, max_new_tokens, temperature, top_k, seed, deadline, stop_token, banned=()) -> TextStream:

@@ -130,12 +130,15 @@ class Layout:
         return cls(vocab, block_size, turns, template)
 
     @property
-    def stop(self):
-        return tuple(self.vocab.eos_ids) if self.template else self.vocab.specials[END_MARK]
+    def stop(self) -> tuple[int, ...]:
+        """Where a reply ends, as ModelHandler ends it: the end marker or another speaker's turn."""
+        if self.template:
+            return tuple(self.vocab.eos_ids)
+        return self.vocab.specials[END_MARK], self.vocab.specials[INPUT_MARK]
 
     @property
     def banned(self) -> tuple[int, ...]:
-        return () if self.template else tuple(self.vocab.specials[m] for m in (INPUT_MARK, OUTPUT_MARK))
+        return () if self.template else (self.vocab.specials[OUTPUT_MARK],)
 
     def prompt(self, example: dict) -> list[int]:
         """The ids before the reply, as ModelHandler.reply_stream lays them out."""

@@ -5,6 +5,7 @@ headless Chromium is in test_blind_page.py (slow)."""
 import json
 
 import pytest
+import torch
 from conftest import ROOT, tiny_run_args
 
 import gpt_final_version
@@ -116,3 +117,15 @@ def test_too_few_replies_for_a_held_out_split_say_how_many_are_needed(tmp_path):
         held_out(str(one), {"tokenizer": "char"})
     with pytest.raises(UserError, match="--report_data"):
         held_out(str(tmp_path / "gone.jsonl"), {"tokenizer": "char"})
+
+
+def test_a_reply_stops_where_the_model_starts_someone_elses_turn(runs):
+    handler = model_handler.ModelHandler(str(runs[0] / "first.pt"), "cpu").load()
+    opening, reply_mark = (handler.vocab.specials[m] for m in ("\x01", "\x02"))
+    with torch.no_grad():
+        handler.model.lm_head.bias[reply_mark] += 100.0  # the marker of my reply: never written, whatever its odds
+        said = handler.reply("pasta or curry?", max_new_tokens=5, temperature=0)
+        assert "\x02" not in said.text and said.text
+        handler.model.lm_head.bias[opening] += 200.0  # the marker of their turn: the reply ends there
+        said = handler.reply("pasta or curry?", max_new_tokens=5, temperature=0)
+    assert (said.text, said.finish_reason) == ("", "stop")
