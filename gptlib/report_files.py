@@ -68,6 +68,8 @@ def markdown(numbers: dict, pictured: bool) -> str:
         lines.append("(The words themselves are left out: --show_text=true lists the most frequent words and emoji.)")
     if pictured:
         lines += ["", f"![style card]({Path(files['png']).name})"]
+    else:
+        lines += ["", f"(No picture of the style card: matplotlib is not installed; {PLOT_INSTALL}.)"]
     lines += ["", f"## Failures, of {fails['replies']} replies", "", "| failure | yours | the model's |",
               "| --- | --- | --- |"]
     lines += [f"| {FAILURE_NAMES[f]} | {fails['real'][f]} | {fails['generated'][f]} |" for f in FAILURES]

@@ -14,7 +14,7 @@ from chat.pipeline import main as chat_data
 from gptlib import style_card
 from gptlib.blind_test import blind_items, blind_page
 from gptlib.errors import UserError
-from gptlib.persona_report import held_out, report_paths
+from gptlib.persona_report import ReportOptions, held_out, report_paths
 
 FIXTURE = ROOT / "tests/fixtures/conversations/invented_choices.txt"
 
@@ -129,3 +129,18 @@ def test_a_reply_stops_where_the_model_starts_someone_elses_turn(runs):
         handler.model.lm_head.bias[opening] += 200.0  # the marker of their turn: the reply ends there
         said = handler.reply("pasta or curry?", max_new_tokens=5, temperature=0)
     assert (said.text, said.finish_reason) == ("", "stop")
+
+
+def test_without_matplotlib_the_report_says_so_and_draws_nothing(runs, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    from gptlib import report_files
+    monkeypatch.setattr(report_files, "matplotlib_available", lambda: False)
+    folder, pairs = runs
+    shutil.copy(folder / "first.pt", tmp_path / "copy.pt")
+    handler = model_handler.ModelHandler(str(tmp_path / "copy.pt"), "cpu").load()
+    numbers = handler.report(ReportOptions(contexts=2, data=str(pairs)))
+    paths = report_paths(tmp_path / "copy.pt")
+    assert not paths["png"].exists() and "png" not in numbers["files"]
+    assert "matplotlib is not installed" in paths["md"].read_text(encoding="utf-8")
+    assert "no picture: pip install -r requirements-plot.txt" in capsys.readouterr().out
