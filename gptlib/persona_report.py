@@ -58,7 +58,7 @@ class ReportOptions:
 @dataclass
 class HeldOut:
     """The replies a report is measured on, with the conversations before them."""
-    examples: list[dict]  # {"message", "history", "reply"}: held-out replies, oldest first
+    examples: list[dict]  # {"message", "history", "reply", "session"}: held-out replies, oldest first
     training_replies: list[str]
     others: list[str]  # the other speakers' names in the data (a reply must not speak as them)
     split: str  # "time" (sessions) or "shuffled" (pairs without sessions)
@@ -90,13 +90,15 @@ def held_out(path: str, train_config: dict) -> HeldOut:
         split = held_out_split(list(range(len(pairs))), int(train_config.get("seed", 0)))
         split["val"] = sorted(split["val"])
     contexts = [r.get("context") or [] for r in records] if len(records) == len(pairs) else [[] for _ in pairs]
+    session_of = {i: n for n, s in enumerate(sessions or []) for i in s}
     examples = []
     for i in split["val"]:
         message, history = pairs[i][0], []
         if char and context_turns != 1 and contexts[i]:
             message, history = exchanges_of((t.get("speaker"), without_markers(str(t.get("text", ""))),
                                              bool(t.get("mine"))) for t in contexts[i])
-        examples.append({"message": message, "history": history, "reply": pairs[i][1]})
+        examples.append({"message": message, "history": history, "reply": pairs[i][1],
+                         "session": session_of.get(i, -1 - i)})  # without sessions: each reply its own
     others = sorted({t["speaker"] for c in contexts for t in c if t.get("speaker") and not t.get("mine")})
     return HeldOut(examples, [pairs[i][1] for i in split["train"]], others, "time" if sessions else "shuffled",
                    len(parts["val"]) if sessions else 0)
@@ -305,8 +307,16 @@ def build_report(model, vocab, train_config: dict, model_config: dict, checkpoin
     if options.show_text:
         numbers["style"]["frequent"] = {"real": style_card.frequent(real), "generated": style_card.frequent(generated)}
     blind = [{"context": conversation_turns(e), "real": e["reply"], "model": reply}
-             for e, reply in zip(chosen, generated)]
+             for e, reply in last_of_each_session(chosen, generated)]
+    numbers["blind_test"] = {"conversations": len(blind)}
     return Report(numbers, blind)
+
+
+def last_of_each_session(examples: list[dict], replies: list[str]) -> list[tuple[dict, str]]:
+    """One reply per session for the blind test, its last: an earlier one's real reply is in the
+    later one's context, and would give its answer away."""
+    last = {e["session"]: (e, reply) for e, reply in zip(examples, replies)}
+    return list(last.values())
 
 
 def conversation_turns(example: dict) -> list[tuple[str, str]]:

@@ -88,7 +88,8 @@ def markdown(numbers: dict, pictured: bool) -> str:
         if not numbers["show_text"]:
             lines.append(f"\n(Text redacted to its length, as {redacted('an example')} shows one; --show_text=true shows it.)")
     lines += ["", "## Blind test", "",
-              f"`{Path(files['html']).name}`, beside the checkpoint: {held['answered']} of these conversations with two "
+              f"`{Path(files['html']).name}`, beside the checkpoint: {numbers['blind_test']['conversations']} of these "
+              "conversations (one a session: a later one would show an earlier one's answer) with two "
               "replies each in random order, yours and the model's. Pick the one you wrote; the page scores it in the "
               "browser (about half right means the model's replies pass for yours). It holds message text and stays "
               "in this folder: share it with no one you would not show the chats to.", "",

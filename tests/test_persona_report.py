@@ -14,7 +14,7 @@ from chat.pipeline import main as chat_data
 from gptlib import style_card
 from gptlib.blind_test import blind_items, blind_page
 from gptlib.errors import UserError
-from gptlib.persona_report import ReportOptions, held_out, report_paths
+from gptlib.persona_report import ReportOptions, held_out, last_of_each_session, report_paths
 
 FIXTURE = ROOT / "tests/fixtures/conversations/invented_choices.txt"
 
@@ -63,6 +63,12 @@ def test_the_blind_page_is_self_contained_and_a_message_cannot_end_its_data():
     assert len({item["real"] for item in items}) == 2  # the real reply is not always on one side
 
 
+def test_the_blind_test_takes_one_reply_a_session_so_no_context_gives_an_answer_away():
+    examples = [{"session": 0, "reply": "a"}, {"session": 0, "reply": "b"}, {"session": 4, "reply": "c"}]
+    picked = last_of_each_session(examples, ["x", "y", "z"])
+    assert [(e["reply"], made) for e, made in picked] == [("b", "y"), ("c", "z")]  # b's context holds a
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """A tiny chat model trained from scratch (its report after the run), then one started from it."""
@@ -89,6 +95,7 @@ def test_a_chat_run_writes_its_report_in_numbers_only(runs, capsys):
         text = paths[kind].read_text(encoding="utf-8")
         assert not any(word in text for word in ("please", "hmm", "pasta", "tacos")), kind
     assert "please" in paths["html"].read_text(encoding="utf-8")  # the blind test holds text, by necessity
+    assert numbers["blind_test"]["conversations"] == 15  # 15 replies spread over 30 sessions: one each
 
 
 def test_the_report_gains_over_the_checkpoint_it_started_from(runs, capsys):
