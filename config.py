@@ -141,6 +141,7 @@ class TrainConfig:
     samples_dir: str = "samples"  # where the end-of-run sample goes; empty disables
     sample_chars: int = 500  # length of the end-of-run sample, in tokens (characters for a character model)
     log_text: bool = False  # on chat pairs, print and save the end-of-run sample (a held-out message of yours and the reply); off: only its length, as both may repeat your messages
+    report_contexts: int = 32  # after a run on chat pairs: the report beside the checkpoint (NAME.report.md/.json, NAME.blind.html; gptlib/persona_report.py) answers this many held-out conversations; 0: no report
     context_turns: int = 6  # on chat pairs with a "context" (chat_data.py): each reply sees up to this many earlier turns of its conversation (their message is one, each earlier exchange two); 1: the single exchange, their last turn only; 0: the whole session
     persona: str = ""  # whose voice a chat model speaks in (the system prompt of a chat template; the report's name); empty: the first name in the pairs' "me"
     progress: bool = True  # show the tqdm bar (it is hidden anyway when stderr is not a terminal)
@@ -151,7 +152,8 @@ class TrainConfig:
                 raise UserError(f"{name} must be at least 1, got {getattr(self, name)}.")
         if self.context_turns < 0:
             raise UserError(f"context_turns must not be negative (1: the single exchange, 0: the whole session), got {self.context_turns}.")
-        for name in ("max_iters", "warmup_iters", "lr_decay_iters", "save_interval", "sample_chars", "log_interval", "lora_rank"):
+        for name in ("max_iters", "warmup_iters", "lr_decay_iters", "save_interval", "sample_chars", "log_interval", "lora_rank",
+                     "report_contexts"):
             if getattr(self, name) < 0:
                 raise UserError(f"{name} must not be negative, got {getattr(self, name)}.")
         if self.learning_rate <= 0:

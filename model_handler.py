@@ -4,6 +4,7 @@
         --temperature=0.8 --top_k=50 --num_samples=2 --seed=1337 --out=samples/romeo.txt
     python model_handler.py models/NAME.pt --export=models/small.pt   # weights only, half size
     python model_handler.py models/me.pt --chat                         # talk to a model trained on chat pairs
+    python model_handler.py models/me.pt --report                       # how much it sounds like you: me.report.md, me.blind.html
     python model_handler.py models/lecture.pt --attention=fast          # the lecture's model on the fast path
     python model_handler.py models/bigram.pt models/lecture.pt models/cpu.pt --compare=runs.png
     python model_handler.py path/to/gpt2_dir --prompt_ids=464,3290 --temperature=0   # GPT-2's weights (pretrained.py), token ids
@@ -38,6 +39,8 @@ from gptlib.chat_format import (
     conversation_prompt,
     fit_to_vocabulary,
     openai_exchanges,
+    persona_prompt,
+    recent_history,
 )
 from gptlib.checkpoint import load_checkpoint, save_checkpoint
 from gptlib.cli import apply, help_text, parse_args
@@ -174,11 +177,13 @@ class ModelHandler:
                      top_k: int | None = None, seed: int | None = None, deadline: float | None = None,
                      system: str = "") -> TextStream:
         """My answer to `message`, laid out as in training; earlier (their, mine) turns of the
-        conversation come first as context. Generation ends at the end marker (a hub model's: its
-        end-of-turn token; `system` is honoured where its template has a system role, else folded in)."""
+        conversation come first as context. Generation ends at the end marker, or where the model
+        starts another speaker's turn (a hub model's: its end-of-turn token; `system` is honoured where its template has a system role, else folded in)."""
         if self.uses_chat_template:
             from gptlib.chat_template import reply_prompt_ids  # hub models only: Jinja2 is the pretrained extra
-            ids = reply_prompt_ids(self.vocab, message, history, system, self.model.config.block_size)
+            system = system or self.persona_system  # a request's own system prompt replaces the persona's
+            ids = reply_prompt_ids(self.vocab, message, recent_history(history, self.context_turns), system,
+                                   self.model.config.block_size)
             return self._stream_ids(ids, max_new_tokens, temperature, top_k, seed, deadline, tuple(self.vocab.eos_ids))
         if not self.is_chat_model:
             raise UserError(f"{self.path} was not trained on chat pairs (its vocabulary has no pair markers). "
@@ -191,6 +196,12 @@ class ModelHandler:
         """OpenAI chat messages as (their message, earlier exchanges) in the training layout
         (chat_format.openai_exchanges): the server calls this, so `name` names a group chat's speaker."""
         return openai_exchanges(messages)
+
+    @property
+    def persona_system(self) -> str:
+        """The system prompt a hub chat model was fine-tuned with (--persona), "" for none."""
+        persona = (self.state or {}).get("train_config", {}).get("persona", "")
+        return persona_prompt(persona) if persona and self.uses_chat_template else ""
 
     @property
     def context_turns(self) -> int:
@@ -248,9 +259,10 @@ class ModelHandler:
         (of the last block_size characters) of context, which also bounds the cost of a long conversation."""
         block = self.model.config.block_size
         ids = self.vocab.encode_with_specials(context[-block:])[-block:]
-        stop_token = None if stop is None else self.vocab.specials[stop]
-        # a reply may end with the end marker, never write the markers that open a message or a reply
-        banned = tuple(self.vocab.specials[mark] for mark in (INPUT_MARK, OUTPUT_MARK)) if stop is not None else ()
+        # a reply ends at the end marker, or where the model starts someone else's turn (the marker
+        # that opens their message); it never writes the marker that opens a reply of mine
+        stop_token = None if stop is None else (self.vocab.specials[stop], self.vocab.specials[INPUT_MARK])
+        banned = (self.vocab.specials[OUTPUT_MARK],) if stop is not None else ()
         return self._stream_ids(ids, max_new_tokens, temperature, top_k, seed, deadline, stop_token, banned)
 
     def _stream_ids(self, ids, max_new_tokens, temperature, top_k, seed, deadline, stop_token, banned=()) -> TextStream:
@@ -294,6 +306,18 @@ class ModelHandler:
             history.append((message, answer.text))
         return history
 
+    def report(self, options=None) -> dict:
+        """The report of a chat model on its held-out conversations (gptlib/persona_report.py), written
+        beside the checkpoint, a summary printed; `options` a persona_report.ReportOptions. Its numbers."""
+        from gptlib.persona_report import ReportOptions, write_report
+
+        self._require_loaded()
+        if "pretrained" in self.state:
+            raise UserError(f"{self.path} holds published weights, not a model trained on chat pairs: the report "
+                            "needs a chat model (fine-tune it with --data=pairs.jsonl).")
+        return write_report(self.model, self.vocab, self.state["train_config"], self.state["model_config"], self.path,
+                            options or ReportOptions())
+
     @property
     def name(self) -> str:
         return Path(self.path).stem
@@ -314,6 +338,11 @@ class HandlerOptions:
     attention: str = ""  # "fast" or "heads": run (and --export) a GPT with that attention class, weights converted
     compare: str = ""  # draw the loss curves of the checkpoints given (A.pt B.pt ...) into this PNG
     prompt_ids: str = ""  # start from these token ids (464,3290) and print ids: any model, e.g. GPT-2's before its tokenizer is wired
+    report: bool = False  # a chat model's report on its held-out conversations, beside it: NAME.report.md/.json (bits per byte against its start, style card, failures, copies; numbers only) and NAME.blind.html (a blind test, with text)
+    report_contexts: int = 100  # with --report: held-out conversations the model answers (the style card, failures, copies, blind test)
+    copy_words: int = 8  # with --report: a reply repeating this many words of a training reply in a row counts as a copy
+    show_text: bool = False  # with --report: also put message text in the report (frequent words, the worst copies); off: numbers only
+    report_data: str = ""  # with --report: the chat pairs (.jsonl) if not where the checkpoint was trained on them
 
 
 USAGE = ("usage: python model_handler.py CHECKPOINT [--name=value ...]\n"
@@ -342,6 +371,8 @@ def main(argv=None):
             handler.reply("")  # raises the error that says how to make a chat model
         print(f"chatting with {handler.path}: type a message and press Enter; an empty line or Ctrl-D ends.")
         return handler.chat(options)
+    if handler_options.report:
+        return _report(handler, handler_options, options)
     if handler_options.prompt_ids:
         return _print_ids(handler, handler_options.prompt_ids, options)
     if handler_options.export:
@@ -357,6 +388,17 @@ def main(argv=None):
         write_text_atomically(options.out, text + "\n")
         print(f"(written to {options.out})")
     return samples
+
+
+def _report(handler: ModelHandler, handler_options: HandlerOptions, options: SampleConfig) -> dict:
+    from gptlib.persona_report import ReportOptions
+
+    for name in ("report_contexts", "copy_words"):
+        if getattr(handler_options, name) < 1:
+            raise UserError(f"--{name} must be at least 1, got {getattr(handler_options, name)}.")
+    return handler.report(ReportOptions(handler_options.report_contexts, handler_options.copy_words,
+                                        handler_options.show_text, temperature=options.temperature, seed=options.seed,
+                                        data=handler_options.report_data))
 
 
 def _print_ids(handler: ModelHandler, text: str, options: SampleConfig) -> list[list[int]]:

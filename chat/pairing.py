@@ -89,7 +89,8 @@ def session_records(messages: list[Message], is_me, window: timedelta, counts: C
             context = [{"speaker": turn.speaker if group and not turn.mine else None,
                         "text": " | ".join(turn.texts), "mine": turn.mine} for turn in turns[:index + 1]]
             records.append({"input": " | ".join(theirs.texts), "output": " | ".join(mine.texts), "context": context,
-                            "session": number, "time": mine.first.isoformat() if mine.first else None})
+                            "session": number, "time": mine.first.isoformat() if mine.first else None,
+                            "me": mine.speaker})  # as the export spells me: a hub model's persona (--persona)
     return records
 
 

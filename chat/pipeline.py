@@ -56,15 +56,15 @@ def build_pairs(paths: list[Path], config: ChatDataConfig) -> tuple[list[tuple[s
     cleaner = Cleaner(config, report.counts)
     window = timedelta(minutes=config.reply_window)
     silence = timedelta(hours=config.silence_hours)
-    records = []
     merged = exclude_contacts(merge_conversations(conversations, report.counts), config.exclude_contacts, report, is_me)
     gap = timedelta(hours=config.session_gap_hours)
     for conversation in select_conversations(merged, config, report):
         report.conversations_used += 1
         cleaned = [dataclasses.replace(m, text=cleaner.clean(m.text)) for m in conversation.messages]
-        records += session_records([m for m in cleaned if m.text], is_me, window, report.counts, gap, silence,
-                                   conversation.is_group())
-    report.contexts = _clean_records(records, cleaner, report.counts)
+        records = _clean_records(session_records([m for m in cleaned if m.text], is_me, window, report.counts, gap,
+                                                 silence, conversation.is_group()), cleaner, report.counts)
+        report.pairs_per_contact[_contact(conversation, is_me)] += len(records)
+        report.contexts += records
     pairs = [(r["input"], r["output"]) for r in report.contexts] + _clean_pairs(given_pairs, cleaner, report.counts)
     report.pairs = len(pairs)
     if config.facts:
@@ -97,6 +97,14 @@ def _clean_records(records: list[dict], cleaner: Cleaner, counts: Counter) -> li
         if cleaned:
             kept.append(record | {"input": cleaned[0][0], "output": cleaned[0][1]})
     return kept
+
+
+def _contact(conversation, is_me) -> str:
+    """Whom a chat's pairs answer: the other person, or a group chat's title."""
+    others = sorted({m.sender for m in conversation.messages if not is_me(m) and not m.sender.startswith("\x00")})
+    if conversation.is_group() or len(others) != 1:
+        return conversation.title or ", ".join(others[:3]) or "(nobody named)"
+    return others[0]
 
 
 def _top(speakers: Counter) -> str:

@@ -9,6 +9,8 @@ from .cleaning import RULES
 from .model import APP_TEXT_RULES, Imported
 from .scrub import KINDS
 
+PER_CONTACT_SHOWN = 10  # the chats with the most pairs, by name; the rest as a count
+
 
 @dataclass
 class FileReport:
@@ -36,6 +38,7 @@ class Report:
     pairs: int = 0  # from conversations and JSONL
     fact_pairs: int = 0
     vocabulary: int = 0  # distinct characters in the inputs and outputs written
+    pairs_per_contact: Counter = field(default_factory=Counter)  # the other person (a group's title) -> pairs of that chat
     contexts: list = field(default_factory=list)  # the chats' pairs as records, with their session's earlier turns (the first pairs written)
 
     def text(self) -> str:
@@ -62,6 +65,11 @@ class Report:
         if self.counts["messages left out by --exclude_contacts"]:
             lines.append(f"--exclude_contacts left out {self.counts['messages left out by --exclude_contacts']} message(s)")
         lines.append(f"pairs written: {self.pairs + self.fact_pairs} ({self.pairs} from chats, {self.fact_pairs} from facts)")
+        if self.pairs_per_contact:
+            shown = self.pairs_per_contact.most_common(PER_CONTACT_SHOWN)
+            rest = len(self.pairs_per_contact) - len(shown)
+            lines.append("pairs per contact: " + ", ".join(f"{name} {count}" for name, count in shown)
+                         + (f", and {rest} more chat(s)" if rest else ""))
         lines.append(f"vocabulary: {self.vocabulary} distinct characters")
         return "\n".join(lines)
 

@@ -26,6 +26,18 @@ def prompt_text(message: str, history=()) -> str:
     return "".join(exchange_text(their, mine) for their, mine in history) + INPUT_MARK + message + OUTPUT_MARK
 
 
+def read_laid_out(their_side: str) -> tuple[str, list[tuple[str, str]]]:
+    """The inverse of a conversation_prompt without its outer markers (the first side of a laid-out
+    training pair, gptlib/run_data.conversation_pairs): (their message, earlier exchanges). The
+    markers in it are the layout's own: the texts were cleared of them (without_markers)."""
+    *earlier, message = their_side.split(INPUT_MARK)
+    history = []
+    for exchange in earlier:
+        their, _, mine = exchange.partition(OUTPUT_MARK)
+        history.append((their, mine.removesuffix(END_MARK)))
+    return message, history
+
+
 def named(speaker: str | None, text: str) -> str:
     """One person's turn inside their side of an exchange: in a group chat the speaker is named
     ("Ana: see you at 8"), so the model learns who said what; in a two-person chat no name is needed."""

@@ -25,6 +25,7 @@ from gptlib.chat_format import (  # noqa: F401 (the markers, re-exported for the
     OUTPUT_MARK,
     layout_pair,
     prompt_ids,
+    read_laid_out,
     without_markers,
 )
 from gptlib.errors import UserError
@@ -401,8 +402,9 @@ class PairBatches:
     without their message.
     """
 
-    def __init__(self, pairs: list[tuple[str, str]], vocab, seed: int = 0):
+    def __init__(self, pairs: list[tuple[str, str]], vocab, seed: int = 0, laid_out: bool = False):
         self.vocab = vocab
+        self.laid_out = laid_out  # each first side is a conversation laid out (run_data.conversation_pairs)
         self.masks = None
         self.prepared = None
         self.pairs = held_out_split(pairs, seed)
@@ -418,7 +420,8 @@ class PairBatches:
 
     def encode_pair(self, their: str, mine: str) -> tuple[torch.Tensor, int]:
         """The pair's ids and the index of the first learned token (the reply's first)."""
-        given = prompt_ids(self.vocab, their)  # the one prompt layout (chat_format)
+        # the one prompt layout (chat_format): the conversation before the reply, or their message alone
+        given = prompt_ids(self.vocab, *read_laid_out(their)) if self.laid_out else prompt_ids(self.vocab, their)
         learned = self.vocab.encode(mine) + [self.vocab.specials[END_MARK]]
         return torch.tensor(given + learned, dtype=torch.long), len(given)
 

@@ -5,13 +5,22 @@ from __future__ import annotations
 import json
 import random
 import time
+from collections import Counter
 from pathlib import Path
 
 import torch
 
 from config import TrainConfig
 from gptlib import pretrained, tokenizer
-from gptlib.chat_format import INPUT_MARK, OUTPUT_MARK, conversation_prompt, exchanges_of, layout_pair, without_markers
+from gptlib.chat_format import (
+    INPUT_MARK,
+    OUTPUT_MARK,
+    conversation_prompt,
+    exchanges_of,
+    layout_pair,
+    persona_prompt,
+    without_markers,
+)
 from gptlib.corpus import (
     TRAIN_FRACTION,
     CharVocab,
@@ -80,7 +89,7 @@ def load_dataset(cfg: TrainConfig, start, vocab_size: int | None = None) -> Text
 def session_order(path: str, count: int) -> list[list[int]] | None:
     """The pairs' indices grouped by session (chat_data.py's "session", records of one session
     consecutive), oldest session first; None when any record lacks its session or time."""
-    records = _records(path)
+    records = pair_records(path)
     if len(records) != count or not all(r.get("time") and "session" in r for r in records):
         return None
     sessions: list[list[int]] = []
@@ -92,15 +101,20 @@ def session_order(path: str, count: int) -> list[list[int]] | None:
     return sorted(sessions, key=lambda s: records[s[0]]["time"])
 
 
-def time_split_dataset(pairs: list[tuple[str, str]], sessions: list[list[int]], vocab, seed: int = 0) -> TextDataset:
-    """Held out by time: the newest tenth of the sessions (at least one) is val, and no session is
-    on both sides, so the val loss is how well the model answers later chats it has not seen."""
+def split_sessions(sessions: list[list[int]]) -> dict[str, list[list[int]]]:
+    """{"train": older sessions, "val": the newest tenth (at least one)}: the split by time that
+    training and the report (gptlib/persona_report.py) both use."""
     if len(sessions) < 2:
         raise UserError(f"chat pairs: {len(sessions)} conversation(s) is too few for a held-out split by time: "
                         "it needs at least 2 (the newest tenth of conversations, at least one, is held out).")
     n_val = max(1, round((1 - TRAIN_FRACTION) * len(sessions)))
-    order = {split: [pairs[i] for s in part for i in s]
-             for split, part in (("train", sessions[:-n_val]), ("val", sessions[-n_val:]))}
+    return {"train": sessions[:-n_val], "val": sessions[-n_val:]}
+
+
+def time_split_dataset(pairs: list[tuple[str, str]], sessions: list[list[int]], vocab, seed: int = 0) -> TextDataset:
+    """Held out by time: the newest tenth of the sessions (at least one) is val, and no session is
+    on both sides, so the val loss is how well the model answers later chats it has not seen."""
+    order = {split: [pairs[i] for s in part for i in s] for split, part in split_sessions(sessions).items()}
     for split in order:  # shuffled within each side: a character window must not read the pair before it as context
         random.Random(seed).shuffle(order[split])
     texts, masks = zip(*(layout_pair(a, b) for a, b in order["train"] + order["val"]))
@@ -113,16 +127,22 @@ def time_split_dataset(pairs: list[tuple[str, str]], sessions: list[list[int]], 
 
 
 def conversation_pairs(path: str, context_turns: int) -> list[tuple[str, str]]:
-    """A character model's chat examples: each reply with up to `context_turns` earlier turns of its
-    session (chat_data.py writes them as "context"), laid out by chat_format.conversation_prompt, the
-    layout --chat and the server use. The pair's first side is that layout without its outer markers,
-    so layout_pair(side, reply) is exactly conversation_prompt(...) + reply + END."""
+    """Chat examples: each reply with up to `context_turns` earlier turns of its session (chat_data.py
+    writes them as "context"), laid out by chat_format.conversation_prompt, the layout --chat and the
+    server use. The pair's first side is that layout without its outer markers, so layout_pair(side,
+    reply) is exactly conversation_prompt(...) + reply + END; subword pairs read it back into turns
+    (chat_format.read_laid_out)."""
+    return laid_out_pairs(path, context_turns)[0]
+
+
+def laid_out_pairs(path: str, context_turns: int) -> tuple[list[tuple[str, str]], bool]:
+    """conversation_pairs, and whether they are laid out (False: the plain pairs, as read)."""
     pairs = read_pairs(path)
     if context_turns == 1:
-        return pairs  # the single-exchange layout: their last turn, my reply
-    contexts = [record.get("context") or [] for record in _records(path)]
-    if len(contexts) != len(pairs):  # skipped lines: the context of each pair is unknown
-        return pairs
+        return pairs, False  # the single-exchange layout: their last turn, my reply
+    contexts = [record.get("context") or [] for record in pair_records(path)]
+    if len(contexts) != len(pairs) or not any(contexts):  # skipped lines: the context of each pair is unknown
+        return pairs, False
     laid_out = []
     for (their, mine), context in zip(pairs, contexts):
         if not context:
@@ -132,10 +152,17 @@ def conversation_pairs(path: str, context_turns: int) -> list[tuple[str, str]]:
                                          bool(turn.get("mine"))) for turn in context)
         prompt = conversation_prompt(message, history, context_turns)
         laid_out.append((prompt[len(INPUT_MARK):-len(OUTPUT_MARK)], mine))
-    return laid_out
+    return laid_out, True
 
 
-def _records(path: str) -> list[dict]:
+def persona_of(path: str) -> str:
+    """Whose replies the pairs hold: the name chat_data.py found for me most often ("me"), or ""."""
+    names = Counter(record.get("me") for record in pair_records(path) if isinstance(record.get("me"), str))
+    names.pop("", None)
+    return names.most_common(1)[0][0] if names else ""
+
+
+def pair_records(path: str) -> list[dict]:
     records = []
     for line in read_text(path).splitlines():
         try:
@@ -160,7 +187,8 @@ def pretrained_dataset(cfg: TrainConfig, init_state: dict) -> TextDataset:
         raise UserError(f"{source} has no tokenizer files (vocab.json + merges.txt, encoder.json + vocab.bpe, or "
                         "tokenizer.json): copy GPT-2's into that directory.")
     if is_pairs_file(cfg.data):
-        return PairBatches(read_pairs(cfg.data), tokenizer.with_chat_markers(tokens), cfg.seed)
+        pairs, laid_out = laid_out_pairs(cfg.data, cfg.context_turns)
+        return PairBatches(pairs, tokenizer.with_chat_markers(tokens), cfg.seed, laid_out)
     return TextDataset.from_text(_text_for_subwords(cfg), tokens)
 
 
@@ -172,7 +200,12 @@ def _hub_model_dataset(cfg: TrainConfig, tokens, source: str):
         if not tokens.config.get("chat_template"):
             raise UserError(f"{source} has no chat_template in tokenizer_config.json: chat pairs need an instruct model.")
         from gptlib.template_pairs import TemplatePairBatches
-        return TemplatePairBatches(read_pairs(cfg.data), tokens, cfg.seed)
+        cfg.persona = cfg.persona or persona_of(cfg.data)  # kept in the checkpoint: serving speaks as the same person
+        system = persona_prompt(cfg.persona) if cfg.persona else ""
+        if cfg.persona:
+            print(f"persona: {cfg.persona} (the system prompt of every example; --persona to change it)")
+        pairs, laid_out = laid_out_pairs(cfg.data, cfg.context_turns)
+        return TemplatePairBatches(pairs, tokens, cfg.seed, laid_out, system=system)
     return TextDataset.from_text(_text_for_subwords(cfg), tokens)
 
 
@@ -180,12 +213,12 @@ def subword_dataset(cfg: TrainConfig, source: dict | None, vocab_size: int | Non
     """Text in byte-level BPE tokens: the checkpoint's tokenizer when there is one, GPT-2's from its
     files, or one trained here on the training split (the val text stays unseen). Chat pairs come
     as whole pairs (PairBatches), the markers as special ids."""
-    pairs = read_pairs(cfg.data) if is_pairs_file(cfg.data) else None
+    pairs, laid_out = laid_out_pairs(cfg.data, cfg.context_turns) if is_pairs_file(cfg.data) else (None, False)
     if pairs is None:
         text = _text_for_subwords(cfg)
         training_text = text[:int(TRAIN_FRACTION * len(text))]
     else:  # BPE learns from the training pairs' words only; the markers are its specials
-        training_text = "\n".join(side for pair in held_out_split(pairs, cfg.seed)["train"] for side in pair)
+        training_text = "\n".join(without_markers(side) for pair in held_out_split(pairs, cfg.seed)["train"] for side in pair)
     if source:
         tokens = tokenizer.from_checkpoint(source)
     elif cfg.tokenizer == "gpt2":
@@ -198,7 +231,7 @@ def subword_dataset(cfg: TrainConfig, source: dict | None, vocab_size: int | Non
         tokens = tokenizer.ByteBPE.train(training_text, vocab_size or DEFAULT_BPE_VOCAB)
         print(f"tokenizer: byte-level BPE of {len(tokens)} tokens trained on the training split in {time.time() - started:.1f}s")
     if pairs is not None:
-        return PairBatches(pairs, tokenizer.with_chat_markers(tokens), cfg.seed)
+        return PairBatches(pairs, tokenizer.with_chat_markers(tokens), cfg.seed, laid_out)
     return TextDataset.from_text(text, tokens)
 
 

@@ -2,6 +2,7 @@
 the loss-curve picture, a sample, a line in notes.txt and the final line."""
 from __future__ import annotations
 
+import dataclasses
 import math
 from datetime import datetime
 from pathlib import Path
@@ -14,6 +15,7 @@ from gptlib.chat_format import END_MARK, prompt_text
 from gptlib.checkpoint import best_path
 from gptlib.corpus import TextDataset, seeded_generator
 from gptlib.engine import TokenStream, decoder_for
+from gptlib.errors import UserError
 
 if TYPE_CHECKING:
     from gptlib.train import Run, TrainResult
@@ -37,9 +39,26 @@ def report(r: Run, result: TrainResult) -> None:
     append_notes(r, result)
     if r.dataset.pairs:
         print(f"val loss of replies only (held-out pairs): {result.val_loss:.4f}")
+        write_chat_report(r)
     print(f"final: iters={result.iters} train_loss={result.train_loss:.4f} val_loss={result.val_loss:.4f} "
           f"best_val_loss={result.best_val_loss:.4f} val_bpb={result.val_bpb:.4f} params={result.params} "
           f"tokens_per_s={result.tokens_per_s:.0f} seconds={result.seconds:.1f} checkpoint={result.checkpoint}")
+
+
+def write_chat_report(r: Run) -> None:
+    """A chat run's report beside its checkpoint (gptlib/persona_report.py), kept cheap: a few
+    held-out conversations. The checkpoint is saved already, so a report that cannot be made says why
+    and the run still ends well."""
+    if not r.cfg.report_contexts:
+        return
+    from gptlib.persona_report import ReportOptions, write_report  # chat runs only
+
+    options = ReportOptions(contexts=r.cfg.report_contexts, show_text=r.cfg.log_text, seed=r.cfg.seed,
+                            scored=4 * r.cfg.report_contexts)
+    try:
+        write_report(r.model, r.dataset.vocab, dataclasses.asdict(r.cfg), dataclasses.asdict(r.model_cfg), r.out, options)
+    except UserError as err:
+        print(f"report: not written: {err}")
 
 
 def draw_curve(r: Run) -> None:

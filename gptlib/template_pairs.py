@@ -9,26 +9,43 @@ from __future__ import annotations
 
 import torch
 
+from gptlib.chat_format import read_laid_out
 from gptlib.chat_template import encode_conversation, generation_prompt_ids
 from gptlib.corpus import PairBatches
 from gptlib.errors import UserError
 
 
 class TemplatePairBatches(PairBatches):
-    """PairBatches whose rows are rendered in a hub model's chat template."""
+    """PairBatches whose rows are rendered in a hub model's chat template: a conversation's earlier
+    exchanges as user and assistant turns (I am the assistant), after the persona's system prompt."""
+
+    def __init__(self, pairs, vocab, seed: int = 0, laid_out: bool = False, system: str = ""):
+        self.system = system  # set before PairBatches encodes the pairs
+        super().__init__(pairs, vocab, seed, laid_out)
+
+    def messages(self, their: str) -> list[dict]:
+        """The conversation before my reply, as chat messages (their side may be a laid-out conversation)."""
+        message, history = read_laid_out(their) if self.laid_out else (their, [])
+        messages = [{"role": "system", "content": self.system}] if self.system else []
+        for theirs, mine in history:
+            messages += [{"role": "user", "content": theirs}, {"role": "assistant", "content": mine}]
+        return messages + [{"role": "user", "content": message}]
 
     def encode_pair(self, their: str, mine: str) -> tuple[torch.Tensor, int]:
-        """The pair's ids (up to its last learned token, the end of turn) and the index of the first learned one."""
-        messages = [{"role": "user", "content": their}, {"role": "assistant", "content": mine}]
-        ids, learn = encode_conversation(self.vocab, messages)
+        """The pair's ids (up to its last learned token, the end of turn) and the index of the first
+        learned one: the reply's, the last assistant turn (the earlier ones are context here)."""
+        ids, learn = encode_conversation(self.vocab, self.messages(their) + [{"role": "assistant", "content": mine}])
         if True not in learn:
             raise UserError("the model's chat template left no assistant tokens to learn; check tokenizer_config.json.")
-        first, last = learn.index(True), len(learn) - learn[::-1].index(True)
+        last = len(learn) - learn[::-1].index(True)
+        first = last
+        while first > 0 and learn[first - 1]:
+            first -= 1
         return torch.tensor(ids[:last], dtype=torch.long), first
 
     def reply_prompt(self, their: str) -> tuple[list[int], tuple[int, ...]]:
         """The prompt ids that ask for my reply to `their`, and the ids that end it."""
-        return generation_prompt_ids(self.vocab, [{"role": "user", "content": their}]), tuple(self.vocab.eos_ids)
+        return generation_prompt_ids(self.vocab, self.messages(their)), tuple(self.vocab.eos_ids)
 
     def padding_id(self) -> int:
         return self.vocab.eos_ids[0]

@@ -85,7 +85,8 @@ def small_corpus(tmp_path, shakespeare_path) -> Path:
 def tiny_run_args(data: Path, out: Path, **extra) -> list[str]:
     """Options for a training run of a few seconds that writes only under tmp."""
     options = dict(preset="tiny", data=data, out=out, notes=out.parent / "notes.txt",
-                   samples_dir=out.parent / "samples", sample_chars=50, device="cpu", progress="false")
+                   samples_dir=out.parent / "samples", sample_chars=50, device="cpu", progress="false",
+                   report_contexts=0)  # a chat run's report (a second) has its own tests: test_persona_report.py
     options.update(extra)
     return [f"--{k}={v}" for k, v in options.items()]
 

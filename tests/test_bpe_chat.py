@@ -29,7 +29,7 @@ PAIRS = [(f"Hey Ottoline, are you free on day {i}?", f"yes, day {i} works, see y
 
 RUN = ["--max_iters=6", "--warmup_iters=0", "--eval_interval=3", "--eval_iters=2", "--batch_size=4",
        "--block_size=48", "--device=cpu", "--compile=false", "--progress=false", "--notes=", "--samples_dir=",
-       "--sample_chars=20", "--learning_rate=1e-2"]
+       "--sample_chars=20", "--learning_rate=1e-2", "--report_contexts=0"]  # the report: test_persona_report.py
 
 
 @pytest.fixture(scope="module")

@@ -574,7 +574,7 @@ def test_main_writes_pairs_and_reports_counts(tmp_path, capsys):
     assert report.pairs == 2 + 3 + 1 + 2 + 2
     lines = out.read_text(encoding="utf-8").splitlines()
     records = [json.loads(line) for line in lines]
-    assert len(records) == report.pairs and all(set(r) <= {"input", "output", "context", "session", "time"} for r in records)
+    assert len(records) == report.pairs and all(set(r) <= {"input", "output", "context", "session", "time", "me"} for r in records)
     text = "".join(r["input"] + r["output"] for r in records)
     assert report.vocabulary == len(set(text)) and not CONTROL & set(text)
     assert [p.name for p in out.parent.iterdir()] == ["pairs.jsonl"]  # the temporary file is gone

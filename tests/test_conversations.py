@@ -117,3 +117,64 @@ def test_the_same_exchange_in_two_sessions_keeps_each_its_own_context(tmp_path):
     _, records = export(tmp_path, twice)
     same = [r for r in records if r["output"] == "yes, 8 is fine"]
     assert [r["session"] for r in same] == [0, 2] and [len(r["context"]) for r in same] == [3, 1]
+
+
+def test_the_importers_report_lists_pairs_per_contact(tmp_path, capsys):
+    (tmp_path / "group.txt").write_text(GROUP, encoding="utf-8")
+    (tmp_path / "chat.txt").write_text(CHAT, encoding="utf-8")
+    chat_data([str(tmp_path / "chat.txt"), str(tmp_path / "group.txt"), "--me=Ana Silva", "--group_chats=true",
+               f"--out={tmp_path / 'pairs.jsonl'}"])
+    assert "pairs per contact: Rui Costa 3, group 1\n" in capsys.readouterr().out  # a group chat: by its title
+
+
+SERVED = [{"role": "user", "content": "dinner at 8 or 9?"}, {"role": "assistant", "content": "let me check"},
+          {"role": "user", "content": "and?"}]
+
+
+def test_byte_level_pairs_are_conversations_served_exactly_as_trained(tmp_path):
+    """BPE and GPT-2 chat models: the row training learns from is, token for token, the prompt the
+    server builds for the same conversation, then the reply and END (the loss on those only)."""
+    from gptlib import tokenizer
+    from gptlib.corpus import PAD_TARGET, PairBatches
+    from gptlib.run_data import laid_out_pairs
+
+    path, _ = export(tmp_path, CHAT)
+    pairs, laid_out = laid_out_pairs(str(path), context_turns=6)
+    assert laid_out and laid_out_pairs(str(path), context_turns=1) == ([p[:2] for p in conversation_pairs(str(path), 1)], False)
+    vocab = tokenizer.with_chat_markers(tokenizer.ByteBPE.train("dinner at 8 or 9? let me check and? yes, 8 is fine", 300))
+    batches = PairBatches(pairs, vocab, seed=0, laid_out=True)
+    row, first = batches.encode_pair(*pairs[1])
+    message, history = ModelHandler.exchanges(SERVED)
+    served = vocab.encode_with_specials(conversation_prompt(message, history, 6))  # ModelHandler._stream's ids
+    assert row[:first].tolist() == served
+    assert vocab.decode(row[first:].tolist()) == "yes, 8 is fine\x03"
+    x, y = batches.batch_from([(row, first)], block_size=256)
+    assert (y[0] != PAD_TARGET).sum() == len(row) - first  # loss on my reply and its END only
+
+
+def test_a_hub_template_learns_the_conversation_as_the_persona_and_serves_it_the_same_way(tmp_path):
+    """A chat template's rows: the persona's system prompt, the earlier exchanges as user and
+    assistant turns, and the loss on the last reply and its end of turn only; ModelHandler's prompt
+    for the same conversation (recent_history, persona_system) is the same ids."""
+    from pathlib import Path
+    SMOLLM2 = next((p / "shared/data/smollm2-135m-instruct" for p in Path(__file__).resolve().parents
+                    if (p / "shared/data/smollm2-135m-instruct/tokenizer.json").is_file()), None)
+    if SMOLLM2 is None:
+        pytest.skip("no ../shared/data/smollm2-135m-instruct")
+    pytest.importorskip("jinja2")
+    from gptlib.chat_format import persona_prompt, recent_history
+    from gptlib.chat_template import reply_prompt_ids
+    from gptlib.hf_tokenizer import HubTokenizer
+    from gptlib.run_data import laid_out_pairs, persona_of
+    from gptlib.template_pairs import TemplatePairBatches
+
+    path, records = export(tmp_path, CHAT)
+    assert {r["me"] for r in records} == {"Ana Silva"} and persona_of(str(path)) == "Ana Silva"
+    tokens = HubTokenizer.from_directory(SMOLLM2)
+    system = persona_prompt("Ana Silva")
+    pairs, laid_out = laid_out_pairs(str(path), context_turns=6)
+    batches = TemplatePairBatches(pairs, tokens, seed=0, laid_out=laid_out, system=system)
+    row, first = batches.encode_pair(*pairs[1])
+    message, history = ModelHandler.exchanges(SERVED)
+    assert row[:first].tolist() == reply_prompt_ids(tokens, message, recent_history(history, 6), system, 4096)
+    assert tokens.decode(row[first:].tolist()) == "yes, 8 is fine<|im_end|>"

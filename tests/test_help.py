@@ -11,7 +11,7 @@ pytestmark = pytest.mark.slow  # real processes
 COMMANDS = {  # the command, and two options its help must name
     "gpt_final_version.py": (["gpt_final_version.py"], ("--max_iters", "--preset")),
     "bigram.py": (["bigram.py"], ("--max_iters", "--learning_rate")),
-    "model_handler.py": (["model_handler.py"], ("--prompt", "--export")),
+    "model_handler.py": (["model_handler.py"], ("--prompt", "--export", "--report")),
     "chat_data.py": (["chat_data.py"], ("--me", "--out")),
     "serve.py": (["serve.py"], ("--port", "--api_key")),
     "benchmarks.bench": (["-m", "benchmarks.bench"], ("--only", "--quick")),
