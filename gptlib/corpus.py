@@ -402,12 +402,13 @@ class PairBatches:
     without their message.
     """
 
-    def __init__(self, pairs: list[tuple[str, str]], vocab, seed: int = 0, laid_out: bool = False):
+    def __init__(self, pairs: list[tuple[str, str]], vocab, seed: int = 0, laid_out: bool = False,
+                 split: dict | None = None):
         self.vocab = vocab
         self.laid_out = laid_out  # each first side is a conversation laid out (run_data.conversation_pairs)
         self.masks = None
         self.prepared = None
-        self.pairs = held_out_split(pairs, seed)
+        self.pairs = split or held_out_split(pairs, seed)  # split: {"train", "val"} by time (run_data.pairs_split)
         self.rows = {split: [self.encode_pair(a, b) for a, b in ps] for split, ps in self.pairs.items()}
         # splits: all ids of a split in one tensor, for the start-up line's token counts
         self.splits = {split: torch.cat([ids for ids, _ in rows]) if rows else torch.zeros(0, dtype=torch.long)

@@ -73,15 +73,14 @@ class HeldOut:
 
 def held_out(path: str, train_config: dict) -> HeldOut:
     """The held-out replies of the pairs at `path`, split as the run that made the checkpoint split
-    them: by time (the newest sessions) for a character model on pairs with sessions, else the
+    them: by time (the newest sessions) when the pairs hold their sessions (chat_data.py), else the
     shuffled 90/10 split of pairs; with each reply, the conversation it answers, as trained."""
     if not Path(path).is_file():
         raise UserError(f"the report reads the chat pairs the model was trained on: {path!r} is not there. "
                         "Give them with --report_data=pairs.jsonl.")
     pairs, records = read_pairs(path), pair_records(path)
-    char = train_config.get("tokenizer", "char") == "char"
     context_turns = int(train_config.get("context_turns", 1))  # before the option: single exchanges
-    sessions = session_order(path, len(pairs)) if char else None
+    sessions = session_order(path, len(pairs))  # by time, as training split them (run_data.pairs_split)
     if sessions:
         parts = split_sessions(sessions)
         split = {side: [i for s in part for i in s] for side, part in parts.items()}

@@ -126,6 +126,15 @@ def time_split_dataset(pairs: list[tuple[str, str]], sessions: list[list[int]], 
     return dataset
 
 
+def pairs_split(path: str, pairs: list[tuple[str, str]], seed: int) -> dict[str, list]:
+    """Whole-pair rows' split (byte-level and hub chat pairs): by time, the newest tenth of the
+    sessions held out, when chat_data.py recorded them; else the shuffled split of pairs."""
+    sessions = session_order(path, len(pairs))
+    if sessions is None:
+        return held_out_split(pairs, seed)
+    return {side: [pairs[i] for s in part for i in s] for side, part in split_sessions(sessions).items()}
+
+
 def conversation_pairs(path: str, context_turns: int) -> list[tuple[str, str]]:
     """Chat examples: each reply with up to `context_turns` earlier turns of its session (chat_data.py
     writes them as "context"), laid out by chat_format.conversation_prompt, the layout --chat and the
@@ -188,7 +197,8 @@ def pretrained_dataset(cfg: TrainConfig, init_state: dict) -> TextDataset:
                         "tokenizer.json): copy GPT-2's into that directory.")
     if is_pairs_file(cfg.data):
         pairs, laid_out = laid_out_pairs(cfg.data, cfg.context_turns)
-        return PairBatches(pairs, tokenizer.with_chat_markers(tokens), cfg.seed, laid_out)
+        return PairBatches(pairs, tokenizer.with_chat_markers(tokens), cfg.seed, laid_out,
+                           pairs_split(cfg.data, pairs, cfg.seed))
     return TextDataset.from_text(_text_for_subwords(cfg), tokens)
 
 
@@ -205,7 +215,7 @@ def _hub_model_dataset(cfg: TrainConfig, tokens, source: str):
         if cfg.persona:
             print(f"persona: {cfg.persona} (the system prompt of every example; --persona to change it)")
         pairs, laid_out = laid_out_pairs(cfg.data, cfg.context_turns)
-        return TemplatePairBatches(pairs, tokens, cfg.seed, laid_out, system=system)
+        return TemplatePairBatches(pairs, tokens, cfg.seed, laid_out, pairs_split(cfg.data, pairs, cfg.seed), system=system)
     return TextDataset.from_text(_text_for_subwords(cfg), tokens)
 
 
@@ -218,7 +228,8 @@ def subword_dataset(cfg: TrainConfig, source: dict | None, vocab_size: int | Non
         text = _text_for_subwords(cfg)
         training_text = text[:int(TRAIN_FRACTION * len(text))]
     else:  # BPE learns from the training pairs' words only; the markers are its specials
-        training_text = "\n".join(without_markers(side) for pair in held_out_split(pairs, cfg.seed)["train"] for side in pair)
+        split = pairs_split(cfg.data, pairs, cfg.seed)
+        training_text = "\n".join(without_markers(side) for pair in split["train"] for side in pair)
     if source:
         tokens = tokenizer.from_checkpoint(source)
     elif cfg.tokenizer == "gpt2":
@@ -231,7 +242,7 @@ def subword_dataset(cfg: TrainConfig, source: dict | None, vocab_size: int | Non
         tokens = tokenizer.ByteBPE.train(training_text, vocab_size or DEFAULT_BPE_VOCAB)
         print(f"tokenizer: byte-level BPE of {len(tokens)} tokens trained on the training split in {time.time() - started:.1f}s")
     if pairs is not None:
-        return PairBatches(pairs, tokenizer.with_chat_markers(tokens), cfg.seed, laid_out)
+        return PairBatches(pairs, tokenizer.with_chat_markers(tokens), cfg.seed, laid_out, split)
     return TextDataset.from_text(text, tokens)
 
 

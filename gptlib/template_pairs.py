@@ -19,9 +19,10 @@ class TemplatePairBatches(PairBatches):
     """PairBatches whose rows are rendered in a hub model's chat template: a conversation's earlier
     exchanges as user and assistant turns (I am the assistant), after the persona's system prompt."""
 
-    def __init__(self, pairs, vocab, seed: int = 0, laid_out: bool = False, system: str = ""):
+    def __init__(self, pairs, vocab, seed: int = 0, laid_out: bool = False, split: dict | None = None,
+                 system: str = ""):
         self.system = system  # set before PairBatches encodes the pairs
-        super().__init__(pairs, vocab, seed, laid_out)
+        super().__init__(pairs, vocab, seed, laid_out, split)
 
     def messages(self, their: str) -> list[dict]:
         """The conversation before my reply, as chat messages (their side may be a laid-out conversation)."""

@@ -178,3 +178,18 @@ def test_a_hub_template_learns_the_conversation_as_the_persona_and_serves_it_the
     message, history = ModelHandler.exchanges(SERVED)
     assert row[:first].tolist() == reply_prompt_ids(tokens, message, recent_history(history, 6), system, 4096)
     assert tokens.decode(row[first:].tolist()) == "yes, 8 is fine<|im_end|>"
+
+
+def test_byte_level_and_template_pairs_are_held_out_by_time_too(tmp_path):
+    from gptlib.corpus import held_out_split
+    from gptlib.run_data import laid_out_pairs, pairs_split
+
+    path, _ = export(tmp_path, CHAT)
+    pairs, _ = laid_out_pairs(str(path), context_turns=6)
+    split = pairs_split(str(path), pairs, seed=0)
+    assert [mine for _, mine in split["val"]] == ["hi Rui"]  # the newest session, whole
+    assert [mine for _, mine in split["train"]] == ["let me check", "yes, 8 is fine"]
+    plain = tmp_path / "plain.jsonl"  # written by hand: no sessions, the shuffled split
+    plain.write_text("".join(json.dumps({"input": f"q{i}", "output": f"a{i}"}) + "\n" for i in range(10)), encoding="utf-8")
+    rows = [(f"q{i}", f"a{i}") for i in range(10)]
+    assert pairs_split(str(plain), rows, seed=3) == held_out_split(rows, 3)
