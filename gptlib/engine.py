@@ -432,8 +432,8 @@ class BatchedRows:
         if len(batched) <= 2:  # a slice a row: fewer operations than indexing with tensors (a lone reply)
             for row, (_, position) in batched.items():
                 slot = position % self.window
-                self.keys[:, row, :, slot] = new_keys[:, row, :, 0]
-                self.values[:, row, :, slot] = new_values[:, row, :, 0]
+                self.keys[:, row:row + 1, :, slot:slot + 1] = new_keys[:, row:row + 1]
+                self.values[:, row:row + 1, :, slot:slot + 1] = new_values[:, row:row + 1]
             return
         rows = torch.tensor(list(batched), device=self.device)
         slots = torch.tensor([position % self.window for _, position in batched.values()], device=self.device)
