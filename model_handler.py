@@ -334,6 +334,7 @@ class ModelHandler:
 @dataclasses.dataclass
 class HandlerOptions:
     export: str = ""  # write a weights-only copy of the checkpoint here (no optimizer state)
+    export_hf: str = ""  # write the model to this directory in the Hugging Face layout (config.json, model.safetensors, tokenizer files) for transformers; Llama-family models (gptlib/export_hf.py)
     export_half: bool = True  # store the exported weights as float16: half the size, same samples
     attention: str = ""  # "fast" or "heads": run (and --export) a GPT with that attention class, weights converted
     compare: str = ""  # draw the loss curves of the checkpoints given (A.pt B.pt ...) into this PNG
@@ -364,6 +365,12 @@ def main(argv=None):
     if len(args.positional) > 1:
         raise UserError(f"{len(args.positional)} checkpoints given; one at a time, except with --compare=PNG.")
     handler = ModelHandler(args.positional[0], options.device, handler_options.attention).load()
+    if handler_options.export_hf:  # the weights as trained: float32, no dtype change for decoding
+        from gptlib.export_hf import export_hf
+        written = export_hf(handler.model, handler.vocab, handler_options.export_hf)
+        print(f"exported {handler.path} -> {handler_options.export_hf}: {', '.join(written)} (load it with "
+              "transformers' AutoModelForCausalLM.from_pretrained and AutoTokenizer.from_pretrained)")
+        return written
     if not handler_options.export:
         print(handler.use_dtype(options.dtype), file=sys.stderr)  # stderr: stdout holds only the samples
     if options.chat:

@@ -213,3 +213,7 @@ def test_fine_tuning_a_hub_model_on_chat_pairs_resumes_exactly_and_exports_merge
         torch.testing.assert_close(merged.model(idx)[0], adapted.model(idx)[0], atol=1e-5, rtol=1e-5)
     reply = merged.reply("lunch at 3?", [], max_new_tokens=8, temperature=0)
     assert reply.text == adapted.reply("lunch at 3?", [], max_new_tokens=8, temperature=0).text
+    model_handler.main([str(tmp_path / "whole.pt"), f"--export_hf={tmp_path / 'hf'}", "--device=cpu"])  # issue 27
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "hf")).eval()
+    with torch.no_grad():
+        assert (theirs(idx).logits - adapted.model(idx)[0]).abs().max() < 1e-5

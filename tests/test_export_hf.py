@@ -1,0 +1,71 @@
+"""--export_hf: our Llama-family GPT as a Hugging Face directory that transformers loads and that
+gives our logits, our greedy tokens and our chat template (issue 27, its first part)."""
+import json
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+pytest.importorskip("safetensors")
+
+from test_hub_llama import FAMILIES, SHAPE, SMOLLM2, ours, reference_model, smollm2_chat_body  # noqa: E402
+
+from config import GPTConfig  # noqa: E402
+from gpt_final_version import GPT  # noqa: E402
+from gptlib.errors import UserError  # noqa: E402
+from gptlib.export_hf import export_hf  # noqa: E402
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_an_exported_model_loads_in_transformers_with_our_logits_and_greedy_tokens(family, tmp_path):
+    reference_model(family, tmp_path / "hub")  # a random model of the family, in our GPT through hub_llama
+    model = ours(tmp_path / "hub")
+    with torch.no_grad():  # trained weights: nothing left at its initial value
+        for param in model.parameters():
+            param.add_(torch.randn_like(param) * 0.02)
+    export_hf(model, None, str(tmp_path / "out"))
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "out")).eval()
+    assert type(theirs).__name__ == reference_model.__globals__["CLASSES"][family]
+    idx = torch.randint(0, SHAPE["vocab_size"], (2, 24), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert (theirs(idx).logits - model(idx)[0]).abs().max() < 1e-5
+        greedy = theirs.generate(idx[:1, :5], max_new_tokens=16, do_sample=False, pad_token_id=0)
+    assert torch.equal(greedy, model.generate(idx[:1, :5], 16, temperature=0))
+
+
+@pytest.mark.skipif(SMOLLM2 is None, reason="no ../shared/data/smollm2-135m-instruct")
+def test_the_command_exports_a_chat_model_with_its_tokenizer_and_template(tmp_path):
+    import model_handler
+    from gptlib.chat_template import reply_prompt_ids
+    from model_handler import ModelHandler
+
+    smollm2_chat_body(tmp_path / "hub")
+    model_handler.main([str(tmp_path / "hub"), f"--export_hf={tmp_path / 'out'}", "--device=cpu"])
+    ours_handler = ModelHandler(str(tmp_path / "hub"), "cpu").load()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(tmp_path / "out"))
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "out")).eval()
+    messages = [{"role": "user", "content": "Lunch tomorrow? 😀"}, {"role": "assistant", "content": "yes, 1 pm"},
+                {"role": "user", "content": "Где?"}]
+    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False)
+    assert list(ids) == reply_prompt_ids(ours_handler.vocab, "Где?", [("Lunch tomorrow? 😀", "yes, 1 pm")], "", 128)
+    with torch.no_grad():
+        made = theirs.generate(torch.tensor([list(ids)]), max_new_tokens=12, do_sample=False)[0, len(ids):].tolist()
+    reply = ours_handler.reply("Где?", [("Lunch tomorrow? 😀", "yes, 1 pm")], max_new_tokens=12, temperature=0)
+    until_end = made[:made.index(2)] if 2 in made else made
+    assert reply.text == tokenizer.decode(until_end)
+    eos = json.loads((tmp_path / "out" / "generation_config.json").read_text())["eos_token_id"]
+    assert (eos if isinstance(eos, list) else [eos]) == ours_handler.vocab.eos_ids  # a reply ends where ours does
+
+
+def test_what_has_no_transformers_architecture_is_refused_by_option(tmp_path):
+    shipped_like = GPT(GPTConfig(vocab_size=20, n_layer=1, n_head=2, n_embd=16, block_size=8, position="rope",
+                                 activation="relu2", qk_norm=True))
+    with pytest.raises(UserError, match=r"--activation=relu2 \(needs swiglu\).*--norm=layernorm \(needs rmsnorm\).*our QK-norm"):
+        export_hf(shipped_like, None, str(tmp_path / "x"))
+    assert not (tmp_path / "x").exists()
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "keep.txt").write_text("mine")
+    reference_model("llama", tmp_path / "hub")
+    with pytest.raises(UserError, match="already holds files"):
+        export_hf(ours(tmp_path / "hub"), None, str(tmp_path / "full"))
+    assert (tmp_path / "full" / "keep.txt").read_text() == "mine"
