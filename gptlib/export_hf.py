@@ -95,8 +95,11 @@ def hub_weights(weights: dict[str, torch.Tensor], config: GPTConfig) -> dict[str
 def export_hf(model, vocab, directory: str) -> list[str]:
     """Write `model` (our GPT) and its tokenizer to `directory` in the Hugging Face layout; the
     files written. A directory that already holds files is refused: nothing is overwritten."""
-    from safetensors.torch import save_file  # the pretrained extra (requirements-pretrained.txt)
-
+    try:
+        from safetensors.torch import save_file
+    except ImportError:
+        raise UserError("--export_hf writes model.safetensors, which needs the safetensors package: "
+                        "pip install -r requirements-pretrained.txt") from None
     config = model.config
     family = family_of(config)
     if vocab is not None and getattr(vocab, "kind", "") != "hub":
