@@ -11,8 +11,11 @@ generation_config.json that ends a reply at the end-of-turn token. tests/test_ex
 the directory with transformers' AutoModelForCausalLM and AutoTokenizer and checks our logits,
 greedy tokens and chat template.
 
-Not yet (issue 27): GPT-2-shaped models (ours with learned positions, GELU and LayerNorm), a
-tokenizer.json for our character and BPE tokenizers, PEFT adapters, GGUF and Ollama.
+GPT-2-shaped models (learned positions, LayerNorm, GELU or ReLU, biases, a tied output) become a
+GPT2LMHeadModel, the linear layers transposed into its Conv1D layout.
+
+Not yet (issue 27): a tokenizer.json for our character, BPE and GPT-2 tokenizers (the weights and
+config are written alone for those), PEFT adapters, GGUF and Ollama.
 """
 from __future__ import annotations
 
@@ -24,12 +27,16 @@ import torch
 from config import GPTConfig
 from gptlib.errors import UserError
 
-CLASSES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM"}
+CLASSES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM",
+           "gpt2": "GPT2LMHeadModel"}
+GPT2_ACTIVATIONS = {"gelu_tanh": "gelu_new", "gelu": "gelu", "relu": "relu"}  # ours -> GPT-2's activation_function
 
 
 def family_of(config: GPTConfig) -> str:
     """The transformers architecture that computes exactly this GPT, or a UserError naming the
     options that keep it from having one."""
+    if config.position == "learned":
+        return _gpt2_shaped(config)
     wanted = {"attention": "fast", "position": "rope", "activation": "swiglu", "norm": "rmsnorm"}
     differ = [f"--{name}={getattr(config, name)} (needs {value})" for name, value in wanted.items()
               if getattr(config, name) != value]
@@ -40,9 +47,50 @@ def family_of(config: GPTConfig) -> str:
         differ.append("q/k/v biases together with q/k norms (Qwen2 has the one, Qwen3 the other)")
     if differ:
         raise UserError("this model has no transformers architecture to export to: " + "; ".join(differ)
-                        + ". The Llama family (SmolLM2, Qwen, Llama 3.2 and their fine-tunes) exports; "
-                        "GPT-2-shaped models do not yet (issue 27).")
+                        + ". Llama-shaped models (rotary positions: SmolLM2, Qwen, Llama 3.2 and their fine-tunes) "
+                        "and GPT-2-shaped ones (learned positions: GPT-2 and its fine-tunes) export.")
     return "qwen3" if config.qk_norm_gain else "qwen2" if config.qkv_bias else "llama"
+
+
+def _gpt2_shaped(config: GPTConfig) -> str:
+    """GPT-2's architecture: learned positions, LayerNorm, biases everywhere but the tied output."""
+    differ = [f"--{name}={getattr(config, name)} (needs {value})" for name, value in
+              {"attention": "fast", "norm": "layernorm", "bias": True, "qkv_bias": True, "tie_embeddings": True,
+               "lm_head_bias": False, "qk_norm": False}.items() if getattr(config, name) != value]
+    if config.activation not in GPT2_ACTIVATIONS:
+        differ.append(f"--activation={config.activation} (needs one of {', '.join(GPT2_ACTIVATIONS)})")
+    if config.ffn_hidden not in (0, 4 * config.n_embd) or config.head_dim not in (0, config.n_embd // config.n_head) \
+            or config.n_kv_head not in (0, config.n_head) or abs(config.norm_eps - 1e-5) > 1e-12:
+        differ.append("an MLP, head size, key/value heads or norm epsilon other than GPT-2's")
+    if differ:
+        raise UserError("this model has no transformers architecture to export to: " + "; ".join(differ)
+                        + ". GPT-2-shaped models (learned positions) export as GPT2LMHeadModel, Llama-shaped "
+                        "ones (rotary positions: SmolLM2, Qwen, Llama 3.2) as theirs.")
+    return "gpt2"
+
+
+def gpt2_config_json(config: GPTConfig) -> dict:
+    """config.json for GPT2LMHeadModel; n_ctx is written too, which llama.cpp's converter reads."""
+    return {"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "vocab_size": config.vocab_size,
+            "n_embd": config.n_embd, "n_layer": config.n_layer, "n_head": config.n_head,
+            "n_positions": config.block_size, "n_ctx": config.block_size, "n_inner": None,
+            "activation_function": GPT2_ACTIVATIONS[config.activation], "layer_norm_epsilon": config.norm_eps,
+            "tie_word_embeddings": True, "torch_dtype": "float32"}
+
+
+def gpt2_weights(weights: dict[str, torch.Tensor], config: GPTConfig) -> dict[str, torch.Tensor]:
+    """Our tensors under GPT-2's names, the linear layers as its Conv1D stores them, (in, out)."""
+    out = {"transformer.wte.weight": weights["token_embedding.weight"],
+           "transformer.wpe.weight": weights["position_embedding.weight"],
+           "transformer.ln_f.weight": weights["ln_f.weight"], "transformer.ln_f.bias": weights["ln_f.bias"]}
+    layer_names = {"ln1": "ln_1", "ln2": "ln_2", "attn.qkv": "attn.c_attn", "attn.proj": "attn.c_proj",
+                   "ffwd.up": "mlp.c_fc", "ffwd.proj": "mlp.c_proj"}
+    for i in range(config.n_layer):
+        for ours, theirs in layer_names.items():
+            weight = weights[f"blocks.{i}.{ours}.weight"]
+            out[f"transformer.h.{i}.{theirs}.weight"] = weight if ours.startswith("ln") else weight.t()
+            out[f"transformer.h.{i}.{theirs}.bias"] = weights[f"blocks.{i}.{ours}.bias"]
+    return {name: tensor.detach().float().cpu().contiguous() for name, tensor in out.items()}
 
 
 def config_json(config: GPTConfig, family: str, vocab) -> dict:
@@ -94,7 +142,9 @@ def hub_weights(weights: dict[str, torch.Tensor], config: GPTConfig) -> dict[str
 
 def export_hf(model, vocab, directory: str) -> list[str]:
     """Write `model` (our GPT) and its tokenizer to `directory` in the Hugging Face layout; the
-    files written. A directory that already holds files is refused: nothing is overwritten."""
+    files written. A hub model's tokenizer goes with it; ours (characters, BPE, GPT-2's with the
+    chat markers) cannot be written yet, and the weights go alone. A directory that already holds
+    files is refused: nothing is overwritten."""
     try:
         from safetensors.torch import save_file
     except ImportError:
@@ -102,19 +152,19 @@ def export_hf(model, vocab, directory: str) -> list[str]:
                         "pip install -r requirements-pretrained.txt") from None
     config = model.config
     family = family_of(config)
-    if vocab is not None and getattr(vocab, "kind", "") != "hub":
-        raise UserError("--export_hf writes the tokenizer a hub model brought (tokenizer.json); this model's "
-                        f"{getattr(vocab, 'kind', '?')} tokenizer has no such file yet (issue 27).")
     out = Path(directory)
     if out.exists() and any(out.iterdir()):
         raise UserError(f"{out} already holds files; --export_hf writes into an empty or new directory "
                         "(nothing is overwritten).")
     out.mkdir(parents=True, exist_ok=True)
-    save_file(hub_weights(model.state_dict(), config), str(out / "model.safetensors"), metadata={"format": "pt"})
-    hub_config = config_json(config, family, vocab)
+    if family == "gpt2":
+        weights, hub_config = gpt2_weights(model.state_dict(), config), gpt2_config_json(config)
+    else:
+        weights, hub_config = hub_weights(model.state_dict(), config), config_json(config, family, vocab)
+    save_file(weights, str(out / "model.safetensors"), metadata={"format": "pt"})
     generation = {key: hub_config[key] for key in ("bos_token_id", "eos_token_id") if key in hub_config}
     files = {"config.json": hub_config, "generation_config.json": generation}
-    if vocab is not None:  # (None: the weights alone, as the tests of each architecture write them)
+    if getattr(vocab, "kind", "") == "hub":  # our own tokenizers have no tokenizer.json yet (issue 27)
         files["tokenizer_config.json"] = vocab.config
         (out / "tokenizer.json").write_text(vocab.tokenizer_json, encoding="utf-8")
     for name, content in files.items():

@@ -1,5 +1,5 @@
-"""--export_hf: our Llama-family GPT as a Hugging Face directory that transformers loads and that
-gives our logits, our greedy tokens and our chat template (issue 27, its first part)."""
+"""--export_hf: our GPT as a Hugging Face directory (Llama family or GPT-2 shaped) that transformers
+loads and that gives our logits, our greedy tokens and our chat template (issue 27, its first part)."""
 import json
 
 import pytest
@@ -57,11 +57,37 @@ def test_the_command_exports_a_chat_model_with_its_tokenizer_and_template(tmp_pa
     assert (eos if isinstance(eos, list) else [eos]) == ours_handler.vocab.eos_ids  # a reply ends where ours does
 
 
+@pytest.mark.parametrize("activation", ["gelu_tanh", "gelu", "relu"])
+def test_a_gpt2_shaped_model_exports_as_gpt2lmheadmodel_with_our_logits(activation, tmp_path, capsys):
+    """Learned positions, LayerNorm and biases (GPT-2 and its fine-tunes, or a model of ours built
+    that way): transformers' GPT2LMHeadModel gives our logits and greedy tokens; the config has
+    n_ctx for llama.cpp's converter."""
+    torch.manual_seed(0)
+    config = GPTConfig(vocab_size=40, n_layer=2, n_head=2, n_embd=16, block_size=32, position="learned",
+                       activation=activation, bias=True, qkv_bias=True, lm_head_bias=False, tie_embeddings=True,
+                       dropout=0.0)
+    model = GPT(config).eval()
+    written = export_hf(model, None, str(tmp_path / "out"))
+    assert written == ["config.json", "generation_config.json", "model.safetensors"]
+    hub = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert hub["n_ctx"] == hub["n_positions"] == 32
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "out")).eval()
+    assert type(theirs).__name__ == "GPT2LMHeadModel"
+    idx = torch.randint(0, 40, (2, 20), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        assert (theirs(idx).logits - model(idx)[0]).abs().max() < 1e-5
+        greedy = theirs.generate(idx[:1, :4], max_new_tokens=12, do_sample=False, pad_token_id=0)
+    assert torch.equal(greedy, model.generate(idx[:1, :4], 12, temperature=0))
+
+
 def test_what_has_no_transformers_architecture_is_refused_by_option(tmp_path):
     shipped_like = GPT(GPTConfig(vocab_size=20, n_layer=1, n_head=2, n_embd=16, block_size=8, position="rope",
                                  activation="relu2", qk_norm=True))
     with pytest.raises(UserError, match=r"--activation=relu2 \(needs swiglu\).*--norm=layernorm \(needs rmsnorm\).*our QK-norm"):
         export_hf(shipped_like, None, str(tmp_path / "x"))
+    learned_relu2 = GPT(GPTConfig(vocab_size=20, n_layer=1, n_head=2, n_embd=16, block_size=8, activation="relu2"))
+    with pytest.raises(UserError, match=r"--lm_head_bias=True \(needs False\).*--activation=relu2 \(needs one of"):
+        export_hf(learned_relu2, None, str(tmp_path / "x"))
     assert not (tmp_path / "x").exists()
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "keep.txt").write_text("mine")
