@@ -69,7 +69,7 @@ def build_for_run(model_class, model_cfg: GPTConfig, cfg: TrainConfig, start, co
         if (cfg.lora_rank, cfg.lora_alpha) != saved:
             raise UserError(f"{start.path} trained LoRA adapters of rank {saved[0]}, alpha {saved[1]:g}; "
                             "a resumed run keeps them: drop --lora_rank / --lora_alpha.")
-        targets = state["lora"].get("targets", ["attn.qkv", "attn.proj"])  # before --lora_targets: the attention's
+        targets = state["lora"].get("targets", list(lora.PAPER_TARGETS))
         if "lora_targets" in state["train_config"] and list(lora.target_layers(cfg.lora_targets)) != targets:
             raise UserError(f"{start.path} trained LoRA adapters on {', '.join(targets)}; a resumed run keeps them: "
                             "drop --lora_targets.")
@@ -173,7 +173,7 @@ def assemble_lora(model, state: dict, path: str) -> None:
     reference = state["lora"]
     load_weights(model, load_lora_base(state, path)["model"], reference["base"])
     add_lora(model, model.config, reference["rank"], reference["alpha"], reference.get("rows_from"),
-             tuple(reference.get("targets", ("attn.qkv", "attn.proj"))))
+             tuple(reference.get("targets", lora.PAPER_TARGETS)))
     load_weights(model, {**lora.base_weights(model), **state["model"]}, path)
 
 

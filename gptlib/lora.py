@@ -27,6 +27,7 @@ from gptlib.errors import UserError
 # fine-tuning, and what the hub's fine-tuning recipes do by default.
 TARGET_GROUPS = {"attn": ("attn.qkv", "attn.proj"), "mlp": ("ffwd.up", "ffwd.gate", "ffwd.proj")}
 DEFAULT_TARGETS = "attn,mlp"
+PAPER_TARGETS = TARGET_GROUPS["attn"]  # what checkpoints from before --lora_targets adapted
 ADAPTER_NAMES = ("lora_A", "lora_B", "lora_rows")
 
 

@@ -53,7 +53,7 @@ def load_dataset(cfg: TrainConfig, start, vocab_size: int | None = None) -> Text
     source = state or init_state
     saved_kind = tokenizer.from_checkpoint(source).kind if source else cfg.tokenizer
     if saved_kind == "hub":  # a hub model's fine-tune, resumed or trained further: its own tokens and template
-        return _hub_model_dataset(cfg, tokenizer.from_checkpoint(source), source.get("init_from") or "the checkpoint")
+        return _hub_model_dataset(cfg, tokenizer.from_checkpoint(source), cfg.resume or cfg.init_from)
     if saved_kind != cfg.tokenizer:
         raise UserError(f"the checkpoint's tokenizer is {saved_kind!r}; --tokenizer={cfg.tokenizer} cannot change "
                         "what its token ids mean. Drop the option, or train a new model.")
@@ -114,7 +114,7 @@ def split_sessions(sessions: list[list[int]]) -> dict[str, list[list[int]]]:
 def time_split_dataset(pairs: list[tuple[str, str]], sessions: list[list[int]], vocab, seed: int = 0) -> TextDataset:
     """Held out by time: the newest tenth of the sessions (at least one) is val, and no session is
     on both sides, so the val loss is how well the model answers later chats it has not seen."""
-    order = {split: [pairs[i] for s in part for i in s] for split, part in split_sessions(sessions).items()}
+    order = _pairs_by_time(pairs, sessions)
     for split in order:  # shuffled within each side: a character window must not read the pair before it as context
         random.Random(seed).shuffle(order[split])
     texts, masks = zip(*(layout_pair(a, b) for a, b in order["train"] + order["val"]))
@@ -126,13 +126,22 @@ def time_split_dataset(pairs: list[tuple[str, str]], sessions: list[list[int]], 
     return dataset
 
 
+def _pairs_by_time(pairs: list, sessions: list[list[int]]) -> dict[str, list]:
+    return {side: [pairs[i] for s in part for i in s] for side, part in split_sessions(sessions).items()}
+
+
 def pairs_split(path: str, pairs: list[tuple[str, str]], seed: int) -> dict[str, list]:
     """Whole-pair rows' split (byte-level and hub chat pairs): by time, the newest tenth of the
     sessions held out, when chat_data.py recorded them; else the shuffled split of pairs."""
     sessions = session_order(path, len(pairs))
-    if sessions is None:
-        return held_out_split(pairs, seed)
-    return {side: [pairs[i] for s in part for i in s] for side, part in split_sessions(sessions).items()}
+    return held_out_split(pairs, seed) if sessions is None else _pairs_by_time(pairs, sessions)
+
+
+def whole_pair_rows(cfg: TrainConfig) -> tuple[list[tuple[str, str]], bool, dict[str, list]]:
+    """What PairBatches and TemplatePairBatches take from --data: the pairs (laid out as
+    conversations when they carry them), whether they are, and their train/val split."""
+    pairs, laid_out = laid_out_pairs(cfg.data, cfg.context_turns)
+    return pairs, laid_out, pairs_split(cfg.data, pairs, cfg.seed)
 
 
 def conversation_pairs(path: str, context_turns: int) -> list[tuple[str, str]]:
@@ -196,9 +205,8 @@ def pretrained_dataset(cfg: TrainConfig, init_state: dict) -> TextDataset:
         raise UserError(f"{source} has no tokenizer files (vocab.json + merges.txt, encoder.json + vocab.bpe, or "
                         "tokenizer.json): copy GPT-2's into that directory.")
     if is_pairs_file(cfg.data):
-        pairs, laid_out = laid_out_pairs(cfg.data, cfg.context_turns)
-        return PairBatches(pairs, tokenizer.with_chat_markers(tokens), cfg.seed, laid_out,
-                           pairs_split(cfg.data, pairs, cfg.seed))
+        pairs, laid_out, split = whole_pair_rows(cfg)
+        return PairBatches(pairs, tokenizer.with_chat_markers(tokens), cfg.seed, laid_out, split)
     return TextDataset.from_text(_text_for_subwords(cfg), tokens)
 
 
@@ -214,8 +222,8 @@ def _hub_model_dataset(cfg: TrainConfig, tokens, source: str):
         system = persona_prompt(cfg.persona) if cfg.persona else ""
         if cfg.persona:
             print(f"persona: {cfg.persona} (the system prompt of every example; --persona to change it)")
-        pairs, laid_out = laid_out_pairs(cfg.data, cfg.context_turns)
-        return TemplatePairBatches(pairs, tokens, cfg.seed, laid_out, pairs_split(cfg.data, pairs, cfg.seed), system=system)
+        pairs, laid_out, split = whole_pair_rows(cfg)
+        return TemplatePairBatches(pairs, tokens, cfg.seed, laid_out, split, system=system)
     return TextDataset.from_text(_text_for_subwords(cfg), tokens)
 
 
@@ -223,12 +231,11 @@ def subword_dataset(cfg: TrainConfig, source: dict | None, vocab_size: int | Non
     """Text in byte-level BPE tokens: the checkpoint's tokenizer when there is one, GPT-2's from its
     files, or one trained here on the training split (the val text stays unseen). Chat pairs come
     as whole pairs (PairBatches), the markers as special ids."""
-    pairs, laid_out = laid_out_pairs(cfg.data, cfg.context_turns) if is_pairs_file(cfg.data) else (None, False)
+    pairs, laid_out, split = whole_pair_rows(cfg) if is_pairs_file(cfg.data) else (None, False, None)
     if pairs is None:
         text = _text_for_subwords(cfg)
         training_text = text[:int(TRAIN_FRACTION * len(text))]
     else:  # BPE learns from the training pairs' words only; the markers are its specials
-        split = pairs_split(cfg.data, pairs, cfg.seed)
         training_text = "\n".join(without_markers(side) for pair in split["train"] for side in pair)
     if source:
         tokens = tokenizer.from_checkpoint(source)

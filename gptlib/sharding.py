@@ -14,6 +14,7 @@ sharded run's checkpoint resumes on one process (or under DDP) and the other way
 """
 from __future__ import annotations
 
+import sys
 import warnings
 
 import torch
@@ -39,12 +40,16 @@ def shard(model: torch.nn.Module) -> None:
 
 
 def is_sharded(model: torch.nn.Module) -> bool:
-    return type(model).__name__.startswith("FSDP") and any(c.__name__ == "FSDPModule" for c in type(model).__mro__)
+    fsdp = sys.modules.get("torch.distributed.fsdp")  # imported by shard(): no run that shards, no FSDP module
+    return fsdp is not None and isinstance(model, fsdp.FSDPModule)
 
 
 def plain_class(model: torch.nn.Module) -> type:
     """The model's own class (fully_shard swaps it for FSDPGPT, a subclass of FSDPModule and GPT)."""
-    return next(cls for cls in type(model).__mro__ if not cls.__name__.startswith("FSDP"))
+    if not is_sharded(model):
+        return type(model)
+    fsdp_module = sys.modules["torch.distributed.fsdp"].FSDPModule
+    return next(cls for cls in type(model).__mro__ if not issubclass(cls, fsdp_module))
 
 
 def full_weights(model: torch.nn.Module) -> dict:

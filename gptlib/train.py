@@ -165,7 +165,7 @@ def train_step(model, optimizer, scaler, dataset, cfg, model_cfg, device, autoca
         # under DDP, gradients are averaged across processes on the last micro-step only
         last = micro_step == steps - 1
         sync = model.no_sync() if isinstance(model, DistributedDataParallel) and not last else contextlib.nullcontext()
-        if sharding.is_sharded(model):  # FSDP: reduce-scatter the gradients once, on the last micro-step
+        if steps > 1 and sharding.is_sharded(model):  # FSDP: reduce-scatter the gradients once, on the last micro-step
             model.set_requires_gradient_sync(last)
         with sync:
             with autocast:
