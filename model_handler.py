@@ -370,9 +370,6 @@ def main(argv=None):
         written = export_hf(handler.model, handler.vocab, handler_options.export_hf)
         print(f"exported {handler.path} -> {handler_options.export_hf}: {', '.join(written)} (load it with "
               "transformers' AutoModelForCausalLM.from_pretrained and AutoTokenizer.from_pretrained)")
-        if "tokenizer.json" not in written:
-            print(f"note: the {handler.vocab.kind} tokenizer was not written (only hub tokenizers can be, for now): "
-                  "the directory holds the weights and config; give transformers the tokenizer files separately")
         return written
     if not handler_options.export:
         print(handler.use_dtype(options.dtype), file=sys.stderr)  # stderr: stdout holds only the samples

@@ -14,8 +14,9 @@ greedy tokens and chat template.
 GPT-2-shaped models (learned positions, LayerNorm, GELU or ReLU, biases, a tied output) become a
 GPT2LMHeadModel, the linear layers transposed into its Conv1D layout.
 
-Not yet (issue 27): a tokenizer.json for our character, BPE and GPT-2 tokenizers (the weights and
-config are written alone for those), PEFT adapters, GGUF and Ollama.
+Our own tokenizers (characters, the BPE trained here, GPT-2's with the chat markers) go as a
+tokenizer.json that encodes as ours does, with our chat layout as the chat template
+(gptlib/export_tokenizer.py).
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ import torch
 
 from config import GPTConfig
 from gptlib.errors import UserError
+from gptlib.export_tokenizer import end_ids, tokenizer_files
 
 CLASSES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM",
            "gpt2": "GPT2LMHeadModel"}
@@ -142,9 +144,9 @@ def hub_weights(weights: dict[str, torch.Tensor], config: GPTConfig) -> dict[str
 
 def export_hf(model, vocab, directory: str) -> list[str]:
     """Write `model` (our GPT) and its tokenizer to `directory` in the Hugging Face layout; the
-    files written. A hub model's tokenizer goes with it; ours (characters, BPE, GPT-2's with the
-    chat markers) cannot be written yet, and the weights go alone. A directory that already holds
-    files is refused: nothing is overwritten."""
+    files written. The tokenizer goes with it: a hub model's own files, or ours as a tokenizer.json
+    (gptlib/export_tokenizer.py; none when `vocab` is None). A directory that already holds files
+    is refused: nothing is overwritten."""
     try:
         from safetensors.torch import save_file
     except ImportError:
@@ -156,17 +158,26 @@ def export_hf(model, vocab, directory: str) -> list[str]:
     if out.exists() and any(out.iterdir()):
         raise UserError(f"{out} already holds files; --export_hf writes into an empty or new directory "
                         "(nothing is overwritten).")
-    out.mkdir(parents=True, exist_ok=True)
     if family == "gpt2":
         weights, hub_config = gpt2_weights(model.state_dict(), config), gpt2_config_json(config)
     else:
         weights, hub_config = hub_weights(model.state_dict(), config), config_json(config, family, vocab)
-    save_file(weights, str(out / "model.safetensors"), metadata={"format": "pt"})
+    texts = {}  # built before anything is written, so a refusal leaves no half-written directory
+    if vocab is not None and vocab.kind == "hub":
+        texts = {"tokenizer.json": vocab.tokenizer_json, "tokenizer_config.json": _json_text(vocab.config)}
+    elif vocab is not None:
+        texts = tokenizer_files(vocab, config.block_size)
+        ends = end_ids(vocab)
+        if ends:
+            hub_config["eos_token_id"] = ends[0] if len(ends) == 1 else ends
     generation = {key: hub_config[key] for key in ("bos_token_id", "eos_token_id") if key in hub_config}
-    files = {"config.json": hub_config, "generation_config.json": generation}
-    if getattr(vocab, "kind", "") == "hub":  # our own tokenizers have no tokenizer.json yet (issue 27)
-        files["tokenizer_config.json"] = vocab.config
-        (out / "tokenizer.json").write_text(vocab.tokenizer_json, encoding="utf-8")
-    for name, content in files.items():
-        (out / name).write_text(json.dumps(content, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    texts.update({"config.json": _json_text(hub_config), "generation_config.json": _json_text(generation)})
+    out.mkdir(parents=True, exist_ok=True)
+    save_file(weights, str(out / "model.safetensors"), metadata={"format": "pt"})
+    for name, text in texts.items():
+        (out / name).write_text(text, encoding="utf-8")
     return sorted(path.name for path in out.iterdir())
+
+
+def _json_text(content: dict) -> str:
+    return json.dumps(content, indent=2, ensure_ascii=False) + "\n"

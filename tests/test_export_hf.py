@@ -95,3 +95,77 @@ def test_what_has_no_transformers_architecture_is_refused_by_option(tmp_path):
     with pytest.raises(UserError, match="already holds files"):
         export_hf(ours(tmp_path / "hub"), None, str(tmp_path / "full"))
     assert (tmp_path / "full" / "keep.txt").read_text() == "mine"
+
+
+# ----------------------------------------------------------------------------------------------
+# Our own tokenizers: a tokenizer.json that encodes as ours does, our chat layout as the template
+
+CHAT_TEXT = ("Ana: lunch tomorrow? 😀 | at 1\nBo: Где? ok\x02 naïve — 42 'tis   spaced\n\nend\x03\x01x")
+MESSAGES = [{"role": "system", "content": "never trained on"}, {"role": "user", "content": "hi", "name": "Ana"},
+            {"role": "user", "content": "there", "name": "Ana"}, {"role": "user", "content": "Где? 😀", "name": "Bo"},
+            {"role": "assistant", "content": "hey"}, {"role": "user", "content": "tomorrow?"}]
+
+
+def our_vocab(kind: str):
+    from gptlib import tokenizer
+    if kind == "char":
+        return tokenizer.CharTokenizer.from_text(CHAT_TEXT + "".join(m["content"] for m in MESSAGES) + " |:\n")
+    if kind == "bpe":
+        return tokenizer.ByteBPE.train(CHAT_TEXT * 4, 320)
+    from test_tokenizer import GPT2_DIR
+    if GPT2_DIR is None or not GPT2_DIR.is_dir():
+        pytest.skip("no GPT-2 tokenizer files")
+    return tokenizer.with_chat_markers(tokenizer.GPT2Tokenizer.from_directory(str(GPT2_DIR)))
+
+
+def gpt2_shaped(vocab_size: int) -> GPT:
+    torch.manual_seed(0)
+    config = GPTConfig(vocab_size=vocab_size, n_layer=1, n_head=2, n_embd=16, block_size=64, position="learned",
+                       activation="gelu_tanh", bias=True, qkv_bias=True, lm_head_bias=False, tie_embeddings=True,
+                       dropout=0.0)
+    model = GPT(config).eval()
+    with torch.no_grad():  # weights further from their start: logits far enough apart for greedy to agree
+        for param in model.parameters():
+            param.add_(torch.randn_like(param) * 0.3)
+    return model
+
+
+@pytest.mark.parametrize("kind", ["char", "bpe", "gpt2"])
+def test_our_tokenizers_export_as_a_tokenizer_json_that_encodes_and_templates_as_ours(kind, tmp_path):
+    from gptlib.chat_format import conversation_prompt, openai_exchanges, prompt_ids
+    vocab = our_vocab(kind)
+    model = gpt2_shaped(len(vocab))
+    written = export_hf(model, vocab, str(tmp_path / "out"))
+    assert "tokenizer.json" in written and "tokenizer_config.json" in written
+    theirs = transformers.AutoTokenizer.from_pretrained(str(tmp_path / "out"))
+    plain = "Lunch at 1? 😀 naïve Где 'tis  ok\n"
+    if kind == "char":  # the markers are characters: any text of its characters encodes alike
+        assert theirs.encode(CHAT_TEXT, add_special_tokens=False) == vocab.encode(CHAT_TEXT)
+    else:  # byte-level: typed text as ours, and a laid-out text's markers as their special ids
+        assert theirs.encode(plain, add_special_tokens=False) == vocab.encode(plain)
+        assert theirs.encode(CHAT_TEXT, add_special_tokens=False) == vocab.encode_with_specials(CHAT_TEXT)
+    assert theirs.decode(vocab.encode(plain if kind != "char" else CHAT_TEXT)) == (plain if kind != "char" else CHAT_TEXT)
+    message, history = openai_exchanges(MESSAGES)
+    rendered = theirs.apply_chat_template(MESSAGES, tokenize=False, add_generation_prompt=True)
+    assert rendered == conversation_prompt(message, history)
+    ids = list(theirs.apply_chat_template(MESSAGES, add_generation_prompt=True, return_dict=False))
+    assert ids == (vocab.encode(rendered) if kind == "char" else prompt_ids(vocab, message, history))
+    end = json.loads((tmp_path / "out" / "generation_config.json").read_text())["eos_token_id"]
+    assert (end if isinstance(end, list) else [end])[0] == vocab.specials["\x03"]  # a reply ends at our end marker
+    hf_model = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "out")).eval()
+    prompt = torch.tensor([ids[-12:]])
+    with torch.no_grad():
+        assert (hf_model(prompt).logits - model(prompt)[0]).abs().max() < 1e-5
+        greedy = hf_model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=8, do_sample=False,
+                                   eos_token_id=None, pad_token_id=0)
+    assert torch.equal(greedy, model.generate(prompt, 8, temperature=0))
+
+
+def test_a_text_model_exports_without_a_chat_template(tmp_path):
+    from gptlib.tokenizer import CharTokenizer
+    vocab = CharTokenizer.from_text("ROMEO: what light\n")
+    export_hf(gpt2_shaped(len(vocab)), vocab, str(tmp_path / "out"))
+    config = json.loads((tmp_path / "out" / "tokenizer_config.json").read_text())
+    assert "chat_template" not in config and "eos_token" not in config
+    theirs = transformers.AutoTokenizer.from_pretrained(str(tmp_path / "out"))
+    assert theirs.encode("ROMEO: light", add_special_tokens=False) == vocab.encode("ROMEO: light")
