@@ -335,6 +335,8 @@ class ModelHandler:
 class HandlerOptions:
     export: str = ""  # write a weights-only copy of the checkpoint here (no optimizer state)
     export_hf: str = ""  # write the model to this directory in the Hugging Face layout (config.json, model.safetensors, tokenizer files) for transformers; Llama-family models (gptlib/export_hf.py)
+    export_gguf: str = ""  # write the model and its tokenizer to this GGUF file for llama.cpp and Ollama (gptlib/export_gguf.py)
+    gguf_dtype: str = "float16"  # with --export_gguf: float16, float32 or bfloat16 for the matrices (norms and biases stay float32)
     export_half: bool = True  # store the exported weights as float16: half the size, same samples
     attention: str = ""  # "fast" or "heads": run (and --export) a GPT with that attention class, weights converted
     compare: str = ""  # draw the loss curves of the checkpoints given (A.pt B.pt ...) into this PNG
@@ -371,6 +373,8 @@ def main(argv=None):
         print(f"exported {handler.path} -> {handler_options.export_hf}: {', '.join(written)} (load it with "
               "transformers' AutoModelForCausalLM.from_pretrained and AutoTokenizer.from_pretrained)")
         return written
+    if handler_options.export_gguf:
+        return _export_gguf(handler, handler_options)
     if not handler_options.export:
         print(handler.use_dtype(options.dtype), file=sys.stderr)  # stderr: stdout holds only the samples
     if options.chat:
@@ -395,6 +399,16 @@ def main(argv=None):
         write_text_atomically(options.out, text + "\n")
         print(f"(written to {options.out})")
     return samples
+
+
+def _export_gguf(handler: ModelHandler, handler_options: HandlerOptions) -> dict:
+    from gptlib.export_gguf import export_gguf
+    summary = export_gguf(handler.model, handler.vocab, handler_options.export_gguf, handler_options.gguf_dtype,
+                          Path(handler.path).stem)
+    print(f"exported {handler.path} -> {handler_options.export_gguf} ({summary['architecture']}, "
+          f"{summary['tensors']} tensors in {summary['dtype']}, {summary['bytes']:,} bytes; run it with llama.cpp: "
+          f"llama-cli -m {handler_options.export_gguf})")
+    return summary
 
 
 def _report(handler: ModelHandler, handler_options: HandlerOptions, options: SampleConfig) -> dict:
