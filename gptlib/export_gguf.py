@@ -33,7 +33,7 @@ from gptlib.byte_level import bytes_to_unicode
 from gptlib.errors import UserError
 from gptlib.export_hf import family_of
 from gptlib.export_tokenizer import MARKERS_TEMPLATE, byte_level_tokens, end_ids, is_chat_vocab
-from gptlib.hf_tokenizer import QWEN2_SPLIT
+from gptlib.hf_tokenizer import QWEN2_SPLIT, token_text
 from gptlib.tokenizer import GPT2_SPLIT_PATTERN
 
 INSTALL_HINT = "pip install -r requirements-export.txt"
@@ -129,7 +129,7 @@ def gguf_vocab(vocab, vocab_size: int) -> dict:
     missing = vocab_size - len(table["tokens"])
     if missing < 0:
         raise UserError(f"the tokenizer has {len(table['tokens'])} tokens but the model only {vocab_size} ids.")
-    table["tokens"] += [f"[PAD{i}]" for i in range(missing)]  # the model's rows past the tokenizer's last id
+    table["tokens"] += [f"[PAD{i}]" for i in range(len(table["tokens"]), vocab_size)]  # the model's rows past the tokenizer's last id
     table["types"] += [gguf.TokenType.UNUSED] * missing
     return table
 
@@ -156,8 +156,9 @@ def hub_table(vocab, gguf) -> dict:
     by_id = {index: token for token, index in model["vocab"].items()}
     types = {}
     for added in data.get("added_tokens", []):
-        by_id[added["id"]] = added["content"]
-        types[added["id"]] = gguf.TokenType.CONTROL if added.get("special") else gguf.TokenType.USER_DEFINED
+        by_id[added["id"]] = text = added["content"]
+        looks_special = text.startswith("<|") and text.endswith("|>")  # Qwen's <|fim_prefix|>..., as llama.cpp's converter
+        types[added["id"]] = gguf.TokenType.CONTROL if added.get("special") or looks_special else gguf.TokenType.USER_DEFINED
     size = max(by_id) + 1
     tokens = [by_id.get(i, f"[PAD{i}]") for i in range(size)]
     kinds = [types.get(i, gguf.TokenType.NORMAL if i in by_id else gguf.TokenType.UNUSED) for i in range(size)]
@@ -247,15 +248,19 @@ def write_tokenizer(writer, vocab, table: dict) -> None:
     writer.add_token_types(table["types"])
     writer.add_token_merges(table["merges"])
     writer.add_add_bos_token(False)  # a chat template writes its own begin token where it has one
+    writer.add_add_eos_token(False)
     ends, template = end_tokens(vocab)
     if ends:
         writer.add_eos_token_id(ends[0])
     if template:
         writer.add_eot_token_id(ends[0])
         writer.add_chat_template(template)
-    bos = getattr(vocab, "bos_token", None)
-    if bos in vocab.specials:
-        writer.add_bos_token_id(vocab.specials[bos])
+    named = getattr(vocab, "config", {})  # a hub tokenizer_config.json names its begin, unknown and padding tokens
+    for key, add in (("bos_token", writer.add_bos_token_id), ("unk_token", writer.add_unk_token_id),
+                     ("pad_token", writer.add_pad_token_id)):
+        token = token_text(named.get(key))
+        if token in vocab.specials:
+            add(vocab.specials[token])
 
 
 def end_tokens(vocab) -> tuple[list[int], str]:

@@ -3,6 +3,11 @@ back every tensor bit for bit under llama.cpp's names and the metadata llama.cpp
 table encodes as ours does; llama.cpp itself, where its Python package is installed, gives our
 greedy tokens."""
 import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -137,6 +142,7 @@ def test_the_token_table_encodes_as_ours_and_carries_the_chat_layout(kind, tmp_p
     assert control == ([] if kind == "char" else sorted(vocab.specials.values()))  # a character model's markers are text
 
 
+@pytest.mark.slow  # 49,152 tokens through the writer and the reader
 @pytest.mark.skipif(SMOLLM2 is None, reason="no ../shared/data/smollm2-135m-instruct")
 def test_a_hub_chat_model_carries_its_own_tokenizer_and_template(tmp_path):
     from model_handler import ModelHandler
@@ -221,3 +227,82 @@ def test_the_command_exports_a_trained_character_model_once(small_corpus, tmp_pa
                             "ROMEO: what light") == vocab.encode("ROMEO: what light")
     again = run_command("model_handler.py", tmp_path / "m.pt", f"--export_gguf={tmp_path / 'm.gguf'}", "--device=cpu")
     assert_clean_error(again, "already exists")
+
+
+# ----------------------------------------------------------------------------------------------
+# llama.cpp's own converter (convert_hf_to_gguf.py) on our --export_hf directory writes the same
+# tensors and tokenizer as --export_gguf. Needs a llama.cpp checkout: LLAMA_CPP_DIR=PATH (its
+# requirements: transformers, sentencepiece); skipped without one.
+
+LLAMA_CPP_DIR = os.environ.get("LLAMA_CPP_DIR")
+REAL_TOKENIZERS = {"llama": "smollm2-135m-instruct", "llama3-scaled": "smollm2-135m-instruct",
+                   "qwen2": "qwen2.5-0.5b-instruct", "qwen3": "qwen2.5-0.5b-instruct"}
+
+
+def hub_body_with_real_tokenizer(family: str, directory: Path) -> Path:
+    """A tiny random model of `family` with a real model's tokenizer files (a hub directory)."""
+    from test_hub_llama import CLASSES
+    source = SMOLLM2.parent / REAL_TOKENIZERS[family] if SMOLLM2 else Path("no shared data")
+    if not source.is_dir():
+        pytest.skip(f"no {source}")
+    torch.manual_seed(0)
+    config = FAMILIES[family]()
+    config.vocab_size = 49152 if source.name.startswith("smollm2") else 151936
+    getattr(transformers, CLASSES[family])(config).save_pretrained(directory)
+    for path in source.iterdir():
+        if path.is_file() and path.name != "config.json" and path.suffix in (".json", ".txt"):
+            shutil.copy(path, directory / path.name)
+    return directory
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not LLAMA_CPP_DIR, reason="set LLAMA_CPP_DIR to a llama.cpp checkout to compare with its converter")
+@pytest.mark.parametrize("family", ["gpt2", *FAMILIES])
+def test_llama_cpp_converter_writes_what_we_write(family, tmp_path):
+    from gptlib.export_hf import export_hf
+    from model_handler import ModelHandler
+    if family == "gpt2":
+        vocab = our_vocab("gpt2")
+        vocab = type(vocab)(vocab.merges, {"<|endoftext|>": 50256}, vocab.byte_ids)  # GPT-2's own, no markers
+        model = gpt2_shaped(len(vocab))
+    else:
+        handler = ModelHandler(str(hub_body_with_real_tokenizer(family, tmp_path / "hub")), "cpu").load()
+        model, vocab = handler.model, handler.vocab
+    export_hf(model, vocab, str(tmp_path / "hf"))
+    export_gguf(model, vocab, str(tmp_path / "ours.gguf"), dtype="float32")
+    converted = subprocess.run([sys.executable, "convert_hf_to_gguf.py", str(tmp_path / "hf"), "--outtype", "f32",
+                                "--outfile", str(tmp_path / "theirs.gguf")], cwd=LLAMA_CPP_DIR, capture_output=True,
+                               text=True, env={**os.environ, "PYTHONPATH": str(Path(LLAMA_CPP_DIR) / "gguf-py")})
+    assert converted.returncode == 0, converted.stderr[-2000:]
+    ours_reader, ours_tensors = read_back(tmp_path / "ours.gguf")
+    theirs_reader, theirs_tensors = read_back(tmp_path / "theirs.gguf")
+    assert set(ours_tensors) == set(theirs_tensors)
+    for name, tensor in theirs_tensors.items():
+        assert ours_tensors[name].data.tobytes() == tensor.data.tobytes(), name
+    for key in ("tokenizer.ggml.tokens", "tokenizer.ggml.token_type", "tokenizer.ggml.merges", "tokenizer.ggml.pre",
+                "tokenizer.ggml.eos_token_id", "tokenizer.chat_template"):
+        theirs = theirs_reader.get_field(key)
+        assert (field(ours_reader, key) if ours_reader.get_field(key) else None) == (theirs.contents() if theirs else None), key
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["char", "bpe", "gpt2", "smollm2"])
+def test_llama_cpp_tokenizes_as_we_do(kind, tmp_path):
+    llama_cpp = pytest.importorskip("llama_cpp")
+    if kind == "smollm2":
+        from model_handler import ModelHandler
+        if SMOLLM2 is None:
+            pytest.skip("no ../shared/data/smollm2-135m-instruct")
+        smollm2_chat_body(tmp_path / "hub")
+        handler = ModelHandler(str(tmp_path / "hub"), "cpu").load()
+        model, vocab = handler.model, handler.vocab
+    else:
+        vocab = our_vocab(kind)
+        model = gpt2_shaped(len(vocab))
+    export_gguf(model, vocab, str(tmp_path / "m.gguf"))
+    llm = llama_cpp.Llama(model_path=str(tmp_path / "m.gguf"), n_ctx=64, vocab_only=True, verbose=False)
+    text = "Ana: lunch tomorrow? 😀 | at 1\nBo: Где? naïve — 'tis   spaced 2024"
+    if kind == "char":
+        text = "".join(ch for ch in text if ch in vocab.index)
+    assert llm.tokenize(text.encode("utf-8"), add_bos=False, special=False) == vocab.encode(text)
+    assert llm.detokenize(vocab.encode(text)).decode("utf-8") == text
