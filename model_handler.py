@@ -48,6 +48,7 @@ from gptlib.corpus import seeded_generator
 from gptlib.devices import choose_device
 from gptlib.engine import Batcher, TokenStream, compiled_step, decoder_for, has_kv_cache, sample_rows
 from gptlib.errors import UserError, run_cli
+from gptlib.quantize import is_quantized, quantize_int8
 from gptlib.tokenizer import Completion, TextStream
 
 
@@ -83,14 +84,17 @@ class ModelHandler:
         why. The checkpoint on disk is not touched."""
         self._require_loaded()
         dtype, reason = devices.inference_dtype(requested, devices.probe(self.device), compiled)
-        self.model.to(getattr(torch, dtype))
+        if dtype == "int8":
+            quantize_int8(self.model, torch.device(self.device).type)
+        else:
+            self.model.to(getattr(torch, dtype))
         return f"dtype: {reason}"
 
     def save(self, path: str, include_training_state: bool = True, half: bool = False) -> None:
         """Write the loaded checkpoint to `path` atomically. Without the training state (optimizer,
         random streams) and in half precision, a checkpoint is a quarter of the size: for shipping."""
         self._require_loaded()
-        if next(self.model.parameters()).dtype != torch.float32:
+        if next(self.model.parameters()).dtype != torch.float32 or is_quantized(self.model):
             raise UserError("these weights were cast for generating (use_dtype); load the checkpoint again to save it.")
         state = dict(self.state)
         if "pretrained" in state:  # a hub model becomes a checkpoint of ours: its tokenizer goes in it

@@ -1,6 +1,6 @@
 """Our GPT against transformers on the shapes of today's small open models (random weights: speed
-does not depend on their values): decode tokens/s at batch 1 (ours: the KV-cache engine, eager;
-theirs: generate() with its cache), and a LoRA training step (ours: lora.py on the attention and MLP;
+does not depend on their values): decode tokens/s at batch 1 (ours: the KV-cache engine, eager, in
+float32 and with --dtype=int8's int8 linear layers; theirs: generate() with its cache, float32), and a LoRA training step (ours: lora.py on the attention and MLP;
 theirs: peft on q, k, v, o, gate, up and down), with the peak memory each process held. Prints a table and writes
 the same numbers as JSON.
 
@@ -17,6 +17,7 @@ requirements-dev.txt (transformers, peft).
 """
 from __future__ import annotations
 
+import copy
 import json
 import statistics
 import sys
@@ -27,6 +28,7 @@ from pathlib import Path
 import torch
 
 from gptlib.errors import run_cli
+from gptlib.quantize import quantize_int8
 
 RESULTS = Path("benchmarks/results")
 SHAPES = {  # the real models' config.json shapes (../shared/data/*/config.json), fewer layers where noted
@@ -123,14 +125,21 @@ def lora_step_theirs(model, x, y):
 
 def alternate(ours, theirs, rounds: int = ROUNDS) -> tuple[float, float]:
     """Median seconds of each, measured in turns after one warm-up call each."""
-    ours(), theirs()
-    times = {"ours": [], "theirs": []}
+    medians = alternate_all({"ours": ours, "theirs": theirs}, rounds)
+    return medians["ours"], medians["theirs"]
+
+
+def alternate_all(runs: dict, rounds: int = ROUNDS) -> dict[str, float]:
+    """alternate() for any number of subjects: name -> median seconds."""
+    for run in runs.values():
+        run()
+    times = {name: [] for name in runs}
     for _ in range(rounds):
-        for name, run in (("ours", ours), ("theirs", theirs)):
+        for name, run in runs.items():
             started = time.perf_counter()
             run()
             times[name].append(time.perf_counter() - started)
-    return statistics.median(times["ours"]), statistics.median(times["theirs"])
+    return {name: statistics.median(seconds) for name, seconds in times.items()}
 
 
 def peak_rss_mb() -> float:
@@ -146,8 +155,13 @@ def measure(name: str, shape: dict, new_tokens: int) -> dict:
     with tempfile.TemporaryDirectory() as directory:
         theirs, ours = reference_and_ours(shape, Path(directory))
     prompt = torch.randint(0, shape["vocab_size"], (PROMPT,), generator=torch.Generator().manual_seed(0)).tolist()
-    decode_ours, decode_theirs = alternate(lambda: decode_seconds_ours(ours, prompt, new_tokens),
-                                           lambda: decode_seconds_theirs(theirs, prompt, new_tokens))
+    ours_int8 = copy.deepcopy(ours)
+    quantize_int8(ours_int8, "cpu")
+    decode = alternate_all({"ours": lambda: decode_seconds_ours(ours, prompt, new_tokens),
+                            "int8": lambda: decode_seconds_ours(ours_int8, prompt, new_tokens),
+                            "theirs": lambda: decode_seconds_theirs(theirs, prompt, new_tokens)})
+    decode_ours, decode_theirs = decode["ours"], decode["theirs"]
+    del ours_int8
     x = torch.randint(0, shape["vocab_size"], (LORA_BATCH, LORA_CONTEXT), generator=torch.Generator().manual_seed(1))
     y = torch.cat([x[:, 1:], torch.full((LORA_BATCH, 1), -1)], dim=1)  # HF shifts labels itself; ours are shifted here
     dtype, autocast = training_autocast(shape["hidden_size"], LORA_BATCH * LORA_CONTEXT)
@@ -155,6 +169,7 @@ def measure(name: str, shape: dict, new_tokens: int) -> dict:
     step_ours, step_theirs = alternate(lora_step_ours(ours, x, y, autocast), theirs_step)
     row = {"shape": name, "decode_tokens_per_s_ours": new_tokens / decode_ours,
            "decode_tokens_per_s_transformers": new_tokens / decode_theirs, "decode_ratio": decode_theirs / decode_ours,
+           "decode_tokens_per_s_ours_int8": new_tokens / decode["int8"], "decode_ratio_int8": decode_theirs / decode["int8"],
            "lora_dtype_ours": dtype, "lora_step_s_ours": step_ours, "lora_step_s_peft": step_theirs,
            "lora_ratio": step_theirs / step_ours, "threads": torch.get_num_threads()}
     if dtype != "float32":  # like with like too: peft under the same autocast
@@ -218,13 +233,14 @@ def main(argv=None):
             for name, shape in SHAPES.items() if not quick or name == "SmolLM2-135M"]
     for row in rows:
         row["peak_rss_mb_ours"], row["peak_rss_mb_theirs"] = (peak_memory_mb(row["shape"], side) for side in ("ours", "theirs"))
-    print("| shape | decode tok/s ours | transformers | ratio | LoRA step s ours (dtype) | peft float32 | ratio "
-          "| peft, our dtype | ratio | peak RSS MB ours | theirs |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| shape | decode tok/s ours | transformers | ratio | ours int8 | ratio | LoRA step s ours (dtype) | peft float32 | ratio "
+          "| peft, our dtype | ratio | peak RSS MB ours | theirs |\n" + "| --- " * 13 + "|")
     for r in rows:
         same = (f"{r['lora_step_s_peft_same_dtype']:.2f} | {r['lora_ratio_same_dtype']:.2f}x"
                 if "lora_ratio_same_dtype" in r else "- | -")
         print(f"| {r['shape']} | {r['decode_tokens_per_s_ours']:.1f} | {r['decode_tokens_per_s_transformers']:.1f} | "
-              f"{r['decode_ratio']:.2f}x | {r['lora_step_s_ours']:.2f} ({r['lora_dtype_ours']}) | {r['lora_step_s_peft']:.2f} | "
+              f"{r['decode_ratio']:.2f}x | {r['decode_tokens_per_s_ours_int8']:.1f} | {r['decode_ratio_int8']:.2f}x | "
+              f"{r['lora_step_s_ours']:.2f} ({r['lora_dtype_ours']}) | {r['lora_step_s_peft']:.2f} | "
               f"{r['lora_ratio']:.2f}x | {same} | {r['peak_rss_mb_ours']:.0f} | {r['peak_rss_mb_theirs']:.0f} |")
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "bench_hub.json").write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")

@@ -328,8 +328,10 @@ def inference_dtype(requested: str, facts: DeviceFacts, compiled: bool) -> tuple
     if requested == "bfloat16":
         emulated = "" if facts.device_type != "cpu" or facts.cpu_bf16 else " (this CPU emulates it, slowly)"
         return "bfloat16", f"bfloat16 weights as asked{emulated}"
+    if requested == "int8":
+        return "int8", "int8 weights in the linear layers as asked (gptlib/quantize.py: a quarter of the bytes, approximate)"
     if requested != "auto":
-        raise UserError(f"dtype must be auto, float32 or bfloat16 for generating, got {requested!r}.")
+        raise UserError(f"dtype must be auto, float32, bfloat16 or int8 for generating, got {requested!r}.")
     if facts.device_type != "cpu":
         return "float32", f"float32 weights on {facts.device_type} (--dtype=bfloat16 to halve them)"
     if not facts.cpu_bf16:
