@@ -161,7 +161,6 @@ def measure(name: str, shape: dict, new_tokens: int) -> dict:
                             "int8": lambda: decode_seconds_ours(ours_int8, prompt, new_tokens),
                             "theirs": lambda: decode_seconds_theirs(theirs, prompt, new_tokens)})
     decode_ours, decode_theirs = decode["ours"], decode["theirs"]
-    del ours_int8
     x = torch.randint(0, shape["vocab_size"], (LORA_BATCH, LORA_CONTEXT), generator=torch.Generator().manual_seed(1))
     y = torch.cat([x[:, 1:], torch.full((LORA_BATCH, 1), -1)], dim=1)  # HF shifts labels itself; ours are shifted here
     dtype, autocast = training_autocast(shape["hidden_size"], LORA_BATCH * LORA_CONTEXT)
