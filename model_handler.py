@@ -9,6 +9,7 @@
     python model_handler.py models/bigram.pt models/lecture.pt models/cpu.pt --compare=runs.png
     python model_handler.py path/to/gpt2_dir --prompt_ids=464,3290 --temperature=0   # GPT-2's weights (pretrained.py), token ids
     python model_handler.py models/lora.pt --export=models/merged.pt   # LoRA adapters merged into their base: a plain checkpoint
+    python model_handler.py models/lora.pt --export_peft=exported/me   # the adapters for PEFT, over the base in the Hugging Face layout
 
 From Python:
 
@@ -341,6 +342,7 @@ class HandlerOptions:
     export_hf: str = ""  # write the model to this directory in the Hugging Face layout (config.json, model.safetensors, tokenizer files) for transformers; Llama-family models (gptlib/export_hf.py)
     export_gguf: str = ""  # write the model and its tokenizer to this GGUF file for llama.cpp and Ollama (gptlib/export_gguf.py)
     gguf_dtype: str = "float16"  # with --export_gguf: float16, float32 or bfloat16 for the matrices (norms and biases stay float32)
+    export_peft: str = ""  # a LoRA run: write DIR/base (its base model, the Hugging Face layout) and DIR/adapter (adapter_config.json + adapter_model.safetensors) for peft.PeftModel (gptlib/export_peft.py)
     export_half: bool = True  # store the exported weights as float16: half the size, same samples
     attention: str = ""  # "fast" or "heads": run (and --export) a GPT with that attention class, weights converted
     compare: str = ""  # draw the loss curves of the checkpoints given (A.pt B.pt ...) into this PNG
@@ -370,6 +372,8 @@ def main(argv=None):
         return loss_curves.draw_runs(args.positional, handler_options.compare)
     if len(args.positional) > 1:
         raise UserError(f"{len(args.positional)} checkpoints given; one at a time, except with --compare=PNG.")
+    if handler_options.export_peft:  # the adapters apart from their base, so not the merged model a handler loads
+        return _export_peft(args.positional[0], handler_options.export_peft)
     handler = ModelHandler(args.positional[0], options.device, handler_options.attention).load()
     if handler_options.export_hf:  # the weights as trained: float32, no dtype change for decoding
         from gptlib.export_hf import export_hf
@@ -413,6 +417,15 @@ def _export_gguf(handler: ModelHandler, handler_options: HandlerOptions) -> dict
           f"{summary['tensors']} tensors in {summary['dtype']}, {summary['bytes']:,} bytes; run it with llama.cpp: "
           f"llama-cli -m {handler_options.export_gguf})")
     return summary
+
+
+def _export_peft(path: str, directory: str) -> dict[str, list[str]]:
+    from gptlib.export_peft import export_peft
+    written = export_peft(path, directory)
+    print(f"exported {path} -> {directory}/base ({', '.join(written['base'])}) and {directory}/adapter "
+          f"({', '.join(written['adapter'])}): load it with peft.PeftModel.from_pretrained(AutoModelForCausalLM."
+          f"from_pretrained('{directory}/base'), '{directory}/adapter')")
+    return written
 
 
 def _report(handler: ModelHandler, handler_options: HandlerOptions, options: SampleConfig) -> dict:
