@@ -90,7 +90,10 @@ def hub_layout(vocab) -> TurnLayout:
     """A hub model's layout from its special tokens and chat template, proven on probe conversations."""
     from gptlib.chat_template import render
 
-    family = next((name for name, (tokens, *_) in HUB_FAMILIES.items() if all(t in vocab.specials for t in tokens)), None)
+    user = {"role": "user", "content": PROBE["user"]}
+    with_system = render(vocab, [{"role": "system", "content": PROBE["system"]}, user], add_generation_prompt=True)
+    family = next((name for name, (tokens, opening, *_) in HUB_FAMILIES.items()  # its tokens, and used so
+                   if all(t in vocab.specials for t in tokens) and opening.format(role="user") in with_system), None)
     if family is None:
         raise UserError("this model's chat template uses none of the turn layouts an Ollama template is written "
                         f"for here ({', '.join(HUB_FAMILIES)}: ChatML's <|im_start|>, Llama 3's <|start_header_id|>); "
@@ -98,8 +101,6 @@ def hub_layout(vocab) -> TurnLayout:
     _, opening, close, turn_start = HUB_FAMILIES[family]
     opens = {role: opening.format(role=role) for role in ROLES}
     closes = dict.fromkeys(ROLES, close)
-    user = {"role": "user", "content": PROBE["user"]}
-    with_system = render(vocab, [{"role": "system", "content": PROBE["system"]}, user], add_generation_prompt=True)
     before_system = with_system.find(opens["system"])
     inside = with_system.find(PROBE["system"])
     if before_system < 0 or inside < 0:

@@ -176,16 +176,39 @@ def template_of(modelfile_text):
 # ----------------------------------------------------------------------------------------------
 # The templates against the training layouts
 
+# A Llama 3-shaped template (no Llama 3 files are here): the beginning-of-text token, a system turn
+# that is always there with a knowledge date before its content, headers, <|eot_id|>, trimmed content.
+LLAMA3_SHAPED = (
+    "{{- bos_token }}{%- if messages[0]['role'] == 'system' %}{%- set system = messages[0]['content'] | trim %}"
+    "{%- set messages = messages[1:] %}{%- else %}{%- set system = '' %}{%- endif %}"
+    "{{- '<|start_header_id|>system<|end_header_id|>\\n\\nCutting Knowledge Date: December 2023\\n\\n' + system + '<|eot_id|>' }}"
+    "{%- for message in messages %}{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n'"
+    " + message['content'] | trim + '<|eot_id|>' }}{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{%- endif %}")
+
+
+def hub_vocab(model):
+    from gptlib.hf_tokenizer import HubTokenizer
+
+    if model != "llama3-shaped":
+        return HubTokenizer.from_directory(SMOLLM2 if model == "smollm2" else QWEN)
+    from tokenizers import AddedToken, Tokenizer
+    backend = Tokenizer.from_file(str(SMOLLM2 / "tokenizer.json"))
+    backend.add_special_tokens([AddedToken(t, special=True) for t in
+                                ("<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>")])
+    return HubTokenizer(backend.to_str(), {"chat_template": LLAMA3_SHAPED, "bos_token": "<|begin_of_text|>",
+                                           "eos_token": "<|eot_id|>"})
+
 
 @needs_hub_files
-@pytest.mark.parametrize("model", ["smollm2", "qwen2.5"])
+@pytest.mark.parametrize("model", ["smollm2", "qwen2.5", "llama3-shaped"])
 @pytest.mark.parametrize("persona", ["", "Ana"])
-def test_a_hub_chatml_template_renders_what_training_laid_out(model, persona, tmp_path):
+def test_a_hub_template_renders_what_training_laid_out(model, persona, tmp_path):
     from gptlib.chat_template import render as jinja_render
-    from gptlib.hf_tokenizer import HubTokenizer
     from gptlib.template_pairs import TemplatePairBatches
 
-    vocab = HubTokenizer.from_directory(SMOLLM2 if model == "smollm2" else QWEN)
+    vocab = hub_vocab(model)
+    end_of_turn = vocab.eos_token
     system = persona_prompt(persona) if persona else ""
     path, records = pairs_file(tmp_path)
     for context_turns in (0, 4):  # the whole session, and the last exchange before their message only
@@ -197,8 +220,10 @@ def test_a_hub_chatml_template_renders_what_training_laid_out(model, persona, tm
             trained = jinja_render(vocab, training.messages(their), add_generation_prompt=True)
             assert render(template_of(text), ollama_messages(record, system)) == trained
             whole = jinja_render(vocab, training.messages(their) + [{"role": "assistant", "content": mine}])
-            assert whole.startswith(trained + mine + "<|im_end|>")  # the reply, then the stop below
-    assert 'PARAMETER stop "<|im_end|>"' in text and 'PARAMETER stop "<|im_start|>"' in text
+            assert whole.startswith(trained + mine + end_of_turn)  # the reply, then the stop below
+    turn_start = "<|start_header_id|>" if model == "llama3-shaped" else "<|im_start|>"
+    assert f'PARAMETER stop "{end_of_turn}"' in text and f'PARAMETER stop "{turn_start}"' in text
+    assert ("trims each message" in text) == (model == "llama3-shaped")
     assert "PARAMETER num_ctx 2048" in text and "PARAMETER temperature 0.8" in text
     assert text.splitlines()[1] == "FROM ./me.gguf"
 
