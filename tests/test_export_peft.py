@@ -86,6 +86,10 @@ def test_the_command_writes_a_gpt2_chat_lora_run_that_peft_runs_as_we_do(hub_dir
     assert config["base_model_name_or_path"] == str((tmp_path / "out" / "base").resolve())
     model, _ = unmerged_lora_model(str(run))
     assert_same_function(peft_model(tmp_path / "out"), model, 50260)
+    found = peft.AutoPeftModelForCausalLM.from_pretrained(str(tmp_path / "out" / "adapter")).eval()  # its base by name
+    idx = torch.tensor([[464, 3290, 50257, 50259, 318]])
+    with torch.no_grad():
+        assert (found(input_ids=idx).logits - model(idx)[0]).abs().max() < 1e-5
 
     merged = tmp_path / "merged.pt"  # a plain checkpoint, adapters merged: nothing for PEFT
     model_handler.main([str(run), f"--export={merged}", "--device=cpu"])

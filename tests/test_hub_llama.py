@@ -217,3 +217,10 @@ def test_fine_tuning_a_hub_model_on_chat_pairs_resumes_exactly_and_exports_merge
     theirs = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "hf")).eval()
     with torch.no_grad():
         assert (theirs(idx).logits - adapted.model(idx)[0]).abs().max() < 1e-5
+    if lora_rank:  # the adapters apart from their base, for PEFT (issue 27; tests/test_export_peft.py)
+        peft = pytest.importorskip("peft")
+        model_handler.main([str(tmp_path / "whole.pt"), f"--export_peft={tmp_path / 'peft'}", "--device=cpu"])
+        base = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "peft" / "base"))
+        over_base = peft.PeftModel.from_pretrained(base, str(tmp_path / "peft" / "adapter")).eval()
+        with torch.no_grad():
+            assert (over_base(input_ids=idx).logits - adapted.model(idx)[0]).abs().max() < 1e-5
