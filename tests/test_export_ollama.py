@@ -4,6 +4,7 @@ byte for byte the text our training laid each reply's conversation out as: a hub
 model's markers. Rendered by a small Go-template interpreter below (the constructs the export
 writes), and by Go's own text/template where `go` is installed."""
 import ast
+import functools
 import json
 import re
 import shutil
@@ -187,6 +188,7 @@ LLAMA3_SHAPED = (
     "{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{%- endif %}")
 
 
+@functools.lru_cache(maxsize=None)  # read once: Qwen's tokenizer.json takes a second (the tests do not change it)
 def hub_vocab(model):
     from gptlib.hf_tokenizer import HubTokenizer
 

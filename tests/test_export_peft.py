@@ -1,7 +1,7 @@
 """--export_peft: a LoRA run as PEFT's adapter over its base in the Hugging Face layout (issue 27,
 point 2): peft.PeftModel over transformers' model gives our unmerged LoRA model's logits and greedy
 tokens, for the Llama family (our fused qkv split into q/k/v) and for GPT-2 (Conv1D, fan_in_fan_out),
-the chat markers' trained rows included."""
+the chat markers' trained rows included, and through the command on a real LoRA fine-tune."""
 import json
 
 import pytest
@@ -65,6 +65,25 @@ def test_a_llama_family_adapter_with_split_qkv_and_trained_rows_gives_our_logits
     assert_same_function(peft_model(tmp_path / "out"), model.eval(), vocab)
 
 
+def test_a_gpt2_shaped_adapter_is_on_conv1d_with_fan_in_fan_out(tmp_path):
+    """GPT-2's fused c_attn as it is, its Conv1D weights stored (in, out); two c_proj layers, one adapted."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=40, n_layer=2, n_head=2, n_embd=16, block_size=32, position="learned",
+                          activation="gelu_tanh", bias=True, qkv_bias=True, lm_head_bias=False, tie_embeddings=True,
+                          dropout=0.0)).eval()
+    lora.add_adapters(model, rank=2, alpha=6.0, rows_from=37, targets=("attn.qkv", "attn.proj", "ffwd.up"))
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith(("lora_B", "lora_rows")):
+                param.add_(torch.randn_like(param) * 0.3)
+    write_peft(model, None, 2, 6.0, str(tmp_path / "out"))
+    config = json.loads((tmp_path / "out" / "adapter" / "adapter_config.json").read_text())
+    assert config["fan_in_fan_out"] is True and config["target_modules"] == ["attn.c_proj", "c_attn", "c_fc"]
+    assert config["trainable_token_indices"] == {"wte": [37, 38, 39]}  # tied: the output layer follows
+    assert_same_function(peft_model(tmp_path / "out"), model, 40, new=12)
+
+
+@pytest.mark.slow  # a real LoRA run on GPT-2's 50,257-token vocabulary, then the command, then PEFT twice
 @needs_gpt2
 def test_the_command_writes_a_gpt2_chat_lora_run_that_peft_runs_as_we_do(hub_dir, tmp_path):  # noqa: F811
     """A real LoRA fine-tune on chat pairs from a GPT-2-shaped hub directory (GPT-2's tokenizer and
@@ -74,8 +93,8 @@ def test_the_command_writes_a_gpt2_chat_lora_run_that_peft_runs_as_we_do(hub_dir
     pairs.write_text("".join(json.dumps({"input": a, "output": b}) + "\n" for a, b in PAIRS[:12]), encoding="utf-8")
     run = tmp_path / "me-lora.pt"
     gpt_final_version.main([f"--init_from={folder}", f"--data={pairs}", "--lora_rank=4", "--lora_alpha=8",
-                            f"--out={run}", "--max_iters=4", "--warmup_iters=0", "--eval_interval=4",
-                            "--eval_iters=1", "--batch_size=2", "--block_size=48", "--device=cpu", "--progress=false",
+                            f"--out={run}", "--max_iters=2", "--warmup_iters=0", "--eval_interval=2",
+                            "--eval_iters=1", "--batch_size=2", "--block_size=32", "--device=cpu", "--progress=false",
                             "--notes=", "--samples_dir=", "--sample_chars=0", "--learning_rate=2e-2",
                             "--report_contexts=0"])
     written = model_handler.main([str(run), f"--export_peft={tmp_path / 'out'}", "--device=cpu"])
