@@ -20,7 +20,8 @@ turn, as in training and serving.
 Ollama's Modelfile parser keeps only printable characters, spaces and newlines of a value, so
 text that holds others (our markers are control characters) is written as Go string literals,
 {{ "\\x01" }}, which the template turns back into the character. A PARAMETER stop cannot carry such
-characters at all; those stops are the GGUF's end-of-generation tokens instead (said in a comment).
+characters at all: our end marker ends a reply as the GGUF's end token, and the marker of their turn
+stops one only where the GGUF counts it among its end-of-generation tokens (a comment says so).
 """
 from __future__ import annotations
 
@@ -216,10 +217,11 @@ def modelfile(gguf_name: str, vocab, block_size: int, system: str = "", context_
         lines.append(f'SYSTEM """{system}"""')
     written = [stop for stop in layout.stops if is_plain(stop) and '"' not in stop]
     lines += [f'PARAMETER stop "{stop}"' for stop in written]
-    if len(written) < len(layout.stops):
-        left = ", ".join(f"U+{ord(stop):04X}" if len(stop) == 1 else repr(stop) for stop in layout.stops if stop not in written)
-        lines.append(f"# {left} end a reply too; a Modelfile cannot hold them, so they are the GGUF's "
-                     "end-of-generation tokens")
+    for stop in layout.stops:
+        if stop not in written:  # our markers: control characters, which Ollama's parser drops from a line
+            role = "ends a reply as the GGUF's end token" if stop == layout.stops[0] else \
+                "(their turn) cannot be a stop here: the GGUF's end-of-generation tokens must hold it"
+            lines.append(f"# U+{ord(stop[0]):04X} {role}; a Modelfile cannot hold control characters")
     lines += ["# sampling as our --chat: temperature, the whole distribution (no top_k, top_p or min_p cut), "
               "no repetition penalty", f"PARAMETER temperature {sampling.temperature:g}",
               f"PARAMETER top_k {sampling.top_k}", "PARAMETER top_p 1", "PARAMETER min_p 0", "PARAMETER repeat_penalty 1",

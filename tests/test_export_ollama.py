@@ -241,7 +241,8 @@ def test_a_character_chat_model_template_renders_our_markers(tmp_path):
             prompt = render(template_of(text), ollama_messages(record, system="ignored: ours have no system turn"))
             trained = exchange_text(their, mine)  # the text training learns the reply from (layout_pair)
             assert trained == prompt + mine + CHAT_MARKERS[2]
-    assert "SYSTEM" not in text and "U+0003, U+0001 end a reply too" in text
+    assert "SYSTEM" not in text and "PARAMETER stop" not in text
+    assert "# U+0003 ends a reply as the GGUF's end token" in text and "# U+0001 (their turn) cannot be a stop" in text
     with pytest.raises(UserError, match="trained without a system prompt"):
         export_ollama.modelfile("me.gguf", vocab, 256, system="You are Ana.")
 
