@@ -170,7 +170,9 @@ def render(template, messages):
 
 
 def template_of(modelfile_text):
-    """The TEMPLATE of a Modelfile, as Ollama's parser reads it (between the triple quotes)."""
+    """The TEMPLATE of a Modelfile, as Ollama's parser reads it (between the triple quotes); its
+    parser keeps only printable characters, spaces and newlines, so nothing else may be there."""
+    assert all(ch.isprintable() or ch in " \n" for ch in modelfile_text)
     return re.search(r'^TEMPLATE """(.*?)"""$', modelfile_text, re.S | re.M).group(1)
 
 
