@@ -147,13 +147,10 @@ def check_against_template(layout: TurnLayout, vocab) -> None:
 
 def layout_of(vocab) -> TurnLayout:
     """The layout a chat model was trained in: its hub template's, or our markers'."""
-    if getattr(vocab, "kind", "") == "hub" and vocab.config.get("chat_template"):
-        return hub_layout(vocab)
-    from gptlib.chat_format import CHAT_MARKERS
-    if vocab is None or not all(mark in vocab.specials for mark in CHAT_MARKERS):
+    if not is_chat_vocab(vocab):
         raise UserError("this model was not trained on chat pairs (no chat template, no chat markers), so it has "
                         "no conversation layout for Ollama's TEMPLATE; fine-tune it with --data=pairs.jsonl.")
-    return markers_layout()
+    return hub_layout(vocab) if vocab.kind == "hub" else markers_layout()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -201,11 +198,16 @@ def go_template(layout: TurnLayout, context_turns: int = 0) -> str:
 
 def modelfile(gguf_name: str, vocab, block_size: int, system: str = "", context_turns: int = 0) -> str:
     """The Modelfile text for `gguf_name` (a file beside it): FROM, TEMPLATE, the stops, the sampling
-    our --chat uses, num_ctx the block size, and `system` (the persona's prompt) as SYSTEM."""
+    our --chat uses, num_ctx the block size, and `system` (the persona's prompt) as SYSTEM. A model
+    not trained on chats gets a TEMPLATE that continues the prompt as it is (`ollama run me "ROMEO:"`)."""
+    if not is_chat_vocab(vocab):
+        if system:
+            raise UserError("this model was not trained on chat pairs, so it has no system prompt to write.")
+        return "\n".join([f"# Ollama: {RUN}   (a text model: it continues the prompt)", f"FROM ./{gguf_name}",
+                          'TEMPLATE """{{ .Prompt }}"""', *sampling_lines(block_size)]) + "\n"
     layout = layout_of(vocab)
-    sampling = SampleConfig()
-    lines = [f"# Ollama: ollama create NAME -f Modelfile && ollama run NAME   (the {layout.family} chat layout "
-             "the model was trained on)", f"FROM ./{gguf_name}", f'TEMPLATE """{go_template(layout, context_turns)}"""']
+    lines = [f"# Ollama: {RUN}   (the {layout.family} chat layout the model was trained on)", f"FROM ./{gguf_name}",
+             f'TEMPLATE """{go_template(layout, context_turns)}"""']
     if layout.trims_content:
         lines.append("# the model's template trims each message's spaces; this one keeps them: send trimmed text")
     if system:
@@ -222,11 +224,27 @@ def modelfile(gguf_name: str, vocab, block_size: int, system: str = "", context_
             role = "ends a reply as the GGUF's end token" if stop == layout.stops[0] else \
                 "(their turn) cannot be a stop here: the GGUF's end-of-generation tokens must hold it"
             lines.append(f"# U+{ord(stop[0]):04X} {role}; a Modelfile cannot hold control characters")
-    lines += ["# sampling as our --chat: temperature, the whole distribution (no top_k, top_p or min_p cut), "
-              "no repetition penalty", f"PARAMETER temperature {sampling.temperature:g}",
-              f"PARAMETER top_k {sampling.top_k}", "PARAMETER top_p 1", "PARAMETER min_p 0", "PARAMETER repeat_penalty 1",
-              f"PARAMETER num_ctx {block_size}"]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + sampling_lines(block_size)) + "\n"
+
+
+RUN = "ollama create NAME -f Modelfile && ollama run NAME"
+
+
+def sampling_lines(block_size: int) -> list[str]:
+    """The sampling our --chat and --prompt use (SampleConfig), and the context the model was trained with."""
+    sampling = SampleConfig()
+    return ["# sampling as ours: temperature, the whole distribution (no top_k, top_p or min_p cut), "
+            "no repetition penalty", f"PARAMETER temperature {sampling.temperature:g}",
+            f"PARAMETER top_k {sampling.top_k}", "PARAMETER top_p 1", "PARAMETER min_p 0", "PARAMETER repeat_penalty 1",
+            f"PARAMETER num_ctx {block_size}"]
+
+
+def is_chat_vocab(vocab) -> bool:
+    """Trained on chats: a hub tokenizer with a chat template, or ours with the three markers."""
+    from gptlib.chat_format import CHAT_MARKERS
+    if getattr(vocab, "kind", "") == "hub":
+        return bool(vocab.config.get("chat_template"))
+    return vocab is not None and all(mark in vocab.specials for mark in CHAT_MARKERS)
 
 
 def write_modelfile(path: str, gguf_name: str, vocab, block_size: int, system: str = "", context_turns: int = 0) -> str:

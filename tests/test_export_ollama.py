@@ -13,6 +13,7 @@ import subprocess
 import pytest
 from test_hub_llama import SMOLLM2
 
+from config import SampleConfig
 from gptlib import export_ollama
 from gptlib.chat_format import CHAT_MARKERS, exchange_text, persona_prompt
 from gptlib.errors import UserError
@@ -228,7 +229,7 @@ def test_a_hub_template_renders_what_training_laid_out(model, persona, tmp_path)
     turn_start = "<|start_header_id|>" if model == "llama3-shaped" else "<|im_start|>"
     assert f'PARAMETER stop "{end_of_turn}"' in text and f'PARAMETER stop "{turn_start}"' in text
     assert ("trims each message" in text) == (model == "llama3-shaped")
-    assert "PARAMETER num_ctx 2048" in text and "PARAMETER temperature 0.8" in text
+    assert "PARAMETER num_ctx 2048" in text and f"PARAMETER temperature {SampleConfig().temperature:g}" in text
     assert text.splitlines()[1] == "FROM ./me.gguf"
 
 
@@ -250,8 +251,12 @@ def test_a_character_chat_model_template_renders_our_markers(tmp_path):
 
 
 def test_what_has_no_chat_layout_or_an_untranslatable_template_is_refused(tmp_path):
+    text_model = CharTokenizer.from_text("abc")  # no chat: the prompt is continued as it is
+    assert template_of(export_ollama.modelfile("shakespeare.gguf", text_model, 64)) == "{{ .Prompt }}"
     with pytest.raises(UserError, match="not trained on chat pairs"):
-        export_ollama.modelfile("me.gguf", CharTokenizer.from_text("abc"), 64)
+        export_ollama.layout_of(text_model)
+    with pytest.raises(UserError, match="not trained on chat pairs, so it has no system prompt"):
+        export_ollama.modelfile("shakespeare.gguf", text_model, 64, system="You are Ana.")
     if SMOLLM2 is None:
         return
     from gptlib.hf_tokenizer import HubTokenizer
