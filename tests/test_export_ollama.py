@@ -325,3 +325,46 @@ def test_go_text_template_renders_the_same_text(tmp_path):
                                 capture_output=True, timeout=60)
             assert go.returncode == 0, go.stderr
             assert go.stdout.decode("utf-8") == render(template, messages)
+
+
+# ----------------------------------------------------------------------------------------------
+# llama.cpp's own tokenizer (llama-cpp-python, where installed) reads the rendered text as our ids
+
+
+@pytest.mark.slow  # a GGUF export each, and llama.cpp's loader
+@pytest.mark.parametrize("kind", ["char", "bpe", pytest.param("smollm2", marks=needs_hub_files)])
+def test_llama_cpp_tokenizes_the_rendered_template_into_the_ids_we_trained_on(kind, tmp_path):
+    """What Ollama does with a chat: render the TEMPLATE, tokenize the text with its special tokens
+    read as such (the GGUF's table), generate. The ids must be the prompt ids of training."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    from test_export_hf import gpt2_shaped
+
+    from gptlib.export_gguf import export_gguf
+    from gptlib.tokenizer import ByteBPE
+
+    path, records = pairs_file(tmp_path)
+    pairs, laid_out = laid_out_pairs(str(path), 0)
+    session_text = "".join(t for t, _ in SESSION)
+    system = ""
+    if kind == "smollm2":
+        from test_hub_llama import smollm2_chat_body
+
+        from gptlib.chat_template import generation_prompt_ids
+        from gptlib.template_pairs import TemplatePairBatches
+        from model_handler import ModelHandler
+        smollm2_chat_body(tmp_path / "hub")
+        handler = ModelHandler(str(tmp_path / "hub"), "cpu").load()
+        model, vocab, system = handler.model, handler.vocab, persona_prompt("Ana")
+        training = TemplatePairBatches(pairs, vocab, laid_out=laid_out, system=system)
+        expected = [generation_prompt_ids(vocab, training.messages(their)) for their, _ in pairs]
+    else:
+        vocab = CharTokenizer.from_text(session_text + "".join(CHAT_MARKERS)) if kind == "char" else \
+            ByteBPE.train(session_text * 3, 300)
+        model = gpt2_shaped(len(vocab))
+        expected = [vocab.encode_with_specials(exchange_text(their, "")[:-1]) for their, _ in pairs]  # up to OUTPUT
+    export_gguf(model, vocab, str(tmp_path / "me.gguf"), dtype="float32")
+    template = template_of(export_ollama.modelfile("me.gguf", vocab, model.config.block_size, system))
+    llm = llama_cpp.Llama(model_path=str(tmp_path / "me.gguf"), vocab_only=True, verbose=False)
+    for record, ids in zip(records, expected):
+        text = render(template, ollama_messages(record, system))
+        assert llm.tokenize(text.encode("utf-8"), add_bos=False, special=True) == ids
