@@ -2,7 +2,8 @@
 byte for byte the text our training laid each reply's conversation out as: a hub ChatML model's
 (SmolLM2's and Qwen2.5's real tokenizer files, with and without the persona), and a character chat
 model's markers. Rendered by a small Go-template interpreter below (the constructs the export
-writes), and by Go's own text/template where `go` is installed."""
+writes), by Go's own text/template where `go` is installed, and, where llama-cpp-python is, llama.cpp's
+tokenizer reads the rendered text from our GGUF as the prompt ids training used."""
 import ast
 import functools
 import json
