@@ -410,12 +410,27 @@ def main(argv=None):
 
 
 def _export_gguf(handler: ModelHandler, handler_options: HandlerOptions) -> dict:
+    """The GGUF file and, beside it, NAME.Modelfile for Ollama (its template made before anything is
+    written: a template Ollama cannot hold is said, and the GGUF still goes for llama.cpp)."""
     from gptlib.export_gguf import export_gguf
-    summary = export_gguf(handler.model, handler.vocab, handler_options.export_gguf, handler_options.gguf_dtype,
-                          Path(handler.path).stem)
-    print(f"exported {handler.path} -> {handler_options.export_gguf} ({summary['architecture']}, "
-          f"{summary['tensors']} tensors in {summary['dtype']}, {summary['bytes']:,} bytes; run it with llama.cpp: "
-          f"llama-cli -m {handler_options.export_gguf})")
+    from gptlib.export_ollama import modelfile
+    gguf = Path(handler_options.export_gguf)
+    modelfile_path = gguf.with_name(gguf.stem + ".Modelfile")
+    if modelfile_path.exists():
+        raise UserError(f"{modelfile_path} already exists; give --export_gguf a new name (nothing is overwritten).")
+    try:
+        ollama = modelfile(gguf.name, handler.vocab, handler.model.config.block_size, handler.persona_system,
+                           handler.context_turns)
+    except UserError as why:
+        ollama = None
+        print(f"note: no Modelfile for Ollama: {why}", file=sys.stderr)
+    summary = export_gguf(handler.model, handler.vocab, str(gguf), handler_options.gguf_dtype, Path(handler.path).stem)
+    print(f"exported {handler.path} -> {gguf} ({summary['architecture']}, {summary['tensors']} tensors in "
+          f"{summary['dtype']}, {summary['bytes']:,} bytes; run it with llama.cpp: llama-cli -m {gguf})")
+    if ollama is not None:
+        write_text_atomically(str(modelfile_path), ollama)
+        summary["modelfile"] = str(modelfile_path)
+        print(f"and {modelfile_path} for Ollama: ollama create NAME -f {modelfile_path} && ollama run NAME")
     return summary
 
 

@@ -32,6 +32,7 @@ from pathlib import Path
 from config import SampleConfig
 from gptlib.chat_format import END_MARK, INPUT_MARK, OUTPUT_MARK
 from gptlib.errors import UserError
+from gptlib.export_tokenizer import is_chat_vocab as has_markers
 
 ROLES = ("system", "user", "assistant")
 
@@ -241,10 +242,9 @@ def sampling_lines(block_size: int) -> list[str]:
 
 def is_chat_vocab(vocab) -> bool:
     """Trained on chats: a hub tokenizer with a chat template, or ours with the three markers."""
-    from gptlib.chat_format import CHAT_MARKERS
     if getattr(vocab, "kind", "") == "hub":
         return bool(vocab.config.get("chat_template"))
-    return vocab is not None and all(mark in vocab.specials for mark in CHAT_MARKERS)
+    return vocab is not None and has_markers(vocab)
 
 
 def write_modelfile(path: str, gguf_name: str, vocab, block_size: int, system: str = "", context_turns: int = 0) -> str:

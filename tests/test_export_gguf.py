@@ -225,8 +225,12 @@ def test_the_command_exports_a_trained_character_model_once(small_corpus, tmp_pa
     vocab = ModelHandler(str(tmp_path / "m.pt"), "cpu").load().vocab
     assert llama_cpp_encode(field(reader, "tokenizer.ggml.tokens"), field(reader, "tokenizer.ggml.merges"),
                             "ROMEO: what light") == vocab.encode("ROMEO: what light")
+    modelfile = (tmp_path / "m.Modelfile").read_text(encoding="utf-8")  # beside it, for Ollama: a text model continues its prompt
+    assert "FROM ./m.gguf" in modelfile and '{{ .Prompt }}' in modelfile and "num_ctx 32" in modelfile
+    (tmp_path / "m.gguf").unlink()  # the GGUF gone, the Modelfile kept: still never overwritten
     again = run_command("model_handler.py", tmp_path / "m.pt", f"--export_gguf={tmp_path / 'm.gguf'}", "--device=cpu")
-    assert_clean_error(again, "already exists")
+    assert_clean_error(again, "m.Modelfile already exists")
+    assert not (tmp_path / "m.gguf").exists()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -306,3 +310,4 @@ def test_llama_cpp_tokenizes_as_we_do(kind, tmp_path):
         text = "".join(ch for ch in text if ch in vocab.index)
     assert llm.tokenize(text.encode("utf-8"), add_bos=False, special=False) == vocab.encode(text)
     assert llm.detokenize(vocab.encode(text)).decode("utf-8") == text
+
