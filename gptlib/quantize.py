@@ -18,6 +18,8 @@ from torch import nn
 
 from gptlib.errors import UserError
 
+FEW_ROWS = 4  # up to this many rows a step (batch-1 decoding, small batches) the int8 kernel pays
+
 
 class Int8Linear(nn.Module):
     """nn.Linear with its weight as int8 rows and a bfloat16 scale per row."""
@@ -31,9 +33,12 @@ class Int8Linear(nn.Module):
         self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().float(), requires_grad=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows = x.reshape(-1, x.shape[-1]).to(torch.bfloat16).contiguous()
-        out = torch._weight_int8pack_mm(rows, self.weight_int8, self.scale).to(x.dtype)
-        out = out.reshape(*x.shape[:-1], out.shape[-1])
+        rows = x.reshape(-1, x.shape[-1])
+        if rows.shape[0] <= FEW_ROWS:  # decoding: the int8 kernel, a quarter of the bytes
+            out = torch._weight_int8pack_mm(rows.to(torch.bfloat16).contiguous(), self.weight_int8, self.scale)
+        else:  # a prompt's many rows: that kernel is slower than float32 there, so the weight is widened once
+            out = rows.float() @ (self.weight_int8.float() * self.scale.float()[:, None]).t()
+        out = out.to(x.dtype).reshape(*x.shape[:-1], out.shape[-1])
         return out if self.bias is None else out + self.bias
 
 
