@@ -31,7 +31,7 @@ import torch
 from gpt_final_version import rotary_frequencies
 from gptlib.byte_level import bytes_to_unicode
 from gptlib.errors import UserError
-from gptlib.export_hf import family_of
+from gptlib.export_hf import family_of, hub_weights
 from gptlib.export_tokenizer import MARKERS_TEMPLATE, byte_level_tokens, end_ids, is_chat_vocab
 from gptlib.hf_tokenizer import QWEN2_SPLIT, token_text
 from gptlib.tokenizer import GPT2_SPLIT_PATTERN
@@ -57,16 +57,37 @@ def gguf_library():
 
 def gguf_tensors(weights: dict[str, torch.Tensor], config, family: str) -> dict[str, torch.Tensor]:
     """Our tensors under llama.cpp's names and in its layout, float32."""
-    out = {"token_embd.weight": weights["token_embedding.weight"], "output_norm.weight": weights["ln_f.weight"]}
-    if not config.tie_embeddings:  # tied: llama.cpp reuses token_embd as the output
-        out["output.weight"] = weights["lm_head.weight"]
-    if family == "gpt2":
-        out.update({"position_embd.weight": weights["position_embedding.weight"], "output_norm.bias": weights["ln_f.bias"]})
-    elif config.rope_scaling_factor:
-        out["rope_freqs.weight"] = rotary_frequencies(replace(config, rope_scaling_factor=0.0)) / rotary_frequencies(config)
+    if family != "gpt2":
+        out = {llama_cpp_name(name): tensor for name, tensor in hub_weights(weights, config).items()}
+        if family == "llama":  # its graph turns q and k by adjacent pairs
+            for i in range(config.n_layer):
+                for kind, heads in (("q", config.n_head), ("k", config.kv_heads)):
+                    out[f"blk.{i}.attn_{kind}.weight"] = pairs_adjacent(out[f"blk.{i}.attn_{kind}.weight"], heads)
+        if config.rope_scaling_factor:
+            out["rope_freqs.weight"] = rotary_frequencies(replace(config, rope_scaling_factor=0.0)) / rotary_frequencies(config)
+        return out
+    out = {"token_embd.weight": weights["token_embedding.weight"], "output_norm.weight": weights["ln_f.weight"],
+           "position_embd.weight": weights["position_embedding.weight"], "output_norm.bias": weights["ln_f.bias"]}
     for i in range(config.n_layer):
-        out.update(gpt2_layer(weights, i) if family == "gpt2" else llama_layer(weights, i, config, family))
+        out.update(gpt2_layer(weights, i))
     return {name: tensor.detach().float().cpu().contiguous() for name, tensor in out.items()}
+
+
+# the Llama family's names in the hub's files -> in llama.cpp's (as its converter maps them)
+LLAMA_CPP_NAMES = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+                   "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
+                   "mlp.down_proj": "ffn_down", "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm",
+                   "self_attn.q_norm": "attn_q_norm", "self_attn.k_norm": "attn_k_norm"}
+WHOLE_MODEL_NAMES = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
+                     "lm_head.weight": "output.weight"}  # a tied output has none: llama.cpp reuses token_embd
+
+
+def llama_cpp_name(hub_name: str) -> str:
+    if hub_name in WHOLE_MODEL_NAMES:
+        return WHOLE_MODEL_NAMES[hub_name]
+    layer, rest = hub_name.removeprefix("model.layers.").split(".", 1)
+    module, kind = rest.rsplit(".", 1)
+    return f"blk.{layer}.{LLAMA_CPP_NAMES[module]}.{kind}"
 
 
 def gpt2_layer(weights: dict, i: int) -> dict[str, torch.Tensor]:
@@ -75,28 +96,6 @@ def gpt2_layer(weights: dict, i: int) -> dict[str, torch.Tensor]:
              "ffwd.up": "ffn_up", "ffwd.proj": "ffn_down"}
     return {f"blk.{i}.{theirs}.{kind}": weights[f"blocks.{i}.{ours}.{kind}"]
             for ours, theirs in names.items() for kind in ("weight", "bias")}
-
-
-def llama_layer(weights: dict, i: int, config, family: str) -> dict[str, torch.Tensor]:
-    """One Llama-family block: q, k and v apart; q and k interleaved for the "llama" graph."""
-    ours, blk = f"blocks.{i}.", f"blk.{i}."
-    q_rows, kv_rows = config.n_head * config.head_size, config.kv_heads * config.head_size
-    out = {}
-    for kind in ("weight", "bias") if config.qkv_bias else ("weight",):
-        q, k, v = torch.split(weights[f"{ours}attn.qkv.{kind}"], [q_rows, kv_rows, kv_rows])
-        if family == "llama":
-            q, k = pairs_adjacent(q, config.n_head), pairs_adjacent(k, config.kv_heads)
-        out.update({f"{blk}attn_q.{kind}": q, f"{blk}attn_k.{kind}": k, f"{blk}attn_v.{kind}": v})
-    out.update({f"{blk}attn_output.weight": weights[f"{ours}attn.proj.weight"],
-                f"{blk}ffn_gate.weight": weights[f"{ours}ffwd.gate.weight"],
-                f"{blk}ffn_up.weight": weights[f"{ours}ffwd.up.weight"],
-                f"{blk}ffn_down.weight": weights[f"{ours}ffwd.proj.weight"],
-                f"{blk}attn_norm.weight": weights[f"{ours}ln1.weight"],
-                f"{blk}ffn_norm.weight": weights[f"{ours}ln2.weight"]})
-    if config.qk_norm_gain:
-        out[f"{blk}attn_q_norm.weight"] = weights[f"{ours}attn.q_norm.weight"]
-        out[f"{blk}attn_k_norm.weight"] = weights[f"{ours}attn.k_norm.weight"]
-    return out
 
 
 def pairs_adjacent(rows: torch.Tensor, heads: int) -> torch.Tensor:
