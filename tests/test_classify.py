@@ -230,3 +230,52 @@ def test_chat_data_writes_each_message_with_its_sender(tmp_path):
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(senders) >= 2 and sum(senders.values()) == len(rows)
     assert all(row["text"] and row["label"] in senders for row in rows)
+
+
+# ----------------------------------------------------------------------------------------------
+# Hub models: GPT-2 and a Llama, tiny and random, with the real tokenizers' files (no weights are
+# shared with this project; the heads train all the same)
+
+
+def shared_data(name: str) -> Path | None:
+    return next((p / "shared" / "data" / name for p in ROOT.parents[:3] if (p / "shared" / "data" / name).is_dir()), None)
+
+
+@pytest.mark.slow  # builds the models with transformers
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_a_head_on_a_hub_model_trains_and_labels_in_its_tokens(family, tmp_path):
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("safetensors")
+    import shutil
+    files = {"gpt2": ("gpt2", ["encoder.json", "vocab.bpe"]),
+             "llama": ("smollm2-135m-instruct", ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"])}
+    folder, names = files[family]
+    source = shared_data(folder)
+    if source is None:
+        pytest.skip(f"no shared/data/{folder} (the tokenizer files)")
+    torch.manual_seed(0)
+    if family == "gpt2":
+        config = transformers.GPT2Config(n_layer=2, n_head=2, n_embd=32, n_positions=64, vocab_size=50257)
+        transformers.GPT2LMHeadModel(config).save_pretrained(tmp_path / "hub")
+    else:
+        config = transformers.LlamaConfig(vocab_size=49152, hidden_size=32, intermediate_size=56, num_hidden_layers=2,
+                                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                                          tie_word_embeddings=True)
+        transformers.LlamaForCausalLM(config).save_pretrained(tmp_path / "hub")
+    for name in names:
+        shutil.copy(source / name, tmp_path / "hub" / name)
+    data = write_csv(tmp_path / "toy_data.csv", [(f"{'cats purr' if i % 2 else 'dogs bark'} {i}", "ab"[i % 2]) for i in range(24)])
+    out = tmp_path / "hub.pt"
+    result = gpt_final_version.main(["--task=classify", f"--data={data}", f"--init_from={tmp_path / 'hub'}",
+                                     "--trainable=last", f"--out={out}", "--max_iters=4", "--eval_interval=4",
+                                     "--eval_iters=1", "--batch_size=4", "--device=cpu", "--progress=false", "--notes="])
+    assert result.test_metrics["examples"] == 2  # one of each label: a tenth of 12, at least one
+    labeller = Labeller(str(out), "cpu")
+    assert labeller.vocab.kind == ("gpt2" if family == "gpt2" else "hub")
+    assert set(labeller.probabilities(["cats purr 99"])[0]) == {"a", "b"}
+
+
+def test_help_names_the_classifier_options(capsys):
+    assert gpt_final_version.main(["--task=classify", "--help"]) is None
+    shown = capsys.readouterr().out
+    assert "--pooling" in shown and "--trainable" in shown and "--columns" in shown
