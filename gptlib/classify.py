@@ -143,6 +143,8 @@ def train_from_command_line(argv, model_class, convert_weights=None) -> TrainRes
     if resumed is not None and resumed.get("model_kind") != "classifier":
         raise UserError(f"{start.path} is a language model's checkpoint: start a classifier from it with --init_from={start.path}.")
     saved = {k: v for k, v in (resumed or {}).get("classifier", {}).items() if k != "labels"}
+    if resumed is not None:
+        _check_kept(args.overrides, {**saved, **resumed["train_config"]}, start.path)
     options = apply(apply(ClassifyConfig(), saved), args.overrides)
     if args.preset is None and resumed is None:
         args = dataclasses.replace(args, preset="classify")
@@ -166,6 +168,18 @@ def train_from_command_line(argv, model_class, convert_weights=None) -> TrainRes
                                             convert_weights)
     dataset.trains = trains
     return run(Job(settings, model, dataset, state, run_class=ClassifyRun))
+
+
+# A resumed classifier keeps what decides its parameters and its data's split.
+KEPT_ON_RESUME = ("pooling", "trainable", "last_blocks", "columns", "val_fraction", "test_fraction", "lora_rank",
+                  "lora_alpha", "lora_targets")
+
+
+def _check_kept(overrides: dict, saved: dict, path: str) -> None:
+    for name in KEPT_ON_RESUME:
+        if name in overrides and name in saved and overrides[name] != saved[name]:
+            raise UserError(f"{path} was trained with --{name}={saved[name]}; a resumed run keeps it. Drop --{name}, "
+                            f"or start a new run from it with --init_from.")
 
 
 def _refuse_what_does_not_apply(cfg: TrainConfig, start) -> None:

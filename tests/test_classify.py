@@ -279,3 +279,9 @@ def test_help_names_the_classifier_options(capsys):
     assert gpt_final_version.main(["--task=classify", "--help"]) is None
     shown = capsys.readouterr().out
     assert "--pooling" in shown and "--trainable" in shown and "--columns" in shown
+
+
+def test_a_resumed_classifier_keeps_what_shapes_it(classifier, tmp_path):
+    with pytest.raises(UserError, match="keeps it"):
+        gpt_final_version.main(["--task=classify", f"--resume={classifier}", "--trainable=head",
+                                f"--out={tmp_path / 'again.pt'}", "--device=cpu"])
