@@ -142,6 +142,9 @@ def train_from_command_line(argv, model_class, convert_weights=None) -> TrainRes
     resumed = start.resumed_state
     if resumed is not None and resumed.get("model_kind") != "classifier":
         raise UserError(f"{start.path} is a language model's checkpoint: start a classifier from it with --init_from={start.path}.")
+    if start.mode == "checkpoint" and start.state.get("model_kind") == "classifier":
+        raise UserError(f"{start.path} is a classifier: continue it with --resume={start.path}, or start a new one "
+                        "from a language model's checkpoint.")
     saved = {k: v for k, v in (resumed or {}).get("classifier", {}).items() if k != "labels"}
     if resumed is not None:
         _check_kept(args.overrides, {**saved, **resumed["train_config"]}, start.path)
@@ -179,7 +182,7 @@ def _check_kept(overrides: dict, saved: dict, path: str) -> None:
     for name in KEPT_ON_RESUME:
         if name in overrides and name in saved and overrides[name] != saved[name]:
             raise UserError(f"{path} was trained with --{name}={saved[name]}; a resumed run keeps it. Drop --{name}, "
-                            f"or start a new run from it with --init_from.")
+                            "or train a new classifier.")
 
 
 def _refuse_what_does_not_apply(cfg: TrainConfig, start) -> None:
@@ -247,6 +250,9 @@ class ClassifyRun(Run):
         print(f"data: {cfg.data}: {data.vocab.kind} tokenizer, vocabulary {len(data.vocab)}; split by label, "
               f"seed {cfg.seed}:")
         print(class_counts(data))
+        if data.unreadable:
+            print(f"note: {data.unreadable} text(s) hold only characters outside the model's vocabulary and are left out "
+                  "(--trainable=all learns rows for new characters)")
         if data.truncated:
             print(f"note: {data.truncated} text(s) are longer than the context: the head reads their first {m.block_size} tokens")
         print(f"optimizer: {optimizer_summary(self)}; learning rate {cfg.learning_rate:g} -> {cfg.min_lr:g}")

@@ -158,6 +158,12 @@ def encode_for_classifier(tokens, text: str) -> list[int]:
     return ids
 
 
+def _readable(tokens, text: str) -> bool:
+    """Whether a text keeps a token once the characters outside a character vocabulary are left out
+    (a message of emoji alone, for a frozen Shakespeare embedding, does not: it is skipped, and counted)."""
+    return tokens.kind != "char" or any(ch in tokens.index for ch in text)
+
+
 def pad_rows(rows: list[list[int]]) -> torch.Tensor:
     """(B, T) ids, each row padded on the right with PADDING to the longest."""
     longest = max(len(row) for row in rows)
@@ -177,10 +183,15 @@ class LabelledTexts:
                  options=None):
         self.vocab, self.labels, self.options = tokens, labels, options
         index = {label: i for i, label in enumerate(labels)}
-        whole = {name: [encode_for_classifier(tokens, text) for text, _ in split[name]] for name in SPLITS}
+        readable = {name: [(text, label) for text, label in split[name] if _readable(tokens, text)] for name in SPLITS}
+        self.unreadable = sum(len(split[name]) - len(readable[name]) for name in SPLITS)  # said at the start
+        for name in SPLITS:
+            if not readable[name]:
+                raise UserError(f"no text of the {name} split has a character the model knows: give text in its characters.")
+        whole = {name: [encode_for_classifier(tokens, text) for text, _ in readable[name]] for name in SPLITS}
         self.truncated = sum(len(ids) > block_size for rows in whole.values() for ids in rows)  # said at the start
         self.rows = {name: [ids[:block_size] for ids in rows] for name, rows in whole.items()}
-        self.targets = {name: [index[label] for _, label in split[name]] for name in SPLITS}
+        self.targets = {name: [index[label] for _, label in readable[name]] for name in SPLITS}
         self.splits = self.rows  # what gptlib.train's Run reads the split sizes from
         self.trains = ""  # what learns in the model, said at start-up (gptlib.classify sets it)
 

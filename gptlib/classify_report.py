@@ -118,8 +118,8 @@ def plot_metrics(m: dict, path, title: str) -> bool:
                   width, label=name)
     right.axhline(m["majority_baseline"], color="grey", linestyle=":", label="commonest label's share")
     right.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
-    right.set_ylim(0, 1.05)
-    right.legend(loc="lower right", fontsize="small")
+    right.set_ylim(0, 1.3)  # room above the bars for the legend
+    right.legend(loc="upper center", ncol=2, fontsize="small")
     right.set_title(f"macro F1 {m['macro_f1']:.3f}")
     figure.suptitle(title)
     loss_curves._save(figure, path)
