@@ -188,7 +188,7 @@ class TrainConfig:
 class ClassifyConfig:
     """What --task=classify adds (gptlib/classify.py): where the labels are, the head, what trains."""
     columns: str = ""  # which field holds what, as text=COLUMN,label=COLUMN (CSV header or JSONL key); empty: text and label
-    pooling: str = "last"  # how the head reads the text: "last": the last real token's hidden state (the only one that has seen every token); "mean": the mean over the real tokens
+    pooling: str = "mean"  # how the head reads the text: "mean": the mean of the real tokens' hidden states (as good or better on our character models, docs/classify.md); "last": the last real token's, the only one that has seen every token
     trainable: str = "all"  # what learns besides the head: "head" (the GPT frozen), "last" (the last --last_blocks blocks and the final norm), "all"; --lora_rank trains LoRA adapters instead
     last_blocks: int = 1  # with --trainable=last: how many of the last blocks learn (LLMs-from-scratch trains one)
     val_fraction: float = 0.1  # share of each class held out for validation (the loss curve, the best model)

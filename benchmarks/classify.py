@@ -11,7 +11,7 @@ The tasks:
     written by write_reviews below from hand-written phrases; negations such as "not bad at all"
     and "never again" make a model read more than single words).
 Each is trained from scratch (the classify preset's 4 x 128 model), and from models/shakespeare_char.pt
-with everything, the last block, the head alone, or LoRA training. The figures are the held-out test split's.
+with everything (mean pooling, the default, and the last token's), the last block, the head alone, or LoRA training. The figures are the held-out test split's.
 """
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ REVIEWS = "tests/fixtures/classify/reviews.csv"
 RUNS = {  # name -> the options that make it (beside --task, --data and --max_iters)
     "scratch": [],
     "shipped, all": [f"--init_from={SHIPPED}"],
+    "shipped, all, last": [f"--init_from={SHIPPED}", "--pooling=last"],
     "shipped, last block": [f"--init_from={SHIPPED}", "--trainable=last"],
     "shipped, head only": [f"--init_from={SHIPPED}", "--trainable=head", "--learning_rate=3e-3"],
     "shipped, LoRA r=8": [f"--init_from={SHIPPED}", "--lora_rank=8", "--learning_rate=3e-3"],

@@ -51,15 +51,16 @@ class Classifier(nn.Module):
     """A GPT that labels a text: its final hidden states, pooled into one vector per text, and a
     linear layer from that vector to one score per class.
 
-    Pooling (--pooling): "last", the default, reads the last real token's hidden state. In a causal
-    model it is the only position that has attended to every token of the text (LLMs-from-scratch's
-    choice too); a mean gives the early positions, which saw only the text's first words, as much say
-    as the last one. "mean" averages the real positions, for comparison.
+    Pooling (--pooling): "mean", the default, averages the real positions' hidden states; "last" reads
+    the last real token's, the only position of a causal model that has attended to every token
+    (LLMs-from-scratch's choice). On our character models the mean measured as good or better (three
+    seeds, docs/classify.md): the last position is one character, often a "." or "?", and a small
+    model's state there carries less of the text than the average over all of its characters.
 
     Rows are padded on the right with -1. A real token never attends to a later position, so the
     padding changes nothing they compute: pooling has only to skip the padded positions."""
 
-    def __init__(self, gpt: nn.Module, n_classes: int, pooling: str = "last"):
+    def __init__(self, gpt: nn.Module, n_classes: int, pooling: str = "mean"):
         super().__init__()
         gpt.lm_head = nn.Identity()  # the GPT now returns its final hidden states (B, T, C), not logits
         self.gpt, self.pooling = gpt, pooling
@@ -71,12 +72,12 @@ class Classifier(nn.Module):
         """idx (B, T) token ids, -1 at padding -> class scores (B, K), and cross-entropy against targets (B,)."""
         real = idx != PADDING  # (B, T)
         hidden, _ = self.gpt(idx.clamp(min=0))  # (B, T, C); padded positions read token 0, then are skipped
-        if self.pooling == "last":
+        if self.pooling == "mean":
+            weights = real.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1): 1 at real tokens, 0 at padding
+            pooled = (hidden * weights).sum(dim=1) / weights.sum(dim=1)  # (B, C)
+        else:  # "last"
             last = real.sum(dim=1) - 1  # (B,) the last real position of each row
             pooled = hidden[torch.arange(idx.shape[0], device=idx.device), last]  # (B, C)
-        else:
-            weights = real.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
-            pooled = (hidden * weights).sum(dim=1) / weights.sum(dim=1)  # (B, C)
         logits = self.head(pooled)  # (B, K)
         loss = None if targets is None else F.cross_entropy(logits.float(), targets)
         return logits, loss

@@ -54,7 +54,7 @@ def train(tmp_path: Path, data: Path, name: str, *options: str):
 def classifier(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("classify")
     data = write_csv(folder / "toy_data.csv", separable_rows())
-    result, out = train(folder, data, "toy", "--max_iters=80", "--eval_interval=40", "--learning_rate=3e-3")
+    result, out = train(folder, data, "toy", "--max_iters=40", "--eval_interval=40", "--learning_rate=3e-3")
     assert result.test_metrics["accuracy"] >= 0.9, result.test_metrics
     return out
 
