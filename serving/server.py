@@ -71,6 +71,7 @@ class ServeConfig:
     port: int = 8000  # 0 picks a free port (printed at start-up)
     api_key: str = ""  # when set (here or in $GPT_SERVE_API_KEY), every request needs "Authorization: Bearer KEY"
     device: str = "auto"  # as for training
+    classifier: str = ""  # also answer POST /classify with this classifier (gpt_final_version.py --task=classify): {"text"} -> its label and probabilities (serving/classify_api.py)
     max_body_bytes: int = 65536  # larger request bodies get 413 without being read
     max_prompt_chars: int = 8000  # longer text or conversations get 400 (the model reads only block_size of it anyway)
     max_tokens: int = 1000  # ceiling on max_tokens / max_new_tokens a request may ask for
@@ -87,7 +88,6 @@ class ServeConfig:
     log_text: bool = False  # log the text of messages and replies (off: logs hold sizes and timings only)
     stream_interval: float = 0.02  # seconds a stream gathers the pieces that come quickly into one write (each still its own event); 0: a write per piece
     compile: bool = False  # compile the decode step at start-up (seconds to a minute): about 2x faster replies on a CPU
-    classifier: str = ""  # also answer POST /classify with this classifier (gpt_final_version.py --task=classify): {"text"} -> its label and probabilities (serving/classify_api.py)
     dtype: str = "auto"  # weights for generating: "auto" is bfloat16 with --compile=true on a CPU with bfloat16 hardware (2x faster for a 10M model), else float32; or float32/bfloat16
 
     def validate(self) -> None:
