@@ -145,6 +145,7 @@ class TrainConfig:
     context_turns: int = 6  # on chat pairs with a "context" (chat_data.py): each reply sees up to this many earlier turns of its conversation (their message is one, each earlier exchange two); 1: the single exchange, their last turn only; 0: the whole session
     persona: str = ""  # whose voice a chat model speaks in (the system prompt of a chat template; the report's name); empty: the first name in the pairs' "me"
     progress: bool = True  # show the tqdm bar (it is hidden anyway when stderr is not a terminal)
+    task: str = "lm"  # "lm": learn the next token of --data; "classify": learn to label texts (--data=labels.csv, a head on the GPT: docs/classify.md; its options: --task=classify --help)
 
     def validate(self) -> None:
         for name in ("batch_size", "eval_iters", "gradient_accumulation_steps", "eval_interval", "min_char_count"):
@@ -172,6 +173,7 @@ class TrainConfig:
         if self.lora_alpha <= 0:
             raise UserError(f"lora_alpha must be positive, got {self.lora_alpha}.")
         _check_choice("tokenizer", self.tokenizer, ("char", "bpe", "gpt2"))
+        _check_choice("task", self.task, ("lm", "classify"))
         _check_choice("schedule", self.schedule, ("cosine", "wsd"))
         _check_choice("optimizer", self.optimizer, ("adamw", "muon"))
         if not 0.0 < self.decay_fraction <= 1.0:
@@ -180,6 +182,26 @@ class TrainConfig:
             raise UserError(f"muon_weight_decay must not be negative, got {self.muon_weight_decay}.")
         if self.muon_lr <= 0 or not 0.0 <= self.muon_momentum < 1.0:
             raise UserError(f"muon_lr must be positive and muon_momentum in [0, 1); got {self.muon_lr}, {self.muon_momentum}.")
+
+
+@dataclass
+class ClassifyConfig:
+    """What --task=classify adds (gptlib/classify.py): where the labels are, the head, what trains."""
+    columns: str = ""  # which field holds what, as text=COLUMN,label=COLUMN (CSV header or JSONL key); empty: text and label
+    pooling: str = "mean"  # how the head reads the text: "mean": the mean of the real tokens' hidden states (as good or better on our character models, docs/classify.md); "last": the last real token's, the only one that has seen every token
+    trainable: str = "all"  # what learns besides the head: "head" (the GPT frozen), "last" (the last --last_blocks blocks and the final norm), "all"; --lora_rank trains LoRA adapters instead
+    last_blocks: int = 1  # with --trainable=last: how many of the last blocks learn (LLMs-from-scratch trains one)
+    val_fraction: float = 0.1  # share of each class held out for validation (the loss curve, the best model)
+    test_fraction: float = 0.1  # share of each class held out for the final accuracy, F1 and confusion matrix (never trained or selected on)
+
+    def validate(self, n_layer: int | None = None) -> None:
+        _check_choice("pooling", self.pooling, ("last", "mean"))
+        _check_choice("trainable", self.trainable, ("head", "last", "all"))
+        if self.last_blocks < 1 or (n_layer is not None and self.last_blocks > n_layer):
+            raise UserError(f"last_blocks must be between 1 and the model's {n_layer or 'n_layer'} blocks, got {self.last_blocks}.")
+        if not (0 < self.val_fraction < 1 and 0 < self.test_fraction < 1 and self.val_fraction + self.test_fraction < 1):
+            raise UserError(f"val_fraction and test_fraction must be above 0 and add up to less than 1, got "
+                            f"{self.val_fraction} and {self.test_fraction}.")
 
 
 @dataclass
@@ -247,6 +269,12 @@ PRESETS: dict[str, tuple[str, dict]] = {
         "a toy model for smoke tests: 2 layers x 32, context 32, 100 steps, seconds on any machine",
         dict(n_layer=2, n_head=2, n_embd=32, block_size=32, dropout=0.0, batch_size=16,
              max_iters=100, learning_rate=3e-3, warmup_iters=10, eval_interval=50, eval_iters=10),
+    ),
+    "classify": (
+        "--task=classify's own: AdamW at 1e-3, batch 16, 300 steps, evaluated every 50; from scratch a 4 x 128 model, context 128",
+        dict(n_layer=4, n_head=4, n_embd=128, block_size=128, dropout=0.1, position="rope", activation="relu2",
+             batch_size=16, max_iters=300, learning_rate=1e-3, min_lr=1e-4, warmup_iters=20, eval_interval=50,
+             eval_iters=8, sample_chars=0),
     ),
     "bigram": (
         "the lecture's bigram baseline settings (used by bigram.py)",

@@ -606,10 +606,10 @@ class FastDropout(nn.Module):
 
 def main(argv=None):
     """Parse options, build (or resume) a GPT and train it; returns the training result."""
-    from gptlib import (
-        train,  # here, not at the top: importing the model must not pull in the training machinery
-    )
+    from gptlib import classify, train  # here, not at the top: importing the model loads no training machinery
 
+    if classify.asked_for(argv or []):  # --task=classify: a head that labels texts (docs/classify.md)
+        return classify.train_from_command_line(argv, GPT, convert_attention_weights)
     return train.train_from_command_line(argv or [], model_class=GPT, kind="gpt",
                                          usage="usage: python gpt_final_version.py [--name=value ...]",
                                          convert_weights=convert_attention_weights)

@@ -352,6 +352,8 @@ class HandlerOptions:
     copy_words: int = 8  # with --report: a reply repeating this many words of a training reply in a row counts as a copy
     show_text: bool = False  # with --report: also put message text in the report (frequent words, the worst copies); off: numbers only
     report_data: str = ""  # with --report: the chat pairs (.jsonl) if not where the checkpoint was trained on them
+    classify: str = ""  # label this text with a classifier (gpt_final_version.py --task=classify): the label, then every label's probability
+    classify_file: str = ""  # label each line of this file with a classifier, one output line per text (the texts are not echoed)
 
 
 USAGE = ("usage: python model_handler.py CHECKPOINT [--name=value ...]\n"
@@ -374,6 +376,9 @@ def main(argv=None):
         raise UserError(f"{len(args.positional)} checkpoints given; one at a time, except with --compare=PNG.")
     if handler_options.export_peft:  # the adapters apart from their base, so not the merged model a handler loads
         return _export_peft(args.positional[0], handler_options.export_peft)
+    if handler_options.classify or handler_options.classify_file:  # a classifier, not a language model
+        from gptlib.classify import classify_command
+        return classify_command(args.positional[0], handler_options.classify, handler_options.classify_file, options.device)
     handler = ModelHandler(args.positional[0], options.device, handler_options.attention).load()
     if handler_options.export_hf:  # the weights as trained: float32, no dtype change for decoding
         from gptlib.export_hf import export_hf

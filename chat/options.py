@@ -43,6 +43,7 @@ class ChatDataConfig:
     date_order: str = "auto"  # WhatsApp dates where day and month could be either way: auto (from the file), dmy, mdy or ymd
     log_text: bool = False  # show text from the exports in error messages (off: a line's shape only, letters as x and digits as 9)
     format: str = "auto"  # auto (from the content) or whatsapp, telegram, messenger, line, kakaotalk, signal-json, skype, csv...
+    senders: bool = False  # write {"text", "label"} rows instead of pairs: every message, its sender the label ("who wrote this?" for gpt_final_version.py --task=classify); --out defaults to data/chat/senders.jsonl
 
     def validate(self) -> None:
         if self.reply_window < 0:

@@ -146,6 +146,9 @@ def main(argv: list[str]) -> Report | None:
     config.validate()
     if not args.positional:
         raise UserError(f"name at least one exported chat. {USAGE}")
+    if config.senders:  # "who wrote this?": each message labelled with its sender (chat/senders.py)
+        from chat.senders import DEFAULT_OUT, write_sender_rows
+        return write_sender_rows([Path(p) for p in args.positional], dataclasses.replace(config, out=args.overrides.get("out", DEFAULT_OUT)))
     pairs, report = build_pairs([Path(p) for p in args.positional], config)
     write_pairs(pairs, Path(config.out), report.contexts)
     print(report.text())

@@ -115,6 +115,9 @@ def model_from_checkpoint(path: str, state: dict, attention: str = ""):
 
     kinds = {"gpt": GPT, "bigram": BigramLanguageModel}
     kind = state.get("model_kind", "gpt")
+    if kind == "classifier":  # gptlib/classify.py's: it labels texts, it does not write them
+        raise UserError(f"{path} is a classifier: python model_handler.py {path} --classify=TEXT, or serve it with "
+                        f"python serve.py LANGUAGE_MODEL.pt --classifier={path}.")
     if kind not in kinds:
         raise UserError(f"{path} holds an unknown model kind {kind!r}; known: {', '.join(kinds)}.")
     config = apply(GPTConfig(), state["model_config"])

@@ -56,6 +56,7 @@ class TrainResult:
     interrupted: str = ""  # the signal that stopped the run early ("SIGINT", "SIGTERM"), if any
     first_step_seconds: float = 0.0  # the first step, timed apart: torch.compile works there
     val_bpb: float = float("nan")  # val loss in bits per byte of text: compares across tokenizers
+    test_metrics: dict = field(default_factory=dict)  # a classifier's held-out accuracy, F1, confusion (gptlib/classify.py)
 
 
 @dataclass
@@ -65,6 +66,7 @@ class Job:
     model: torch.nn.Module
     dataset: TextDataset
     resumed: dict | None = None  # the resumed checkpoint, in the model's attention class
+    run_class: type | None = None  # Run, or a subclass with its own evaluation and report (gptlib/classify.py's)
 
 
 # ==============================================================================================
@@ -78,6 +80,8 @@ def train_from_command_line(argv, model_class, kind: str, usage: str, convert_we
     if args.help:
         print(help_text([GPTConfig, TrainConfig], usage))
         return None
+    if args.overrides.get("task", "lm") != "lm":  # gpt_final_version.py sends --task=classify to gptlib/classify.py
+        raise UserError(f"--task={args.overrides['task']} needs a GPT's hidden states: python gpt_final_version.py --task=classify")
     start = read_start(args.overrides)
     processes, device = start_processes(devices.choose_device(requested_device(args.overrides, start)))
     try:
@@ -490,6 +494,12 @@ class Run:
             "curve": self.curve,
         }
 
+    def print_startup(self) -> None:
+        print_startup(self)
+
+    def report(self, result: TrainResult) -> None:
+        report(self, result)
+
     def result(self, interrupted: str) -> TrainResult:
         return TrainResult(self.iter_num, self.losses["train"], self.losses["val"], self.best_val,
                            count_parameters(self.model), self.tokens_per_s, time.time() - self.started, self.out,
@@ -503,10 +513,10 @@ class Run:
 
 def run(job: Job) -> TrainResult:
     """Train `job` to its end (steps, minutes or a signal); evaluate, save and report inside one loop."""
-    r = Run.start(job)
+    r = (job.run_class or Run).start(job)
     processes, cfg = r.processes, r.cfg
     if processes.is_main:
-        print_startup(r)
+        r.print_startup()
     bar = tqdm(total=None if cfg.max_minutes else cfg.max_iters, initial=r.iter_num, unit="it", dynamic_ncols=True,
                disable=None if cfg.progress and processes.is_main else True)
     with StopSignals(announce=processes.is_main) as stop:
@@ -547,7 +557,7 @@ def run(job: Job) -> TrainResult:
     r.model = r.unsharded()
     result = r.result(stop.requested)
     if processes.is_main:
-        report(r, result)
+        r.report(result)
     processes.wait_for_all()  # no process leaves before the checkpoint is written
     return result
 

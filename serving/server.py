@@ -35,10 +35,12 @@ from pathlib import Path
 
 import torch
 
+from gptlib.classify import Labeller
 from gptlib.cli import apply, help_text, parse_args
 from gptlib.devices import serve_concurrency
 from gptlib.errors import UserError
 from model_handler import ModelHandler
+from serving.classify_api import classify_answer
 from serving.openai_api import DONE, Answer, ChatShape, Choice, TextShape, interleaved, json_bytes
 from serving.requests import (
     Fitting,
@@ -56,7 +58,7 @@ USAGE = "usage: python serve.py CHECKPOINT [--host=127.0.0.1] [--port=8000] [--n
 API_KEY_ENV = "GPT_SERVE_API_KEY"
 CHAT_PAGE = Path(__file__).with_name("chat_page.html")
 ENDPOINTS = ("/", "/generate", "/v1/chat/completions", "/chat/completions", "/v1/completions", "/completions",
-             "/v1/models", "/models", "/health")
+             "/v1/models", "/models", "/health", "/classify")
 
 
 # ==============================================================================================
@@ -69,6 +71,7 @@ class ServeConfig:
     port: int = 8000  # 0 picks a free port (printed at start-up)
     api_key: str = ""  # when set (here or in $GPT_SERVE_API_KEY), every request needs "Authorization: Bearer KEY"
     device: str = "auto"  # as for training
+    classifier: str = ""  # also answer POST /classify with this classifier (gpt_final_version.py --task=classify): {"text"} -> its label and probabilities (serving/classify_api.py)
     max_body_bytes: int = 65536  # larger request bodies get 413 without being read
     max_prompt_chars: int = 8000  # longer text or conversations get 400 (the model reads only block_size of it anyway)
     max_tokens: int = 1000  # ceiling on max_tokens / max_new_tokens a request may ask for
@@ -120,6 +123,7 @@ class Service:
         self.in_flight = 0  # requests being answered (and logged): a stop waits for them
         self.idle = threading.Condition(self.lock)
         self.page = CHAT_PAGE.read_bytes()  # read once: the page a browser gets at GET /
+        self.classifier = Labeller(config.classifier, handler.device) if config.classifier else None
 
     def count(self, key: str) -> None:
         with self.lock:
@@ -170,6 +174,11 @@ class Service:
         fitting = Fitting(self.handler)
         prompts = self._prompts(fitting, [(text, []) for text in texts])
         return self._answer(TextShape, prompts, sampling, fitting, stream, echo)
+
+    def classify_endpoint(self, body: dict) -> dict:
+        if self.classifier is None:
+            raise RequestError(404, "this server has no classifier: start it with --classifier=CLASSIFIER.pt")
+        return classify_answer(self.classifier, body, self.config.max_prompt_chars)
 
     def models_endpoint(self) -> dict:
         return {"object": "list", "data": [{"id": self.handler.name, "object": "model", "created": 0,
@@ -308,11 +317,11 @@ class Handler(BaseHTTPRequestHandler):
         endpoints = {"/generate": self.service.generate_endpoint, "/v1/chat/completions": self.service.chat_endpoint,
                      "/chat/completions": self.service.chat_endpoint,
                      "/v1/completions": self.service.completions_endpoint,
-                     "/completions": self.service.completions_endpoint}
+                     "/completions": self.service.completions_endpoint, "/classify": self.service.classify_endpoint}
         if path not in endpoints:
             raise RequestError(404, f"no such endpoint: POST {self.path}")
         body = self._read_json()
-        if path != "/generate" and field(body, "stream", (bool,), False):
+        if path not in ("/generate", "/classify") and field(body, "stream", (bool,), False):
             stream = EventStream(self)
             stream.whole = endpoints[path](body, stream)
             return stream
@@ -579,6 +588,7 @@ def main(argv=None):
     print(f"serving {handler.path} ({kind}) on http://{host}:{port}", flush=True)
     print(f"  GET / (the chat page: open http://{host}:{port}/ in a browser)  POST /generate  "
           "POST /v1/chat/completions  POST /v1/completions  GET /v1/models  GET /health"
+          f"{'  POST /classify' if config.classifier else ''}"
           f"{'  (API key required)' if config.api_key else ''}", flush=True)
     for note in notes:  # after the "serving" line, which scripts read first for the port
         if note:

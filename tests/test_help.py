@@ -9,10 +9,10 @@ from conftest import ROOT
 pytestmark = pytest.mark.slow  # real processes
 
 COMMANDS = {  # the command, and two options its help must name
-    "gpt_final_version.py": (["gpt_final_version.py"], ("--max_iters", "--preset")),
+    "gpt_final_version.py": (["gpt_final_version.py"], ("--max_iters", "--preset", "--task")),
     "bigram.py": (["bigram.py"], ("--max_iters", "--learning_rate")),
-    "model_handler.py": (["model_handler.py"], ("--prompt", "--export", "--report")),
-    "chat_data.py": (["chat_data.py"], ("--me", "--out")),
+    "model_handler.py": (["model_handler.py"], ("--prompt", "--export", "--report", "--classify")),
+    "chat_data.py": (["chat_data.py"], ("--me", "--out", "--senders")),
     "serve.py": (["serve.py"], ("--port", "--api_key")),
     "benchmarks.bench": (["-m", "benchmarks.bench"], ("--only", "--quick")),
     "benchmarks.bench_scale": (["-m", "benchmarks.bench_scale"], ("--only", "--requests")),
@@ -23,6 +23,7 @@ COMMANDS = {  # the command, and two options its help must name
     "benchmarks.privacy": (["-m", "benchmarks.privacy"], ("--region", "--write_chat")),
     "benchmarks.soak": (["-m", "benchmarks.soak"], ("--minutes", "--clients")),
     "benchmarks.bench_hub": (["-m", "benchmarks.bench_hub"], ("--quick", "peft")),
+    "benchmarks.classify": (["-m", "benchmarks.classify"], ("--only", "--write_reviews")),
 }
 
 
