@@ -4,7 +4,8 @@ Decoding one token reads every weight once, so at batch 1 a 135M-parameter model
 memory: 540 MB of float32 a token. bfloat16 halves the bytes, but PyTorch's one-row bfloat16
 matmul on the CPU runs slower than float32 (docs/speed.md); its int8 weight-only matmul
 (torch._weight_int8pack_mm, as gpt-fast and torchao use it) reads a quarter of the bytes and is
-3-6x faster per layer here (`python -m benchmarks.bench_hub`).
+faster here: 2.8x for SmolLM2's 49,152 x 576 output layer at one row, 1.5x for its 1,536 x 576
+layers, up to 2x slower than float32 for a 256-token prompt, which is read once.
 
 Each linear layer's weight becomes int8 with one scale per output row (the row's largest |w| is
 127), and the layer multiplies bfloat16 activations by it; everything else (embeddings, norms,
@@ -17,8 +18,6 @@ import torch
 from torch import nn
 
 from gptlib.errors import UserError
-
-FEW_ROWS = 4  # up to this many rows a step (batch-1 decoding, small batches) the int8 kernel pays
 
 
 class Int8Linear(nn.Module):
@@ -33,12 +32,9 @@ class Int8Linear(nn.Module):
         self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().float(), requires_grad=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows = x.reshape(-1, x.shape[-1])
-        if rows.shape[0] <= FEW_ROWS:  # decoding: the int8 kernel, a quarter of the bytes
-            out = torch._weight_int8pack_mm(rows.to(torch.bfloat16).contiguous(), self.weight_int8, self.scale)
-        else:  # a prompt's many rows: that kernel is slower than float32 there, so the weight is widened once
-            out = rows.float() @ (self.weight_int8.float() * self.scale.float()[:, None]).t()
-        out = out.to(x.dtype).reshape(*x.shape[:-1], out.shape[-1])
+        rows = x.reshape(-1, x.shape[-1]).to(torch.bfloat16).contiguous()
+        out = torch._weight_int8pack_mm(rows, self.weight_int8, self.scale).to(x.dtype)
+        out = out.reshape(*x.shape[:-1], out.shape[-1])
         return out if self.bias is None else out + self.bias
 
 

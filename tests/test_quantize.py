@@ -21,8 +21,8 @@ def test_an_int8_layer_is_its_rows_rounded_to_127_steps_of_their_largest_weight(
     x = torch.randn(3, 5, 48)
     expected = x @ rows.t() + linear.bias
     assert torch.allclose(quantized(x), expected, rtol=0.02, atol=0.02)  # bfloat16 activations
-    one_by_one = torch.cat([quantized(row) for row in x.reshape(15, 1, 48)])  # the decoding kernel, a row a step
-    assert torch.allclose(one_by_one, quantized(x).reshape(15, 20), rtol=0.02, atol=0.02)  # a prompt's rows at once
+    one_by_one = torch.cat([quantized(row) for row in x.reshape(15, 1, 48)])  # a row a step, as decoding
+    assert torch.allclose(one_by_one, quantized(x).reshape(15, 20), rtol=0.01, atol=0.01)  # a prompt's rows at once
 
 
 def test_the_shipped_model_in_int8_loses_almost_nothing_on_shakespeare(shakespeare_path):
