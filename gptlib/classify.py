@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 import torch
@@ -36,7 +35,7 @@ from gptlib.classify_report import metrics, metrics_paths, predict_split, summar
 from gptlib.cli import apply, help_text, parse_args
 from gptlib.errors import UserError
 from gptlib.processes import Processes
-from gptlib.run_report import draw_curve, optimizer_summary
+from gptlib.run_report import append_note_line, draw_curve, optimizer_summary
 from gptlib.start import read_start, requested_device, settle
 from gptlib.train import Job, Run, TrainResult, run
 
@@ -280,12 +279,11 @@ class ClassifyRun(Run):
         if not self.cfg.notes:
             return
         settings = " ".join(f"{k}={v}" for k, v in self.changed.items())
-        line = (f"{datetime.now():%Y-%m-%d %H:%M} | {result.checkpoint} | classifier params={result.params} | "
-                f"preset={self.preset} {settings} | iters={result.iters} val_loss={result.val_loss:.4f} "
-                f"test_accuracy={measured['accuracy']:.4f} test_macro_f1={measured['macro_f1']:.4f} "
-                f"(commonest label {measured['majority_baseline']:.4f}) | {result.seconds:.1f}s | {self.device} {self.dtype}\n")
-        with open(self.cfg.notes, "a", encoding="utf-8") as notes:
-            notes.write(line)
+        append_note_line(self.cfg.notes, [
+            str(result.checkpoint), f"classifier params={result.params}", f"preset={self.preset} {settings}",
+            f"iters={result.iters} val_loss={result.val_loss:.4f} test_accuracy={measured['accuracy']:.4f} "
+            f"test_macro_f1={measured['macro_f1']:.4f} (commonest label {measured['majority_baseline']:.4f})",
+            f"{result.seconds:.1f}s", f"{self.device} {self.dtype}"])
 
 
 def class_counts(data) -> str:

@@ -107,12 +107,17 @@ def append_notes(r: Run, result: TrainResult) -> None:
         return
     settings = " ".join(f"{k}={v}" for k, v in r.changed.items()) or "(preset defaults)"
     compiled = f" (+{r.first_step_seconds:.1f}s compiling)" if r.compiled else ""
-    line = (f"{datetime.now():%Y-%m-%d %H:%M} | {result.checkpoint} | params={result.params} | "
-            f"preset={r.preset} {settings} | iters={result.iters} train_loss={result.train_loss:.4f} "
-            f"val_loss={result.val_loss:.4f} best_val_loss={result.best_val_loss:.4f} val_bpb={result.val_bpb:.4f} | "
-            f"{result.seconds:.1f}s | {r.device} {r.dtype} | {result.tokens_per_s:.0f} tokens/s{compiled}\n")
-    with open(r.cfg.notes, "a", encoding="utf-8") as notes:
-        notes.write(line)
+    append_note_line(r.cfg.notes, [
+        str(result.checkpoint), f"params={result.params}", f"preset={r.preset} {settings}",
+        f"iters={result.iters} train_loss={result.train_loss:.4f} val_loss={result.val_loss:.4f} "
+        f"best_val_loss={result.best_val_loss:.4f} val_bpb={result.val_bpb:.4f}",
+        f"{result.seconds:.1f}s", f"{r.device} {r.dtype}", f"{result.tokens_per_s:.0f} tokens/s{compiled}"])
+
+
+def append_note_line(path: str, fields: list[str]) -> None:
+    """One line of notes.txt: the time, then the fields, " | " between them."""
+    with open(path, "a", encoding="utf-8") as notes:
+        notes.write(" | ".join([f"{datetime.now():%Y-%m-%d %H:%M}", *fields]) + "\n")
 
 
 def bits_per_byte(loss: float, dataset: TextDataset, split: str) -> float:

@@ -110,12 +110,18 @@ def test_resume_continues_exactly(tmp_path):
     assert whole.test_metrics == result.test_metrics
 
 
-def test_from_the_shipped_model_the_head_alone_trains(tmp_path):
+def three_steps_from_the_shipped_model(tmp_path, name: str, *options: str):
+    """A classifier of the separable toy task, three steps from the shipped model; its checkpoint."""
     data = write_csv(tmp_path / "toy_data.csv", separable_rows(30))
-    out = tmp_path / "head.pt"
-    gpt_final_version.main(["--task=classify", f"--data={data}", f"--init_from={SHIPPED}", "--trainable=head",
-                            f"--out={out}", "--max_iters=3", "--eval_interval=3", "--eval_iters=1", "--batch_size=4",
-                            "--device=cpu", "--progress=false", "--notes="])
+    out = tmp_path / name
+    gpt_final_version.main(["--task=classify", f"--data={data}", f"--init_from={SHIPPED}", *options, f"--out={out}",
+                            "--max_iters=3", "--eval_interval=3", "--eval_iters=1", "--batch_size=4", "--device=cpu",
+                            "--progress=false", "--notes="])
+    return out
+
+
+def test_from_the_shipped_model_the_head_alone_trains(tmp_path):
+    out = three_steps_from_the_shipped_model(tmp_path, "head.pt", "--trainable=head")
     base, state = load_checkpoint(str(SHIPPED))["model"], load_checkpoint(str(out))
     body = {name.removeprefix("gpt."): t for name, t in state["model"].items() if name.startswith("gpt.")}
     assert all(torch.equal(body[name], base[name]) for name in body)  # the GPT frozen...
@@ -124,11 +130,7 @@ def test_from_the_shipped_model_the_head_alone_trains(tmp_path):
 
 
 def test_lora_adapters_train_beside_the_head_and_the_file_loads_alone(tmp_path):
-    data = write_csv(tmp_path / "toy_data.csv", separable_rows(30))
-    out = tmp_path / "lora.pt"
-    gpt_final_version.main(["--task=classify", f"--data={data}", f"--init_from={SHIPPED}", "--lora_rank=2",
-                            f"--out={out}", "--max_iters=3", "--eval_interval=3", "--eval_iters=1", "--batch_size=4",
-                            "--device=cpu", "--progress=false", "--notes="])
+    out = three_steps_from_the_shipped_model(tmp_path, "lora.pt", "--lora_rank=2")
     state = load_checkpoint(str(out))
     assert any("lora_B" in name for name in state["model"]) and "lora" not in state
     probabilities = Labeller(str(out), "cpu").probabilities(["abcab"])[0]
