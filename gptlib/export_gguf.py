@@ -248,7 +248,7 @@ def write_tokenizer(writer, vocab, table: dict) -> None:
     writer.add_token_merges(table["merges"])
     writer.add_add_bos_token(False)  # a chat template writes its own begin token where it has one
     writer.add_add_eos_token(False)
-    ends, template = end_tokens(vocab)
+    ends, template = end_ids(vocab), chat_template(vocab)
     if ends:
         writer.add_eos_token_id(ends[0])
     if template:
@@ -262,11 +262,11 @@ def write_tokenizer(writer, vocab, table: dict) -> None:
             add(vocab.specials[token])
 
 
-def end_tokens(vocab) -> tuple[list[int], str]:
-    """The ids that end a generation, and the chat template ("" for a text model)."""
+def chat_template(vocab) -> str:
+    """A hub model's own chat template, our markers' for a chat model of ours, "" for a text model."""
     if vocab.kind == "hub":
-        return list(vocab.eos_ids), vocab.config.get("chat_template") or ""
-    return end_ids(vocab), MARKERS_TEMPLATE if is_chat_vocab(vocab) else ""
+        return vocab.config.get("chat_template") or ""
+    return MARKERS_TEMPLATE if is_chat_vocab(vocab) else ""
 
 
 def add_tensor(writer, gguf, name: str, tensor: torch.Tensor, dtype: str) -> None:

@@ -109,9 +109,6 @@ def config_json(config: GPTConfig, family: str, vocab) -> dict:
                                "low_freq_factor": config.rope_low_freq_factor,
                                "high_freq_factor": config.rope_high_freq_factor,
                                "original_max_position_embeddings": config.rope_original_context}
-    eos = list(getattr(vocab, "eos_ids", []) or [])
-    if eos:
-        hub["eos_token_id"] = eos[0] if len(eos) == 1 else eos
     bos = getattr(vocab, "specials", {}).get(getattr(vocab, "bos_token", None) or "")
     if bos is not None:
         hub["bos_token_id"] = bos
@@ -167,9 +164,9 @@ def export_hf(model, vocab, directory: str) -> list[str]:
         texts = {"tokenizer.json": vocab.tokenizer_json, "tokenizer_config.json": _json_text(vocab.config)}
     elif vocab is not None:
         texts = tokenizer_files(vocab, config.block_size)
-        ends = end_ids(vocab)
-        if ends:
-            hub_config["eos_token_id"] = ends[0] if len(ends) == 1 else ends
+    ends = end_ids(vocab) if vocab is not None else []
+    if ends:
+        hub_config["eos_token_id"] = ends[0] if len(ends) == 1 else ends
     generation = {key: hub_config[key] for key in ("bos_token_id", "eos_token_id") if key in hub_config}
     texts.update({"config.json": _json_text(hub_config), "generation_config.json": _json_text(generation)})
     out.mkdir(parents=True, exist_ok=True)

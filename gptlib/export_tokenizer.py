@@ -79,7 +79,10 @@ def byte_level_tokens(vocab) -> list[str]:
 
 
 def end_ids(vocab) -> list[int]:
-    """Where a generation ends: a chat model's end-of-reply marker, and GPT-2's end of text."""
+    """Where a generation ends: a hub model's own end tokens; ours: a chat model's end-of-reply
+    marker, and GPT-2's end of text."""
+    if vocab.kind == "hub":
+        return list(vocab.eos_ids)
     ids = [vocab.specials[END_MARK]] if is_chat_vocab(vocab) else []
     return ids + ([vocab.specials[ENDOFTEXT]] if ENDOFTEXT in vocab.specials else [])
 
