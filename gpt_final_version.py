@@ -522,13 +522,13 @@ class GPT(nn.Module):
 
     def forward_one(self, tokens, positions, keys, values, rotary=None):
         """forward() for one new token per row, with the keys and values of earlier positions in a
-        cache laid out as LayerCache's ring (position p in slot p % block_size). tokens, positions:
-        (B,); keys, values: (L, B, H, W, hs); rotary: cos, sin (B, 1, 1, hs/2) of the
+        ring of W slots, position p in slot p % W (LayerCache's, W = block_size; fewer while no row is
+        that long). tokens, positions: (B,); keys, values: (L, B, H, W, hs); rotary: cos, sin (B, 1, 1, hs/2) of the
         positions (rope models). Returns the next logits (B, V) and the new keys and values
         (L, B, H, 1, hs): the caller stores them in slot position % W (a compiled step that wrote
         into its input would copy the whole cache in and out each time; eager, each layer stores
         them itself before attending)."""
-        ring = RingSlots.of(positions, self.config.block_size, keys.dtype)
+        ring = RingSlots.of(positions, keys.shape[3], keys.dtype)
         x = self.token_embedding(tokens[:, None])  # (B, 1, C)
         if self.config.position == "learned":
             x = x + self.position_embedding(positions[:, None])

@@ -163,7 +163,7 @@ class StaticCacheDecoder(CachedDecoder):
     @torch.no_grad()
     def start(self, ids: list[int], rows: int = 1) -> torch.Tensor:
         logits = super().start(ids, rows)
-        self.keys, self.values = ring_from_cache(self.cache, self.config, rows)
+        self.keys, self.values = ring_from_cache(self.cache, self.config, rows, ring_slots(len(ids) + 1, self.config))
         return logits
 
     @torch.no_grad()
@@ -173,15 +173,23 @@ class StaticCacheDecoder(CachedDecoder):
         if self.model.window_slides(self.length):
             return self.recompute()
         step = self.step if position < DecodeStep.TABLE else self.eager
+        self.make_room(position)
         device = self.keys.device
         rows = len(tokens)
         logits, new_keys, new_values = step(torch.tensor(tokens, device=device),
                                             torch.full((rows,), position, device=device), self.keys, self.values)
         if step is not self.eager:  # a compiled step only reads the ring; eager, forward_one stored them
-            slot = position % self.config.block_size
+            slot = position % self.keys.shape[3]
             self.keys[:, :, :, slot:slot + 1] = new_keys
             self.values[:, :, :, slot:slot + 1] = new_values
         return logits
+
+    def make_room(self, position: int) -> None:
+        """Widen the ring (to twice its slots, at most block_size) before `position` would wrap it."""
+        slots = self.keys.shape[3]
+        if position >= slots and slots < self.config.block_size:
+            wider = ring_slots(position + 1, self.config)
+            self.keys, self.values = (widened(ring, wider) for ring in (self.keys, self.values))
 
 
 def eager_step(model) -> DecodeStep:
@@ -194,18 +202,40 @@ def eager_step(model) -> DecodeStep:
 _EAGER_STEPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> its DecodeStep
 
 
-def cache_shape(config, rows: int) -> tuple[int, ...]:
-    """(L, rows, Hkv, W, hs): a ring of keys (or values) for `rows` rows, W = block_size slots each."""
-    return (config.n_layer, rows, config.kv_heads, config.block_size, config.head_size)
+def cache_shape(config, rows: int, slots: int | None = None) -> tuple[int, ...]:
+    """(L, rows, Hkv, W, hs): a ring of keys (or values) for `rows` rows, W slots each (block_size
+    unless `slots` says fewer)."""
+    return (config.n_layer, rows, config.kv_heads, slots or config.block_size, config.head_size)
 
 
-def ring_from_cache(cache: KVCache, config, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+RING_FIRST = 16  # the fewest slots a reply's ring starts with
+
+
+def ring_slots(positions: int, config) -> int:
+    """Slots for a ring that holds `positions` positions: a power of two from RING_FIRST, at most
+    block_size. Until a reply is block_size long nothing wraps, so the smaller ring holds what the
+    full one would, slot for slot, and a step reads less: a compiled step reads every slot (a
+    2,048-slot ring of SmolLM2's 30 layers is 94 MB a token, as much as its int8 weights)."""
+    slots = RING_FIRST
+    while slots < positions:
+        slots *= 2
+    return min(slots, config.block_size)
+
+
+def widened(ring: torch.Tensor, slots: int) -> torch.Tensor:
+    """`ring` (L, rows, H, W, hs) copied into the first W of `slots` slots."""
+    wider = ring.new_zeros((*ring.shape[:3], slots, ring.shape[4]))
+    wider[:, :, :, :ring.shape[3]] = ring
+    return wider
+
+
+def ring_from_cache(cache: KVCache, config, rows: int, slots: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """A KVCache's keys and values as the ring a DecodeStep reads: (L, rows, H, W, hs) each."""
     first = cache.layers[0].k
-    shape = cache_shape(config, rows)
+    shape = cache_shape(config, rows, slots)
     keys, values = first.new_zeros(shape), first.new_zeros(shape)
     for i, layer in enumerate(cache.layers):
-        filled = min(layer.length, config.block_size)
+        filled = min(layer.length, shape[3])
         keys[i, :, :, :filled] = layer.k[:, :, :filled]
         values[i, :, :, :filled] = layer.v[:, :, :filled]
     return keys, values
@@ -226,8 +256,11 @@ def compiled_step(model, rows: int = 1, capacity: int | None = None):
         c, weights = model.config, next(model.parameters())
         cache = weights.new_zeros(cache_shape(c, capacity))
         tokens, positions = (torch.zeros(rows, dtype=torch.long, device=weights.device) for _ in range(2))
-        with torch.no_grad(), torch._inductor.config.patch(freezing=True):  # separate tensors: aliases would be guarded on
-            step(tokens, positions, cache[:, :rows], cache.clone()[:, :rows])
+        keys, values = cache[:, :rows], cache.clone()[:, :rows]  # separate tensors: aliases would be guarded on
+        for ring in (keys, values):  # one graph for every ring size (ring_slots), not one per size
+            torch._dynamo.mark_dynamic(ring, 3)
+        with torch.no_grad(), torch._inductor.config.patch(freezing=True):
+            step(tokens, positions, keys, values)
         steps[rows, capacity] = step
     return steps[rows, capacity]
 

@@ -60,6 +60,22 @@ def test_the_engine_gives_the_tokens_of_generate_for_a_seed(attention, position,
     assert isinstance(decoder_for(model), expected)
 
 
+@pytest.mark.parametrize("position", ["rope", "learned"])
+def test_the_ring_starts_small_and_widens_to_block_size_with_the_tokens_of_generate(position):
+    """A reply's ring holds 16 slots, then 32, 64: never fewer than its positions until block_size
+    (64 here), then it wraps (rope) or the window is recomputed (learned), as with a full ring."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=VOCAB, block_size=64, n_layer=2, n_head=2, n_embd=16, dropout=0.0,
+                          position=position)).eval()
+    prompt = [1, 2, 3]
+    decoder = decoder_for(model)
+    stream = TokenStream(decoder, prompt, 90, temperature=1.0, generator=torch.Generator().manual_seed(3))
+    slots = [decoder.keys.shape[3] for _ in stream]
+    assert sorted(set(slots)) == [16, 32, 64] and slots[13] == 16 and slots[14] == 32  # token 14 came from position 16
+    assert list(TokenStream(decoder_for(model), prompt, 90, temperature=1.0,
+                            generator=torch.Generator().manual_seed(3))) == generate_tokens(model, prompt, 90, 3)
+
+
 def test_the_bigram_recomputes_and_matches_its_generate():
     torch.manual_seed(0)
     model = BigramLanguageModel(GPTConfig(vocab_size=VOCAB, block_size=8)).eval()
@@ -213,6 +229,17 @@ def test_the_compiled_batch_step_gives_the_tokens_of_generate_for_a_seed():
     finally:
         batcher.close()
     assert tokens == [generate_tokens(model, prompt, 40, seed) for seed, prompt in enumerate(PROMPTS[:3])]
+
+
+@pytest.mark.slow  # one compile of a small graph
+def test_the_compiled_step_reads_a_widening_ring_with_one_graph_and_the_tokens_of_generate():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=VOCAB, block_size=64, n_layer=2, n_head=2, n_embd=16, dropout=0.0)).eval()
+    torch._dynamo.reset()
+    with torch._dynamo.config.patch(error_on_recompile=True):  # 16, 32 and 64 slots: one graph
+        tokens = list(TokenStream(decoder_for(model, compiled=True), [1, 2, 3], 90, temperature=1.0,
+                                  generator=torch.Generator().manual_seed(3)))
+    assert tokens == generate_tokens(model, [1, 2, 3], 90, 3)
 
 
 # ----------------------------------------------------------------------------------------------
