@@ -1,11 +1,13 @@
 """Our GPT against transformers on the shapes of today's small open models (random weights: speed
 does not depend on their values): decode tokens/s at batch 1 (ours: the KV-cache engine, eager, in
-float32 and with --dtype=int8's int8 linear layers; theirs: generate() with its cache, float32), and a LoRA training step (ours: lora.py on the attention and MLP;
+float32 and with --dtype=int8's int8 linear layers, and that int8 step compiled as serve.py --compile=true
+compiles it; theirs: generate() with its cache, float32), and a LoRA training step (ours: lora.py on the attention and MLP;
 theirs: peft on q, k, v, o, gate, up and down), with the peak memory each process held. Prints a table and writes
 the same numbers as JSON.
 
-    python -m benchmarks.bench_hub                 # SmolLM2-135M and Qwen2.5-0.5B shapes, ~5 minutes on 2 cores
-    python -m benchmarks.bench_hub --quick         # SmolLM2-135M only, fewer tokens
+    python -m benchmarks.bench_hub                 # SmolLM2-135M and Qwen2.5-0.5B shapes, ~12 minutes on 2 cores
+    python -m benchmarks.bench_hub --quick         # SmolLM2-135M only, fewer tokens, nothing compiled
+    python -m benchmarks.bench_hub --no_compile    # without the compiled int8 step (about 3 minutes a shape to compile)
     python -m benchmarks.bench_hub --help          # these lines, nothing run
 
 Each pair is measured in one process, alternating ours and theirs round by round (the median of
@@ -59,11 +61,11 @@ def reference_and_ours(shape: dict, directory: Path):
     return theirs, ours
 
 
-def decode_seconds_ours(model, prompt: list[int], new: int) -> float:
+def decode_seconds_ours(model, prompt: list[int], new: int, compiled: bool = False) -> float:
     from gptlib.engine import TokenStream, decoder_for
 
     started = time.perf_counter()
-    made = list(TokenStream(decoder_for(model), prompt, new, temperature=0))
+    made = list(TokenStream(decoder_for(model, compiled=compiled), prompt, new, temperature=0))
     assert len(made) == new
     return time.perf_counter() - started
 
@@ -151,15 +153,29 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def measure(name: str, shape: dict, new_tokens: int) -> dict:
+def compile_seconds(model) -> float:
+    """Seconds to compile `model`'s decode step (serve.py --compile=true pays them once, at start-up)."""
+    from gptlib.engine import compiled_step
+
+    started = time.perf_counter()
+    with torch.no_grad():
+        compiled_step(model)
+    return time.perf_counter() - started
+
+
+def measure(name: str, shape: dict, new_tokens: int, compiled: bool) -> dict:
     with tempfile.TemporaryDirectory() as directory:
         theirs, ours = reference_and_ours(shape, Path(directory))
     prompt = torch.randint(0, shape["vocab_size"], (PROMPT,), generator=torch.Generator().manual_seed(0)).tolist()
     ours_int8 = copy.deepcopy(ours)
     quantize_int8(ours_int8, "cpu")
-    decode = alternate_all({"ours": lambda: decode_seconds_ours(ours, prompt, new_tokens),
-                            "int8": lambda: decode_seconds_ours(ours_int8, prompt, new_tokens),
-                            "theirs": lambda: decode_seconds_theirs(theirs, prompt, new_tokens)})
+    runs = {"ours": lambda: decode_seconds_ours(ours, prompt, new_tokens),
+            "int8": lambda: decode_seconds_ours(ours_int8, prompt, new_tokens),
+            "theirs": lambda: decode_seconds_theirs(theirs, prompt, new_tokens)}
+    compiling = compile_seconds(ours_int8) if compiled else None
+    if compiled:
+        runs["int8_compiled"] = lambda: decode_seconds_ours(ours_int8, prompt, new_tokens, compiled=True)
+    decode = alternate_all(runs)
     decode_ours, decode_theirs = decode["ours"], decode["theirs"]
     x = torch.randint(0, shape["vocab_size"], (LORA_BATCH, LORA_CONTEXT), generator=torch.Generator().manual_seed(1))
     y = torch.cat([x[:, 1:], torch.full((LORA_BATCH, 1), -1)], dim=1)  # HF shifts labels itself; ours are shifted here
@@ -171,6 +187,9 @@ def measure(name: str, shape: dict, new_tokens: int) -> dict:
            "decode_tokens_per_s_ours_int8": new_tokens / decode["int8"], "decode_ratio_int8": decode_theirs / decode["int8"],
            "lora_dtype_ours": dtype, "lora_step_s_ours": step_ours, "lora_step_s_peft": step_theirs,
            "lora_ratio": step_theirs / step_ours, "threads": torch.get_num_threads()}
+    if compiled:
+        row.update(decode_tokens_per_s_ours_int8_compiled=new_tokens / decode["int8_compiled"],
+                   decode_ratio_int8_compiled=decode_theirs / decode["int8_compiled"], compile_s_int8=compiling)
     if dtype != "float32":  # like with like too: peft under the same autocast
         _, autocast = training_autocast(shape["hidden_size"], LORA_BATCH * LORA_CONTEXT)
         row["lora_step_s_peft_same_dtype"] = alternate(lambda: None, lambda: theirs_step(autocast))[1]
@@ -228,17 +247,21 @@ def main(argv=None):
     if "memory_of" in options:
         return memory_child(options["shape"], options["memory_of"])
     quick = "--quick" in argv
-    rows = [measure(name, shape, NEW_TOKENS // 2 if quick else NEW_TOKENS)
+    compiled = not quick and "--no_compile" not in argv
+    rows = [measure(name, shape, NEW_TOKENS // 2 if quick else NEW_TOKENS, compiled)
             for name, shape in SHAPES.items() if not quick or name == "SmolLM2-135M"]
     for row in rows:
         row["peak_rss_mb_ours"], row["peak_rss_mb_theirs"] = (peak_memory_mb(row["shape"], side) for side in ("ours", "theirs"))
-    print("| shape | decode tok/s ours | transformers | ratio | ours int8 | ratio | LoRA step s ours (dtype) | peft float32 | ratio "
-          "| peft, our dtype | ratio | peak RSS MB ours | theirs |\n" + "| --- " * 13 + "|")
+    print("| shape | decode tok/s ours | transformers | ratio | ours int8 | ratio | int8 compiled (compile s) | ratio "
+          "| LoRA step s ours (dtype) | peft float32 | ratio | peft, our dtype | ratio | peak RSS MB ours | theirs |\n"
+          + "| --- " * 15 + "|")
     for r in rows:
         same = (f"{r['lora_step_s_peft_same_dtype']:.2f} | {r['lora_ratio_same_dtype']:.2f}x"
                 if "lora_ratio_same_dtype" in r else "- | -")
+        built = (f"{r['decode_tokens_per_s_ours_int8_compiled']:.1f} ({r['compile_s_int8']:.0f}) | "
+                 f"{r['decode_ratio_int8_compiled']:.2f}x" if "compile_s_int8" in r else "- | -")
         print(f"| {r['shape']} | {r['decode_tokens_per_s_ours']:.1f} | {r['decode_tokens_per_s_transformers']:.1f} | "
-              f"{r['decode_ratio']:.2f}x | {r['decode_tokens_per_s_ours_int8']:.1f} | {r['decode_ratio_int8']:.2f}x | "
+              f"{r['decode_ratio']:.2f}x | {r['decode_tokens_per_s_ours_int8']:.1f} | {r['decode_ratio_int8']:.2f}x | {built} | "
               f"{r['lora_step_s_ours']:.2f} ({r['lora_dtype_ours']}) | {r['lora_step_s_peft']:.2f} | "
               f"{r['lora_ratio']:.2f}x | {same} | {r['peak_rss_mb_ours']:.0f} | {r['peak_rss_mb_theirs']:.0f} |")
     RESULTS.mkdir(parents=True, exist_ok=True)

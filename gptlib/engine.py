@@ -149,8 +149,9 @@ class DecodeStep(torch.nn.Module):
 
 class StaticCacheDecoder(CachedDecoder):
     """The default decoder: the prompt is read by the model's forward into a KVCache and copied
-    into a ring of keys and values allocated once; then each step is one DecodeStep over that ring
-    (a compiled one returns the new keys and values, stored here). Decoding a small model on a CPU
+    into a ring of keys and values (ring_slots: as many slots as the reply needs, widened as it
+    grows, up to block_size); then each step is one DecodeStep over that ring (a compiled one
+    returns the new keys and values, stored here). Decoding a small model on a CPU
     is bound by per-operation overhead, not arithmetic: a step without fresh cache views or
     appends costs less."""
 
@@ -185,11 +186,7 @@ class StaticCacheDecoder(CachedDecoder):
         return logits
 
     def make_room(self, position: int) -> None:
-        """Widen the ring (to twice its slots, at most block_size) before `position` would wrap it."""
-        slots = self.keys.shape[3]
-        if position >= slots and slots < self.config.block_size:
-            wider = ring_slots(position + 1, self.config)
-            self.keys, self.values = (widened(ring, wider) for ring in (self.keys, self.values))
+        self.keys, self.values = with_room(self.keys, self.values, position, self.config)
 
 
 def eager_step(model) -> DecodeStep:
@@ -222,11 +219,16 @@ def ring_slots(positions: int, config) -> int:
     return min(slots, config.block_size)
 
 
-def widened(ring: torch.Tensor, slots: int) -> torch.Tensor:
-    """`ring` (L, rows, H, W, hs) copied into the first W of `slots` slots."""
-    wider = ring.new_zeros((*ring.shape[:3], slots, ring.shape[4]))
-    wider[:, :, :, :ring.shape[3]] = ring
-    return wider
+def with_room(keys: torch.Tensor, values: torch.Tensor, position: int, config) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rings (L, rows, H, W, hs), widened (copied into the first W of twice the slots or more,
+    at most block_size) where `position` would wrap them; else as they are."""
+    slots = keys.shape[3]
+    if position < slots or slots == config.block_size:
+        return keys, values
+    wider = ring_slots(position + 1, config)
+    rings = [ring.new_zeros((*ring.shape[:3], wider, ring.shape[4])) for ring in (keys, values)]
+    rings[0][:, :, :, :slots], rings[1][:, :, :, :slots] = keys, values
+    return rings[0], rings[1]
 
 
 def ring_from_cache(cache: KVCache, config, rows: int, slots: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -380,8 +382,8 @@ def sample_rows(decoder, prompt_ids: list[int], rows: int, max_new_tokens: int, 
 
 
 class BatchedRows:
-    """Replies decoded together: one cache with a row per reply (its ring of keys and values) and
-    one DecodeStep for the rows in use. A reply's prompt is read on its own (CachedDecoder: the
+    """Replies decoded together: one cache with a row per reply (its ring of keys and values, as
+    wide as the furthest row needs: with_room) and one DecodeStep for the rows in use. A reply's prompt is read on its own (CachedDecoder: the
     model's forward into a KVCache, copied into its row); then every step feeds each reply one
     position. The rows in use are always the first ones (a reply that leaves is replaced by the
     last), so a step reads a slice of the cache. Eager, a step computes exactly those rows;
@@ -392,8 +394,8 @@ class BatchedRows:
 
     def __init__(self, model, capacity: int, compiled: bool = False):
         c, weights = model.config, next(model.parameters())
-        self.model, self.config, self.capacity, self.window = model, c, capacity, c.block_size
-        shape = cache_shape(c, capacity)
+        self.model, self.config, self.capacity = model, c, capacity
+        shape = cache_shape(c, capacity, ring_slots(1, c))  # widened as the rows' positions need (with_room)
         self.keys, self.values = weights.new_zeros(shape), weights.new_zeros(shape)
         self.sizes = sorted({4 ** i for i in range(8) if 4 ** i < capacity} | {capacity}) if compiled else []
         self.steps = {size: compiled_step(model, size, capacity) for size in self.sizes}  # compiled now, not mid-reply
@@ -410,7 +412,8 @@ class BatchedRows:
         logits = reader.start(ids)
         row = len(self.readers)
         self.readers.append(reader)
-        keys, values = ring_from_cache(reader.cache, self.config, 1)
+        self.keys, self.values = with_room(self.keys, self.values, len(ids), self.config)
+        keys, values = ring_from_cache(reader.cache, self.config, 1, self.keys.shape[3])
         self.keys[:, row:row + 1], self.values[:, row:row + 1] = keys, values
         return row, logits
 
@@ -447,6 +450,7 @@ class BatchedRows:
     def _step(self, batched: dict[int, tuple[int, int]]) -> dict[int, torch.Tensor]:
         in_use = len(self.readers)
         size = next((size for size in self.sizes if size >= in_use), in_use)  # eager: exactly the rows in use
+        self.keys, self.values = with_room(self.keys, self.values, max(p for _, p in batched.values()), self.config)
         step = self.steps.get(size, self.eager)
         tokens, positions = [0] * size, [0] * size  # built as lists: one tensor each, not a tensor per row
         for row, (token, position) in batched.items():
@@ -464,12 +468,12 @@ class BatchedRows:
         """Each fed row's new keys and values into its own slot of the ring (position % W)."""
         if len(batched) <= 2:  # a slice a row: fewer operations than indexing with tensors (a lone reply)
             for row, (_, position) in batched.items():
-                slot = position % self.window
+                slot = position % self.keys.shape[3]
                 self.keys[:, row:row + 1, :, slot:slot + 1] = new_keys[:, row:row + 1]
                 self.values[:, row:row + 1, :, slot:slot + 1] = new_values[:, row:row + 1]
             return
         rows = torch.tensor(list(batched), device=self.device)
-        slots = torch.tensor([position % self.window for _, position in batched.values()], device=self.device)
+        slots = torch.tensor([position % self.keys.shape[3] for _, position in batched.values()], device=self.device)
         self.keys[:, rows, :, slots] = new_keys[:, rows, :, 0].transpose(0, 1)  # each row's into its own slot: (rows, L, H, hs)
         self.values[:, rows, :, slots] = new_values[:, rows, :, 0].transpose(0, 1)
 

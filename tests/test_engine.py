@@ -172,6 +172,21 @@ def test_batched_replies_get_the_tokens_each_would_get_alone(position):
     assert batcher.steps < 5 * 30 / 2  # batched: about two rounds of 30 steps, not 150
 
 
+@pytest.mark.parametrize("position", ["rope", "learned"])
+def test_the_batch_ring_widens_as_its_furthest_reply_needs_with_each_replys_tokens(position):
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=VOCAB, block_size=64, n_layer=2, n_head=2, n_embd=16, dropout=0.0,
+                          position=position)).eval()
+    batcher = Batcher(model, rows=3)
+    assert batcher.batch.keys.shape[3] == 16
+    try:
+        tokens, _ = batched_tokens(batcher, PROMPTS, 70)  # past the context of 64
+    finally:
+        batcher.close()
+    assert tokens == [generate_tokens(model, prompt, 70, seed) for seed, prompt in enumerate(PROMPTS)]
+    assert batcher.batch.keys.shape[3] == 64
+
+
 def test_a_batched_reply_ends_at_its_stop_token_and_its_row_is_reused():
     model = tiny_gpt()
     free = generate_tokens(model, [1], 40, seed=0)

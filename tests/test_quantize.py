@@ -59,3 +59,24 @@ def test_int8_is_refused_where_it_cannot_be_used_and_never_saved(tmp_path):
     with pytest.raises(UserError, match="load the checkpoint again"):
         handler.save(str(tmp_path / "q.pt"))
     assert not (tmp_path / "q.pt").exists()
+
+
+@pytest.mark.slow  # one compile of the shipped model's step
+def test_the_compiled_int8_step_gives_the_eager_steps_logits_within_its_rounding():
+    """serve.py --dtype=int8 --compile=true: inductor may multiply the int8 rows with its own kernel,
+    which rounds otherwise than torch's, so the logits agree closely, not bit for bit."""
+    from gptlib.engine import DecodeStep, compiled_step, ring_slots
+    handler = ModelHandler(SHIPPED, "cpu").load()
+    handler.use_dtype("int8")
+    model, config = handler.model, handler.model.config
+    compiled, eager = compiled_step(model), DecodeStep(model)
+    ids = handler.vocab.encode("ROMEO:\nBut soft, what light")
+    shape = (config.n_layer, 1, config.kv_heads, ring_slots(len(ids), config), config.head_size)
+    keys, values = torch.zeros(shape), torch.zeros(shape)
+    with torch.no_grad():
+        for position, token in enumerate(ids):
+            tokens, positions = torch.tensor([token]), torch.tensor([position])
+            logits, new_keys, new_values = compiled(tokens, positions, keys, values)
+            expected = eager(tokens, positions, keys.clone(), values.clone())[0]
+            keys[:, :, :, position:position + 1], values[:, :, :, position:position + 1] = new_keys, new_values
+            assert (logits - expected).abs().max() < 0.05 * expected.abs().max(), position
