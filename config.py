@@ -215,7 +215,7 @@ class SampleConfig:
     device: str = "auto"  # as for training
     out: str = ""  # also write the samples to this file (e.g. samples/romeo.txt)
     use_cache: bool = True  # keep keys/values between steps (same text, much faster)
-    dtype: str = "auto"  # weights for generating: "auto" is float32 (uncompiled decoding is fastest in it); or bfloat16; or int8 (CPU: linear layers in int8, 1.5-1.7x faster decoding for the 135M-500M hub models, approximate: gptlib/quantize.py)
+    dtype: str = "auto"  # weights for generating: "auto" is float32 (uncompiled decoding is fastest in it); or bfloat16; or int8 (CPU: linear layers in int8, 1.7-2x transformers' decoding for the 135M-500M hub models, 3x compiled; approximate: gptlib/quantize.py)
     chat: bool = False  # talk to a model trained on chat pairs: type a message, it answers until its end marker
 
     def validate(self) -> None:

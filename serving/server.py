@@ -88,7 +88,7 @@ class ServeConfig:
     log_text: bool = False  # log the text of messages and replies (off: logs hold sizes and timings only)
     stream_interval: float = 0.02  # seconds a stream gathers the pieces that come quickly into one write (each still its own event); 0: a write per piece
     compile: bool = False  # compile the decode step at start-up (seconds to a minute): about 2x faster replies on a CPU
-    dtype: str = "auto"  # weights for generating: "auto" is bfloat16 with --compile=true on a CPU with bfloat16 hardware (2x faster for a 10M model), else float32; or float32/bfloat16; or int8 (CPU, approximate, 1.5-1.7x faster decoding for the 135M-500M hub models)
+    dtype: str = "auto"  # weights for generating: "auto" is bfloat16 with --compile=true on a CPU with bfloat16 hardware (2x faster for a 10M model), else float32; or float32/bfloat16; or int8 (CPU, approximate: 1.7-2x transformers' decoding for the 135M-500M hub models, 3x with --compile=true)
 
     def validate(self) -> None:
         for name in ("max_body_bytes", "max_prompt_chars", "max_tokens", "default_tokens", "max_choices", "concurrency"):
