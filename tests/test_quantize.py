@@ -65,7 +65,8 @@ def test_int8_is_refused_where_it_cannot_be_used_and_never_saved(tmp_path):
 def test_the_compiled_int8_step_gives_the_eager_steps_logits_within_its_rounding():
     """serve.py --dtype=int8 --compile=true: inductor may multiply the int8 rows with its own kernel,
     which rounds otherwise than torch's, so the logits agree closely, not bit for bit."""
-    from gptlib.engine import DecodeStep, compiled_step, ring_slots
+    from gptlib.engine import DecodeStep, compiled_step
+    from gptlib.kv_ring import ring_slots
     handler = ModelHandler(SHIPPED, "cpu").load()
     handler.use_dtype("int8")
     model, config = handler.model, handler.model.config
