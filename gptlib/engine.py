@@ -175,7 +175,7 @@ class StaticCacheDecoder(CachedDecoder):
         if self.model.window_slides(self.length):
             return self.recompute()
         step = self.step if position < DecodeStep.TABLE else self.eager
-        self.make_room(position)
+        self.keys, self.values = with_room(self.keys, self.values, position, self.config)
         device = self.keys.device
         rows = len(tokens)
         logits, new_keys, new_values = step(torch.tensor(tokens, device=device),
@@ -185,9 +185,6 @@ class StaticCacheDecoder(CachedDecoder):
             self.keys[:, :, :, slot:slot + 1] = new_keys
             self.values[:, :, :, slot:slot + 1] = new_values
         return logits
-
-    def make_room(self, position: int) -> None:
-        self.keys, self.values = with_room(self.keys, self.values, position, self.config)
 
 
 def eager_step(model) -> DecodeStep:
@@ -342,8 +339,8 @@ class BatchedRows:
     """Replies decoded together: one cache with a row per reply (its ring of keys and values, as
     wide as the furthest row needs: with_room) and one DecodeStep for the rows in use. A reply's
     prompt is read on its own (CachedDecoder: the model's forward into a KVCache, copied into its
-    row); then every step feeds each reply one position. The rows in use are always the first ones (a reply that leaves is replaced by the
-    last), so a step reads a slice of the cache. Eager, a step computes exactly those rows;
+    row); then every step feeds each reply one position. The rows in use are always the first
+    ones (a reply that leaves is replaced by the last), so a step reads a slice of the cache. Eager, a step computes exactly those rows;
     compiled, it computes the smallest of a few sizes that holds them (1, 4, 16, ...: one graph
     each), since on a CPU a row costs little at first (per-operation overhead) and then its full
     arithmetic (16 rows of the 1.8M model: about 6x one row, for 16x the characters). A

@@ -28,9 +28,9 @@ from gptlib.engine import (
 VOCAB = 11
 
 
-def tiny_gpt(attention="fast", position="rope", seed=0):
+def tiny_gpt(attention="fast", position="rope", seed=0, block_size=8):
     torch.manual_seed(seed)
-    config = GPTConfig(vocab_size=VOCAB, block_size=8, n_layer=2, n_head=2, n_embd=16, dropout=0.0,
+    config = GPTConfig(vocab_size=VOCAB, block_size=block_size, n_layer=2, n_head=2, n_embd=16, dropout=0.0,
                        attention=attention, position=position)
     return GPT(config).eval()
 
@@ -64,16 +64,13 @@ def test_the_engine_gives_the_tokens_of_generate_for_a_seed(attention, position,
 def test_the_ring_starts_small_and_widens_to_block_size_with_the_tokens_of_generate(position):
     """A reply's ring holds 16 slots, then 32, 64: never fewer than its positions until block_size
     (64 here), then it wraps (rope) or the window is recomputed (learned), as with a full ring."""
-    torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=VOCAB, block_size=64, n_layer=2, n_head=2, n_embd=16, dropout=0.0,
-                          position=position)).eval()
+    model = tiny_gpt("fast", position, block_size=64)
     prompt = [1, 2, 3]
     decoder = decoder_for(model)
     stream = TokenStream(decoder, prompt, 90, temperature=1.0, generator=torch.Generator().manual_seed(3))
-    slots = [decoder.keys.shape[3] for _ in stream]
+    tokens, slots = zip(*[(token, decoder.keys.shape[3]) for token in stream])
     assert sorted(set(slots)) == [16, 32, 64] and slots[13] == 16 and slots[14] == 32  # token 14 came from position 16
-    assert list(TokenStream(decoder_for(model), prompt, 90, temperature=1.0,
-                            generator=torch.Generator().manual_seed(3))) == generate_tokens(model, prompt, 90, 3)
+    assert list(tokens) == generate_tokens(model, prompt, 90, 3)
 
 
 def test_the_bigram_recomputes_and_matches_its_generate():
@@ -174,9 +171,7 @@ def test_batched_replies_get_the_tokens_each_would_get_alone(position):
 
 @pytest.mark.parametrize("position", ["rope", "learned"])
 def test_the_batch_ring_widens_as_its_furthest_reply_needs_with_each_replys_tokens(position):
-    torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=VOCAB, block_size=64, n_layer=2, n_head=2, n_embd=16, dropout=0.0,
-                          position=position)).eval()
+    model = tiny_gpt("fast", position, block_size=64)
     batcher = Batcher(model, rows=3)
     assert batcher.batch.keys.shape[3] == 16
     try:
@@ -248,8 +243,7 @@ def test_the_compiled_batch_step_gives_the_tokens_of_generate_for_a_seed():
 
 @pytest.mark.slow  # one compile of a small graph
 def test_the_compiled_step_reads_a_widening_ring_with_one_graph_and_the_tokens_of_generate():
-    torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=VOCAB, block_size=64, n_layer=2, n_head=2, n_embd=16, dropout=0.0)).eval()
+    model = tiny_gpt("fast", "rope", block_size=64)
     torch._dynamo.reset()
     with torch._dynamo.config.patch(error_on_recompile=True):  # 16, 32 and 64 slots: one graph
         tokens = list(TokenStream(decoder_for(model, compiled=True), [1, 2, 3], 90, temperature=1.0,
